@@ -1,0 +1,387 @@
+"""Corpora, splits, span <-> BIO alignment and batching (no torch: a labeling machine needs none).
+
+- ADE corpus v2 (Gurulingappa et al. 2012): sentence-level (drug, adverse event) spans recovered from
+  the document-level offsets of DRUG-AE.rel; ADE-NEG.txt sentences have no pairs.
+- The splits of Gu et al. 2023 (arXiv 2307.06439, section 4.1): 80/10/10 of the 4,272 positive
+  sentences with seed 0, `test+neg`, the unlabeled pool, and a 10-fold split by PubMed ID.
+- IOB NER corpora (BC5CDR, NCBI-disease) for the medication / disease NER of Vedula et al. 2024.
+
+The data root is `--data_dir`, else $ADE_DISTILL_DATA, else ./data; missing files are downloaded
+from their public sources and every file is checked against its sha256.
+
+    python data.py --split=test            # gold JSONL of a split on stdout
+    python data.py --dataset=bc5cdr --split=test
+"""
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+ADE_URL = ("https://raw.githubusercontent.com/trunghlt/AdverseDrugReaction/"
+           "2851af96e26050cf551a2e1f716ff861f7b1059b/ADE-Corpus-V2/{name}")
+NER_URL = ("https://raw.githubusercontent.com/cambridgeltl/MTL-Bioinformatics-2016/"
+           "df0df02fae6dbb87d88ffcf323b9096528f06f84/data/{folder}/{name}")
+SHA256 = {  # from the SOURCE files beside the corpora
+    "ade_corpus_v2/DRUG-AE.rel": "542cdc483ccc94927762eaf2c9a8ecac49a6c10037dda2895be6a6e20160f75a",
+    "ade_corpus_v2/ADE-NEG.txt": "8f506c159042ce354fbf26981dc39971dde8f09b1158d94106eab1e516e53fcf",
+    "BC5CDR-IOB/train.tsv": "b731361c0ed73afd04cc5fdad39afcdfd8f325d6e46c282339185a91d1af4c14",
+    "BC5CDR-IOB/devel.tsv": "b909de65c4f7e3c23bb09ad52d654cdc92e96db941abe1a5dcf6f6010c03cff5",
+    "BC5CDR-IOB/test.tsv": "e41a2843a5fff0cd8d1a88cb147968d61ae29336ca70cddc3d7fb8ff21dfa1e8",
+    "NCBI-disease-IOB/train.tsv": "58379baf4614b8d757d93dd7a21b202849ca99f9b9d71b49185523ff5443300c",
+    "NCBI-disease-IOB/devel.tsv": "b4e1e7efcc2a35047bf2f3d281648357470e674f555d4a26a0049ac37d59cc61",
+    "NCBI-disease-IOB/test.tsv": "8f088ce45dc4746592188f9e69de3d89d87f3bb8f0ed8c4a287d018123fa148d",
+}
+NER_DATASETS = {"bc5cdr": "BC5CDR-IOB", "ncbi_disease": "NCBI-disease-IOB"}
+
+
+def data_root(data_dir=""):
+    return data_dir or os.environ.get("ADE_DISTILL_DATA") or "data"
+
+
+def corpus_file(root, rel_path, verify=True):
+    """Path of a corpus file under the data root; downloaded first if missing, sha256 checked."""
+    path = os.path.join(root, rel_path)
+    folder, name = rel_path.split("/")
+    if not os.path.exists(path):
+        url = ADE_URL.format(name=name) if folder == "ade_corpus_v2" else NER_URL.format(folder=folder, name=name)
+        import requests
+        print(f"{path} is missing; downloading {url}", file=sys.stderr)
+        try:
+            r = requests.get(url, timeout=60)
+            r.raise_for_status()
+        except requests.RequestException as e:
+            raise FileNotFoundError(f"{path} not found and {url} could not be downloaded ({e}). Download it by hand "
+                                    f"into {os.path.join(root, folder)}/, or point --data_dir (or $ADE_DISTILL_DATA) "
+                                    "at a directory that holds it.") from None
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".part", "wb") as f:
+            f.write(r.content)
+        os.replace(path + ".part", path)
+        print(f"saved {path}", file=sys.stderr)
+    if verify:
+        digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        if digest != SHA256[rel_path]:
+            raise ValueError(f"{path}: sha256 {digest} is not the expected {SHA256[rel_path]}; the file is "
+                             "corrupt or a different version. Delete it to download it again.")
+    return path
+
+
+# ----------------------------------------------------------------------------- ADE corpus v2
+
+def find_mentions(text, string):
+    """Spans of every case-insensitive occurrence of `string` in `text` as a whole word (not inside a
+    longer word); if there is none, every plain occurrence ("ototoxicity" vs "toxicity" stays apart)."""
+    string = string.strip() or string
+    if not string:
+        return []
+    pattern = re.escape(string)
+    spans = [m.span() for m in re.finditer(rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])", text, re.I)]
+    return spans or [m.span() for m in re.finditer(pattern, text, re.I)]
+
+
+def read_ade(root):
+    """-> (positives, negatives): records {"id", "pmid", "text", "pairs": [{"drug": [s, e], "ade": [s, e]}]}."""
+    path = corpus_file(root, "ade_corpus_v2/DRUG-AE.rel")
+    rows = defaultdict(list)  # (pmid, sentence) -> [(line number, ae, ae_begin, drug, drug_begin)]
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            fields = line.rstrip("\n").split("|")
+            if len(fields) != 8 or not fields[3].isdigit() or not fields[6].isdigit():
+                raise ValueError(f"{path}:{n}: expected 8 '|'-separated fields "
+                                 "(pmid|sentence|ae|begin|end|drug|begin|end), found {line.strip()!r}")
+            pmid, text, ae, ae_begin, _, drug, drug_begin, _ = fields
+            rows[(pmid, text)].append((n, ae, int(ae_begin), drug, int(drug_begin)))
+    positives, per_pmid, ambiguous = [], defaultdict(int), 0
+    for (pmid, text), relations in rows.items():
+        # Offsets count from the start of the abstract; one shift per sentence maps them onto it
+        # (SOURCE.md, "Offset convention"). Find the shifts that fit every relation of the sentence.
+        shifts = None
+        for n, ae, ae_begin, drug, drug_begin in relations:
+            fit = ({ae_begin - m.start() for m in re.finditer(re.escape(ae), text)}
+                   & {drug_begin - m.start() for m in re.finditer(re.escape(drug), text)})
+            shifts = fit if shifts is None else shifts & fit
+            if not shifts:
+                raise ValueError(f"{path}:{n}: no sentence offset places {ae!r} and {drug!r} at their offsets.")
+        ambiguous += len(shifts) > 1
+        shift = max(shifts)  # a repeated pair: take its first occurrence, as canonicalisation does
+        pairs = []
+        for n, ae, ae_begin, drug, drug_begin in relations:
+            pair = {"drug": [drug_begin - shift, drug_begin - shift + len(drug)],
+                    "ade": [ae_begin - shift, ae_begin - shift + len(ae)]}
+            if pair not in pairs:
+                pairs.append(pair)
+        positives.append({"id": f"{pmid}:{per_pmid[pmid]}", "pmid": pmid, "text": text, "pairs": pairs})
+        per_pmid[pmid] += 1
+    path = corpus_file(root, "ade_corpus_v2/ADE-NEG.txt")
+    negatives, seen = [], set()
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            m = re.match(r"(\d+) NEG (.*)$", line.rstrip("\n"))
+            if not m:
+                raise ValueError(f"{path}:{n}: expected 'PMID NEG sentence', found {line.strip()!r}")
+            if m.groups() not in seen:  # 7 lines repeat a sentence verbatim
+                seen.add(m.groups())
+                negatives.append({"id": f"{m[1]}:n{per_pmid['n' + m[1]]}", "pmid": m[1], "text": m[2], "pairs": []})
+                per_pmid["n" + m[1]] += 1
+    assert ambiguous <= 3, f"{ambiguous} sentences have an ambiguous offset shift; SOURCE.md says 3"
+    return positives, negatives
+
+
+def unlabeled(records):
+    return [{k: r[k] for k in ("id", "pmid", "text")} for r in records]
+
+
+def assemble_splits(train, dev, test, negatives):
+    """train/dev/test of positive sentences + ADE-NEG -> every set the pipeline uses."""
+    held_pmids = {r["pmid"] for r in dev + test}
+    held_texts = {r["text"] for r in dev + test}
+    test_pmids = {r["pmid"] for r in test}
+    # One sentence text is in the corpus under two PubMed IDs; held-out text never reaches training.
+    kept = [r for r in train if r["text"] not in held_texts]
+    if len(kept) < len(train):
+        print(f"note: {len(train) - len(kept)} train sentences also occur in dev/test and are left out",
+              file=sys.stderr)
+    train = kept
+    free_negatives = [r for r in negatives if r["pmid"] not in held_pmids and r["text"] not in held_texts]
+    return {"train": train, "dev": dev, "test": test,
+            "test+neg": test + [r for r in negatives if r["pmid"] in test_pmids],
+            "negatives": free_negatives,  # labelled (no ADE) sentences allowed in training
+            "pool": unlabeled(train + free_negatives)}
+
+
+def ade_splits(root):
+    """The paper's split: sort by (PMID, text), shuffle with seed 0, cut 80/10/10."""
+    positives, negatives = read_ade(root)
+    order = sorted(positives, key=lambda r: (r["pmid"], r["text"]))
+    random.Random(0).shuffle(order)
+    n_train, n_dev = int(0.8 * len(order)), int(0.1 * len(order))
+    return assemble_splits(order[:n_train], order[n_train:n_train + n_dev], order[n_train + n_dev:], negatives)
+
+
+def ade_cv_splits(root, k=10, fold=0):
+    """Fold `fold` of a k-fold split by PubMed ID: test = that fold, dev = the next, train = the rest."""
+    positives, negatives = read_ade(root)
+    pmids = sorted({r["pmid"] for r in positives})
+    random.Random(0).shuffle(pmids)
+    fold_of = {p: i % k for i, p in enumerate(pmids)}
+    part = lambda f: [r for r in positives if fold_of[r["pmid"]] == f]  # noqa: E731
+    train = [r for r in positives if fold_of[r["pmid"]] not in (fold, (fold + 1) % k)]
+    return assemble_splits(train, part((fold + 1) % k), part(fold), negatives)
+
+
+# ----------------------------------------------------------------------------- IOB NER corpora
+
+def read_iob(path):
+    """token<TAB>tag lines, blank between sentences -> records {"id", "text", "entities"}; the text is
+    the tokens joined by single spaces, so every entity has exact character offsets."""
+    records, tokens = [], []
+    split = os.path.splitext(os.path.basename(path))[0]
+
+    def flush():
+        if tokens:
+            text, entities, start = "", [], None
+            for word, tag, _ in tokens:
+                begin = len(text) + (1 if text else 0)
+                text += (" " if text else "") + word
+                if tag == "O" or tag.startswith("B-") or start is None or start[1] != tag[2:]:
+                    if start:
+                        entities.append({"span": [start[0], prev_end], "type": start[1]})
+                    start = None if tag == "O" else (begin, tag[2:])
+                prev_end = len(text)
+            if start:
+                entities.append({"span": [start[0], prev_end], "type": start[1]})
+            records.append({"id": f"{split}:{len(records)}", "text": text, "entities": entities})
+            tokens.clear()
+
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                flush()
+                continue
+            parts = line.split("\t")
+            if len(parts) != 2 or not parts[0] or not re.fullmatch(r"O|[BI]-\S+", parts[1]):
+                raise ValueError(f"{path}:{n}: expected 'token<TAB>tag' with tag O, B-TYPE or I-TYPE, "
+                                 f"found {line!r}")
+            tokens.append((parts[0], parts[1], n))
+    flush()
+    return records
+
+
+def ner_splits(root, dataset):
+    if dataset not in NER_DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(NER_DATASETS)}")
+    folder = NER_DATASETS[dataset]
+    train, dev, test = (read_iob(corpus_file(root, f"{folder}/{name}.tsv")) for name in ("train", "devel", "test"))
+    held = {r["text"] for r in dev + test}
+    kept = [r for r in train if r["text"] not in held]
+    if len(kept) < len(train):
+        print(f"note: {len(train) - len(kept)} {dataset} train sentences also occur in devel/test and are "
+              "left out of training", file=sys.stderr)
+    train = kept
+    return {"train": train, "dev": dev, "test": test, "pool": [{"id": r["id"], "text": r["text"]} for r in train]}
+
+
+def entity_types(records):
+    return sorted({e["type"] for r in records for e in r.get("entities", [])})
+
+
+# ----------------------------------------------------------------------------- spans <-> sub-word BIO
+
+def encode(tokenizer, texts, max_len):
+    """-> one dict per text: ids, offsets (char [start, end) per token; (0, 0) for [CLS]/[SEP]), words.
+    Texts longer than max_len tokens are cut (keeping the final [SEP]) and counted."""
+    encoded, cut = [], 0
+    for e in tokenizer.encode_batch(list(texts)):
+        ids, offsets, words = list(e.ids), list(e.offsets), list(e.word_ids)
+        if len(ids) > max_len:
+            cut += 1
+            ids, offsets, words = ids[:max_len - 1] + ids[-1:], offsets[:max_len - 1] + offsets[-1:], \
+                words[:max_len - 1] + words[-1:]
+        encoded.append({"ids": ids, "offsets": offsets, "words": words})
+    if cut:
+        print(f"note: {cut} of {len(encoded)} sentences are longer than {max_len} tokens and were cut there; "
+              "spans past the cut cannot be predicted (raise --max_len)", file=sys.stderr)
+    return encoded
+
+
+def spans_to_bio(enc, spans):
+    """[(start, end, type_index)] -> labels per token: O=0, B-k=1+2k, I-k=2+2k, -100 on [CLS]/[SEP].
+    Returns (labels, number of spans whose edges fall inside a token)."""
+    labels = [0 if w is not None else -100 for w in enc["words"]]
+    off_boundary = 0
+    for start, end, k in spans:
+        inside = [i for i, (s, e) in enumerate(enc["offsets"])
+                  if enc["words"][i] is not None and s < end and e > start]
+        if not inside:
+            off_boundary += 1  # cut off by truncation, or whitespace only
+            continue
+        off_boundary += enc["offsets"][inside[0]][0] != start or enc["offsets"][inside[-1]][1] != end
+        for j, i in enumerate(inside):
+            if labels[i] == 0:  # overlapping spans of one head: the first keeps its tokens
+                labels[i] = 1 + 2 * k + (j > 0)
+    return labels, off_boundary
+
+
+def bio_to_spans(enc, tags):
+    """Tags per token -> [(start, end, type_index)], widened to whole words (a span never starts or ends
+    inside a word). An I-k after O or another type opens a span, as conlleval reads it."""
+    word_start, word_end = {}, {}
+    for (s, e), w in zip(enc["offsets"], enc["words"]):
+        if w is not None:
+            word_start.setdefault(w, s)
+            word_end[w] = e
+    spans, open_span = [], None
+    for (s, e), w, tag in zip(enc["offsets"], enc["words"], tags):
+        if w is None:
+            continue
+        k = (tag - 1) // 2
+        if tag == 0 or tag % 2 == 1 or open_span is None or open_span[2] != k:
+            if open_span:
+                spans.append(tuple(open_span))
+            open_span = None if tag == 0 else [word_start[w], word_end[w], k]
+        else:
+            open_span[1] = word_end[w]
+    if open_span:
+        spans.append(tuple(open_span))
+    return sorted(set(spans))
+
+
+def token_mask(enc, spans):
+    """Indices of the tokens that overlap any of `spans` (the sub-words a drug vector averages)."""
+    return [i for i, ((s, e), w) in enumerate(zip(enc["offsets"], enc["words"]))
+            if w is not None and any(s < end and e > start for start, end in spans)]
+
+
+def drug_entities(text, drug_spans):
+    """Group drug spans by their text (case-insensitive) -> {lower text: all its mentions in the sentence}."""
+    entities = {}
+    for s, e in drug_spans:
+        key = text[s:e].lower()
+        entities.setdefault(key, set(map(tuple, find_mentions(text, text[s:e])))).add((s, e))
+    return {k: sorted(v) for k, v in entities.items()}
+
+
+def ade_example(enc, record):
+    """A labelled record -> token labels for the drug head and, per drug entity, its mention tokens and
+    the labels of its adverse events."""
+    text, pairs = record["text"], record.get("pairs", [])
+    entities = drug_entities(text, [p["drug"] for p in pairs])
+    drug_labels, off = spans_to_bio(enc, [(s, e, 0) for mentions in entities.values() for s, e in mentions])
+    drugs = []
+    for key, mentions in entities.items():
+        ades = sorted({tuple(p["ade"]) for p in pairs if text[p["drug"][0]:p["drug"][1]].lower() == key})
+        ade_labels, ade_off = spans_to_bio(enc, [(s, e, 0) for s, e in ades])
+        off += ade_off
+        drugs.append({"tokens": token_mask(enc, mentions), "labels": ade_labels})
+    return {"ids": enc["ids"], "labels": drug_labels, "drugs": drugs, "off_boundary": off}
+
+
+def ner_example(enc, record, types):
+    labels, off = spans_to_bio(enc, [(*e["span"], types.index(e["type"])) for e in record.get("entities", [])])
+    return {"ids": enc["ids"], "labels": labels, "drugs": [], "off_boundary": off}
+
+
+# ----------------------------------------------------------------------------- batching
+
+def length_batches(lengths, batch_size, shuffle=False, seed=0):
+    """Batches of indices of similar length (less padding): sort within windows of 50 batches, then
+    shuffle the batches' order when training."""
+    order = list(range(len(lengths)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for w in range(0, len(order), window):
+        part = sorted(order[w:w + window], key=lambda i: lengths[i])
+        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(examples, pad_id=0):
+    """Examples from ade_example/ner_example -> padded numpy arrays (torch.from_numpy takes them as is)."""
+    B, T = len(examples), max(len(x["ids"]) for x in examples)
+    input_ids = np.full((B, T), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((B, T), dtype=np.int64)
+    labels = np.full((B, T), -100, dtype=np.int64)
+    drug_sentence, drug_token_mask, ade_labels = [], [], []
+    for b, x in enumerate(examples):
+        n = len(x["ids"])
+        input_ids[b, :n], attention_mask[b, :n], labels[b, :n] = x["ids"], 1, x["labels"]
+        for drug in x["drugs"]:
+            drug_sentence.append(b)
+            mask = np.zeros(T, dtype=np.float32)
+            mask[drug["tokens"]] = 1.0
+            drug_token_mask.append(mask)
+            ade_labels.append(np.pad(np.array(drug.get("labels", [-100] * n), dtype=np.int64), (0, T - n),
+                                     constant_values=-100))
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+            "drug_sentence": np.array(drug_sentence, dtype=np.int64),
+            "drug_token_mask": np.array(drug_token_mask, dtype=np.float32).reshape(-1, T),
+            "ade_labels": np.array(ade_labels, dtype=np.int64).reshape(-1, T)}
+
+
+def write_jsonl(records, f):
+    for r in records:
+        f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    args = dict(a.removeprefix("--").split("=", 1) for a in sys.argv[1:] if "=" in a)
+    unknown = set(args) - {"split", "data_dir", "dataset"}
+    if unknown or len(args) != len(sys.argv) - 1 or "split" not in args:
+        sys.exit("usage: python data.py --split=train|dev|test|test+neg|pool [--dataset=ade|bc5cdr|ncbi_disease] "
+                 "[--data_dir=DIR]")
+    root, dataset = data_root(args.get("data_dir", "")), args.get("dataset", "ade")
+    splits = ade_splits(root) if dataset == "ade" else ner_splits(root, dataset)
+    if args["split"] not in splits:
+        sys.exit(f"unknown split {args['split']!r}; choose one of {sorted(splits)}")
+    write_jsonl(splits[args["split"]], sys.stdout)

@@ -1,0 +1,137 @@
+"""Strict and lenient precision / recall / F1 for (drug, ADE) pairs, for entities alone, and for typed
+NER spans. This file is the definition of the metrics (SPEC.md, "Metrics"):
+
+- unit: per sentence, the set of (drug span, ADE span) pairs, spans as [start, end) character offsets;
+  each drug span is first moved to the first case-insensitive occurrence of its text in the sentence
+  (on both sides), and duplicates collapse;
+- strict: spans identical; lenient: every span overlaps its counterpart by at least one character;
+- one-to-one: per sentence, the size M of a maximum bipartite matching between predicted and gold
+  units; micro-averaged: P = sum M / sum |pred|, R = sum M / sum |gold|, F1 = 2PR / (P + R).
+
+    python evaluate.py GOLD.jsonl PRED.jsonl [--level=pairs|drugs|ades|entities]
+
+Imports nothing from the project, so it can be copied alone.
+"""
+import json
+import sys
+
+LEVELS = ("pairs", "drugs", "ades", "entities")
+
+
+def canonical_drug(text, span):
+    """Move a drug span to the first case-insensitive occurrence of its text in the sentence."""
+    start, end = span
+    first = text.lower().find(text[start:end].lower())
+    return (first, first + end - start)
+
+
+def units(record, level):
+    """A sentence record -> its set of units; a unit is a tuple of (start, end, type) spans."""
+    text = record["text"]
+    if level == "entities":
+        return {((*e["span"], e["type"]),) for e in record.get("entities", [])}
+    pairs = {((*canonical_drug(text, p["drug"]), "drug"), (*p["ade"], "ade")) for p in record.get("pairs", [])}
+    if level == "pairs":
+        return pairs
+    return {(pair[0],) for pair in pairs} if level == "drugs" else {(pair[1],) for pair in pairs}
+
+
+def overlaps(unit_a, unit_b):
+    return all(a[2] == b[2] and a[0] < b[1] and b[0] < a[1] for a, b in zip(unit_a, unit_b))
+
+
+def max_matching(predicted, gold, match):
+    """Size of a maximum one-to-one matching (Kuhn's augmenting paths; a sentence has a few units)."""
+    gold = list(gold)
+    owner = [None] * len(gold)  # owner[j]: the predicted unit matched to gold[j]
+
+    def augment(p, seen):
+        for j, g in enumerate(gold):
+            if j not in seen and match(p, g):
+                seen.add(j)
+                if owner[j] is None or augment(owner[j], seen):
+                    owner[j] = p
+                    return True
+        return False
+
+    return sum(augment(p, set()) for p in predicted)
+
+
+def prf(tp, n_pred, n_gold):
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
+            "tp": tp, "n_pred": n_pred, "n_gold": n_gold}
+
+
+def check_record(record, where):
+    """Spans must be [start, end) with 0 <= start < end <= len(text)."""
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: no 'text' string")
+    spans = [s for p in record.get("pairs", []) for s in (p.get("drug"), p.get("ade"))] + \
+            [e.get("span") for e in record.get("entities", [])]
+    for span in spans:
+        if not (isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) for x in span)
+                and 0 <= span[0] < span[1] <= len(text)):
+            raise ValueError(f"{where}: span {span!r} is not [start, end) inside the text of {len(text)} characters")
+
+
+def score(gold, predicted, level="pairs", types=None):
+    """gold, predicted: lists of records with the same ids -> {"strict": {...}, "lenient": {...}}.
+    With `types`, entity figures are also given per type under "per_type"."""
+    assert level in LEVELS, f"level {level!r} is not one of {LEVELS}"
+    gold_by_id = {r["id"]: r for r in gold}
+    pred_by_id = {r["id"]: r for r in predicted}
+    only_gold, only_pred = gold_by_id.keys() - pred_by_id.keys(), pred_by_id.keys() - gold_by_id.keys()
+    if only_gold or only_pred:
+        raise ValueError(f"gold and predictions cover different sentences: {len(only_gold)} ids only in gold "
+                         f"(e.g. {sorted(only_gold)[:3]}), {len(only_pred)} only in predictions "
+                         f"(e.g. {sorted(only_pred)[:3]}); predict every gold sentence (an empty list is fine).")
+    totals = {"strict": [0, 0, 0], "lenient": [0, 0, 0]}
+    for sid, g in gold_by_id.items():
+        p = pred_by_id[sid]
+        if p["text"] != g["text"]:
+            raise ValueError(f"sentence {sid}: the prediction's text differs from the gold text")
+        pu, gu = units(p, level), units(g, level)
+        for name, match in (("strict", None), ("lenient", overlaps)):
+            tp = len(pu & gu) if match is None else max_matching(pu, gu, match)
+            for i, n in enumerate((tp, len(pu), len(gu))):
+                totals[name][i] += n
+    result = {name: prf(*t) for name, t in totals.items()}
+    if types:
+        result["per_type"] = {t: score(only_type(gold, t), only_type(predicted, t), level) for t in types}
+    return result
+
+
+def only_type(records, entity_type):
+    return [{**r, "entities": [e for e in r.get("entities", []) if e["type"] == entity_type]} for r in records]
+
+
+def read_jsonl(path):
+    """Records of a JSONL file; a malformed line is an error naming the file and line."""
+    records = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            if not isinstance(record, dict) or "id" not in record:
+                raise ValueError(f"{path}:{n}: expected an object with 'id' and 'text'")
+            check_record(record, f"{path}:{n}")
+            records.append(record)
+    return records
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if not a.startswith("--level=")]
+    level = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--level=")), "pairs")
+    if len(args) != 2 or level not in LEVELS:
+        sys.exit(f"usage: python evaluate.py GOLD.jsonl PRED.jsonl [--level={'|'.join(LEVELS)}]")
+    try:
+        print(json.dumps(score(read_jsonl(args[0]), read_jsonl(args[1]), level), indent=2))
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")

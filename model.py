@@ -1,0 +1,392 @@
+"""The student: a BERT encoder in plain PyTorch, its safetensors loader, and the two heads.
+
+- `BertConfig`, `BertModel`: Hugging Face's BERT, same parameter names, so any HF BERT directory
+  (all-MiniLM-L6-v2, PubMedBERT, BioBERT) loads with `load_encoder(DIR)` and saves back unchanged.
+- `AdeModel`: the drug-centric model of Gu et al. 2023 (arXiv 2307.06439, section 3): a drug BIO
+  head, and an ADE BIO head conditioned on each drug by concatenating the drug's mean-pooled vector
+  to every token's state. The encoder runs once per sentence; the ADE head fans out over drugs.
+- `NerModel`: one BIO head over K entity types (Vedula et al. 2024; the architecture ablation).
+
+Imports nothing from the project, so it can be copied alone. `python model.py convert DIR` turns a
+directory's `pytorch_model.bin` into `model.safetensors`.
+"""
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+# ----------------------------------------------------------------------------- the encoder
+
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+               "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_json(cls, path):
+        with open(path) as f:
+            raw = json.load(f)
+        where = f"{path}: "
+        if raw.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(where + f"position_embedding_type={raw['position_embedding_type']!r} is not "
+                             "supported; this encoder implements BERT's absolute position embeddings only.")
+        if raw.get("hidden_act", "gelu") not in ACTIVATIONS:
+            raise ValueError(where + f"hidden_act={raw['hidden_act']!r} is not supported; "
+                             f"use one of {sorted(ACTIVATIONS)}.")
+        if raw.get("model_type", "bert") != "bert":
+            raise ValueError(where + f"model_type={raw['model_type']!r}: only BERT checkpoints can be loaded.")
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+
+    def to_json(self, path):
+        with open(path, "w") as f:
+            json.dump({"architectures": ["BertModel"], "model_type": "bert",
+                       "position_embedding_type": "absolute", **asdict(self)}, f, indent=2)
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids):
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) \
+            + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    use_sdpa = True  # the manual path is kept to show what SDPA computes, and for the tests
+
+    def __init__(self, c):
+        super().__init__()
+        assert c.hidden_size % c.num_attention_heads == 0, \
+            f"hidden_size {c.hidden_size} is not divisible by num_attention_heads {c.num_attention_heads}"
+        self.n_head = c.num_attention_heads
+        self.query = nn.Linear(c.hidden_size, c.hidden_size)
+        self.key = nn.Linear(c.hidden_size, c.hidden_size)
+        self.value = nn.Linear(c.hidden_size, c.hidden_size)
+        self.dropout_p = c.attention_probs_dropout_prob
+
+    def forward(self, x, key_mask):
+        B, T, D = x.shape
+        # (B, T, D) -> (B, n_head, T, head_dim)
+        q, k, v = (proj(x).view(B, T, self.n_head, D // self.n_head).transpose(1, 2)
+                   for proj in (self.query, self.key, self.value))
+        dropout_p = self.dropout_p if self.training else 0.0
+        if self.use_sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+        else:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, n_head, T, T)
+            scores = scores.masked_fill(~key_mask, float("-inf"))
+            y = F.dropout(scores.softmax(-1), dropout_p, self.training) @ v
+        return y.transpose(1, 2).reshape(B, T, D)
+
+
+class BertAddNorm(nn.Module):
+    """dense -> dropout -> LayerNorm(residual + .): BERT's `attention.output` and `output` blocks."""
+
+    def __init__(self, d_in, c):
+        super().__init__()
+        self.dense = nn.Linear(d_in, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+
+
+class BertLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        # ModuleDicts keep Hugging Face's names: attention.self.query, intermediate.dense, ...
+        self.attention = nn.ModuleDict({"self": BertSelfAttention(c), "output": BertAddNorm(c.hidden_size, c)})
+        self.intermediate = nn.ModuleDict({"dense": nn.Linear(c.hidden_size, c.intermediate_size)})
+        self.output = BertAddNorm(c.intermediate_size, c)
+        self.act = ACTIVATIONS[c.hidden_act]
+
+    def forward(self, x, key_mask):
+        x = self.attention["output"](self.attention["self"](x, key_mask), x)
+        return self.output(self.act(self.intermediate["dense"](x)), x)
+
+
+class BertModel(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):  # BERT's initialisation, for models trained from scratch
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        """(B, T) ids and 0/1 mask -> hidden states (B, T, D). Padded positions hold garbage."""
+        T = input_ids.shape[1]
+        assert T <= self.config.max_position_embeddings, \
+            f"sequence of {T} tokens is longer than max_position_embeddings={self.config.max_position_embeddings}"
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): which keys each query may see
+        x = self.embeddings(input_ids, token_type_ids)
+        for layer in self.encoder.layer:
+            x = layer(x, key_mask)
+        return x
+
+
+# ----------------------------------------------------------------------------- loading and saving
+
+# Keys a BERT checkpoint may hold that this encoder has no use for.
+IGNORED_KEYS = re.compile(r"^(pooler\.|cls\.|embeddings\.position_ids$|embeddings\.token_type_ids$)")
+
+
+def normalise_key(key):
+    """Map the names found in the wild onto ours: `bert.` prefix, TF-era `gamma`/`beta`."""
+    key = key.removeprefix("bert.")
+    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
+
+
+def load_state(model, tensors, source, ignore=IGNORED_KEYS):
+    """Copy `tensors` into `model`: every parameter found, every shape equal, no unexplained leftovers."""
+    expected = model.state_dict()
+    found = {normalise_key(k): v for k, v in tensors.items()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(k for k in set(found) - set(expected) if not ignore.search(k))
+    misshaped = [f"{k}: file {tuple(found[k].shape)}, model {tuple(v.shape)}"
+                 for k, v in expected.items() if k in found and found[k].shape != v.shape]
+    wrong_dtype = [f"{k}: {found[k].dtype}" for k in expected if k in found and not found[k].is_floating_point()]
+    problems = [f"{label} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                for label, keys in [("missing", missing), ("unexpected", unexpected),
+                                    ("mis-shaped", misshaped), ("not floating point", wrong_dtype)] if keys]
+    if problems:
+        raise ValueError(f"{source} does not fit the model:\n  " + "\n  ".join(problems) +
+                         "\nIs this a BERT checkpoint whose config.json matches its weights?")
+    with torch.no_grad():
+        for k, v in expected.items():
+            v.copy_(found[k])  # floating-point checkpoints in fp16/bf16 are cast to the model's dtype
+
+
+def load_encoder(path):
+    """A Hugging Face BERT directory (config.json + model.safetensors) -> BertModel in eval mode."""
+    path = str(path)
+    weights = os.path.join(path, "model.safetensors")
+    if not os.path.exists(weights):
+        hint = (f"it has pytorch_model.bin: convert it with `python model.py convert {path}`"
+                if os.path.exists(os.path.join(path, "pytorch_model.bin"))
+                else "pass a Hugging Face BERT directory, or --init_from=hf:ORG/NAME to download one")
+        raise FileNotFoundError(f"{weights} not found; {hint}.")
+    model = BertModel(BertConfig.from_json(os.path.join(path, "config.json")))
+    load_state(model, load_file(weights), weights)
+    return model.eval()
+
+
+def save_encoder(encoder, path, tokenizer_from=None):
+    """Write config.json + model.safetensors (+ tokenizer files) in the layout load_encoder reads."""
+    os.makedirs(path, exist_ok=True)
+    encoder.config.to_json(os.path.join(path, "config.json"))
+    state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    for name in TOKENIZER_FILES:
+        src = tokenizer_from and os.path.join(tokenizer_from, name)
+        if src and os.path.exists(src) and os.path.abspath(src) != os.path.abspath(os.path.join(path, name)):
+            shutil.copyfile(src, os.path.join(path, name))
+
+
+def convert_bin(path):
+    """pytorch_model.bin -> model.safetensors, without unpickling arbitrary objects."""
+    state = torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(path, "model.safetensors"),
+              metadata={"format": "pt"})
+
+
+TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def load_tokenizer(path):
+    """A `tokenizers.Tokenizer` (WordPiece, with character offsets) from tokenizer.json or vocab.txt."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    path = str(path)
+    if os.path.exists(os.path.join(path, "tokenizer.json")):
+        tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+    elif os.path.exists(os.path.join(path, "vocab.txt")):
+        config_path = os.path.join(path, "tokenizer_config.json")
+        lowercase = json.load(open(config_path)).get("do_lower_case", True) if os.path.exists(config_path) else True
+        tok = Tokenizer(WordPiece.from_file(os.path.join(path, "vocab.txt"), unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None if lowercase else False)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
+                                                       ("[CLS]", tok.token_to_id("[CLS]")))
+        tok.decoder = decoders.WordPiece()
+    else:
+        raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt; pass a Hugging Face BERT directory.")
+    tok.no_truncation()  # length limits are handled (and counted) by data.py, never silently here
+    tok.no_padding()
+    return tok
+
+
+def download_hf(spec, cache_dir, endpoint=None):
+    """`hf:ORG/NAME` -> a local directory with config, weights and tokenizer files (resumable)."""
+    import requests
+    repo = spec.removeprefix("hf:")
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    target = os.path.join(cache_dir, repo.replace("/", "--"))
+    os.makedirs(target, exist_ok=True)
+    headers = {"Authorization": f"Bearer {os.environ['HF_TOKEN']}"} if os.environ.get("HF_TOKEN") else {}
+    wanted = [("config.json", True), ("model.safetensors", False), ("pytorch_model.bin", False),
+              ("tokenizer.json", False), ("vocab.txt", False), ("tokenizer_config.json", False)]
+    for name, required in wanted:
+        dest = os.path.join(target, name)
+        if os.path.exists(dest) or (name == "pytorch_model.bin" and os.path.exists(os.path.join(target, "model.safetensors"))):
+            continue
+        url = f"{endpoint}/{repo}/resolve/main/{name}"
+        part = dest + ".part"
+        have = os.path.getsize(part) if os.path.exists(part) else 0
+        try:
+            r = requests.get(url, headers={**headers, **({"Range": f"bytes={have}-"} if have else {})},
+                             stream=True, timeout=60)
+        except requests.RequestException as e:
+            raise RuntimeError(f"cannot reach {url}: {e}. Are you online? Else download the files by hand "
+                               f"and pass --init_from=DIR.") from None
+        if r.status_code == 404 and not required:
+            continue
+        if r.status_code not in (200, 206):
+            raise RuntimeError(f"GET {url} answered {r.status_code}: {r.text[:200]!r}. "
+                               "Check the model name, or set HF_TOKEN for a gated model.")
+        if r.status_code == 200:
+            have = 0  # the server ignored the Range header: start again
+        total, t0 = have + int(r.headers.get("Content-Length", 0)), time.time()
+        with open(part, "ab" if have else "wb") as f:
+            for chunk in r.iter_content(1 << 20):
+                f.write(chunk)
+                have += len(chunk)
+                print(f"\r{name}: {have / 1e6:.1f}/{total / 1e6:.1f} MB "
+                      f"{(have) / 1e6 / max(time.time() - t0, 1e-9):.1f} MB/s", end="", file=sys.stderr)
+        print(file=sys.stderr)
+        os.replace(part, dest)
+    if not os.path.exists(os.path.join(target, "model.safetensors")):
+        if not os.path.exists(os.path.join(target, "pytorch_model.bin")):
+            raise RuntimeError(f"{endpoint}/{repo} has neither model.safetensors nor pytorch_model.bin.")
+        convert_bin(target)
+    return target
+
+
+# ----------------------------------------------------------------------------- the heads
+
+N_BIO = 3  # O, B, I
+
+
+class AdeModel(nn.Module):
+    """Encoder + drug BIO head + drug-conditioned ADE BIO head (one encoder pass per sentence)."""
+
+    def __init__(self, encoder, dropout=0.1):
+        super().__init__()
+        D = encoder.config.hidden_size
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.drug_head = nn.Linear(D, N_BIO)
+        self.ade_head = nn.Linear(2 * D, N_BIO)  # the paper's Linear(2D, 3) over [H_t ; v_d]
+
+    def forward(self, input_ids, attention_mask, drug_sentence, drug_token_mask):
+        """
+        input_ids, attention_mask: (B, T); drug_sentence: (M,) the sentence of each of M drugs;
+        drug_token_mask: (M, T) 1.0 on the sub-word tokens of all mentions of that drug.
+        Returns drug_logits (B, T, 3) and ade_logits (M, T, 3).
+        """
+        hidden = self.dropout(self.encoder(input_ids, attention_mask))  # (B, T, D)
+        drug_logits = self.drug_head(hidden)
+        D = hidden.shape[-1]
+        if drug_sentence.numel() == 0:  # no drug in the batch: no ADE-head work at all
+            return drug_logits, hidden.new_zeros(0, hidden.shape[1], N_BIO)
+        # v_d = mean of H over the drug's tokens, gathered from each drug's own sentence.
+        drug_hidden = hidden[drug_sentence]  # (M, T, D)
+        counts = drug_token_mask.sum(1, keepdim=True).clamp(min=1)  # (M, 1)
+        drug_vectors = torch.einsum("mt,mtd->md", drug_token_mask.to(hidden.dtype), drug_hidden) / counts
+        # Linear(2D)([H_t ; v_d]) = W_h H_t + W_v v_d + b: the token part once per sentence, the drug
+        # part once per drug, broadcast over tokens. Same numbers, no (M, T, 2D) tensor.
+        token_part = F.linear(hidden, self.ade_head.weight[:, :D], self.ade_head.bias)  # (B, T, 3)
+        drug_part = F.linear(drug_vectors, self.ade_head.weight[:, D:])  # (M, 3)
+        return drug_logits, token_part[drug_sentence] + drug_part[:, None, :]
+
+
+class NerModel(nn.Module):
+    """Encoder + one Linear(D, 2K+1) BIO head over K entity types."""
+
+    def __init__(self, encoder, n_types, dropout=0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, 2 * n_types + 1)
+
+    def forward(self, input_ids, attention_mask):
+        return self.head(self.dropout(self.encoder(input_ids, attention_mask)))  # (B, T, 2K+1)
+
+
+def save_student(model, path, tokenizer_from, meta):
+    """The encoder in Hugging Face layout, plus heads.safetensors and student.json (kind, labels...)."""
+    save_encoder(model.encoder, path, tokenizer_from)
+    heads = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+    save_file(heads, os.path.join(path, "heads.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(path, "student.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+
+
+def load_student(path):
+    """-> (AdeModel or NerModel in eval mode, meta dict) from a directory written by save_student."""
+    meta_path = os.path.join(path, "student.json")
+    if not os.path.exists(meta_path):
+        raise FileNotFoundError(f"{meta_path} not found: {path} is not a trained student (train one first).")
+    meta = json.load(open(meta_path))
+    encoder = load_encoder(path)
+    model = AdeModel(encoder) if meta["task"] == "ade" else NerModel(encoder, len(meta["types"]))
+    heads_path = os.path.join(path, "heads.safetensors")
+    heads = {k: v for k, v in load_file(heads_path).items()}
+    load_state(model, {**{f"encoder.{k}": v for k, v in encoder.state_dict().items()}, **heads}, heads_path)
+    return model.eval(), meta
+
+
+def bio_loss(logits, labels):
+    """Summed cross-entropy over real tokens (label != -100) and their count: the caller divides once
+    by the total count of a whole (accumulated) batch, so padding never changes the weighting."""
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                           ignore_index=-100, reduction="sum")
+    return loss, int((labels != -100).sum())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "convert":
+        sys.exit("usage: python model.py convert DIR   (pytorch_model.bin -> model.safetensors)")
+    convert_bin(sys.argv[2])
+    print(f"wrote {os.path.join(sys.argv[2], 'model.safetensors')}")

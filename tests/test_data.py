@@ -1,0 +1,167 @@
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import data
+import model
+
+
+def test_split_counts_and_spans(ade_splits):
+    assert [len(ade_splits[k]) for k in ("train", "dev", "test")] == [3417, 427, 428]
+    first = next(r for r in ade_splits["train"] + ade_splits["dev"] + ade_splits["test"]
+                 if r["text"] == "Intravenous azithromycin-induced ototoxicity.")
+    assert first["pairs"] == [{"drug": [12, 24], "ade": [33, 44]}] and first["id"] == "10030778:0"
+    assert all(r["pairs"] for r in ade_splits["test"])
+    extra = ade_splits["test+neg"][428:]
+    assert extra and all(not r["pairs"] for r in extra)
+    assert {r["pmid"] for r in extra} <= {r["pmid"] for r in ade_splits["test"]}
+
+
+def test_no_held_out_sentence_reaches_training_or_pool(ade_splits):
+    held = ade_splits["dev"] + ade_splits["test"]
+    held_texts, held_ids, held_pmids = {r["text"] for r in held}, {r["id"] for r in held}, {r["pmid"] for r in held}
+    for name in ("train", "negatives", "pool"):
+        assert not held_texts & {r["text"] for r in ade_splits[name]}, name
+        assert not held_ids & {r["id"] for r in ade_splits[name]}, name
+    assert not held_pmids & {r["pmid"] for r in ade_splits["negatives"]}
+    assert all("pairs" not in r for r in ade_splits["pool"])
+    assert len(ade_splits["pool"]) == len(ade_splits["train"]) + len(ade_splits["negatives"])
+
+
+def test_ids_are_unique(data_dir):
+    positives, negatives = data.read_ade(data_dir)
+    ids = [r["id"] for r in positives + negatives]
+    assert len(ids) == len(set(ids)) == 4272 + 16688
+
+
+def test_ten_folds_by_pubmed_id(data_dir):
+    tests = []
+    for fold in (0, 9):
+        s = data.ade_cv_splits(data_dir, 10, fold)
+        train_pmids = {r["pmid"] for r in s["train"] + s["negatives"]}
+        assert not train_pmids & {r["pmid"] for r in s["test"] + s["dev"]}
+        tests.append({r["id"] for r in s["test"]})
+        assert 350 < len(s["test"]) < 500
+    assert not tests[0] & tests[1]
+
+
+def test_spans_round_trip_through_bio_on_the_whole_corpus(ade_splits, minilm_dir):
+    """Gold spans -> sub-word BIO -> spans gives back every span that lies on token boundaries."""
+    tokenizer = model.load_tokenizer(minilm_dir)
+    records = ade_splits["train"] + ade_splits["dev"] + ade_splits["test"]
+    lost, off_boundary, total = 0, 0, 0
+    for record, enc in zip(records, data.encode(tokenizer, [r["text"] for r in records], 512)):
+        heads = [sorted({tuple(p["drug"]) for p in record["pairs"]})]
+        for drug in heads[0]:
+            heads.append(sorted({tuple(p["ade"]) for p in record["pairs"] if tuple(p["drug"]) == drug}))
+        for spans in heads:
+            labels, off = data.spans_to_bio(enc, [(s, e, 0) for s, e in spans])
+            back = {(s, e) for s, e, _ in data.bio_to_spans(enc, labels)}
+            total += len(spans)
+            off_boundary += off
+            # overlapping spans of one head cannot both be tagged: not a round-trip failure
+            overlapping = {a for a in spans for b in spans if a != b and a[0] < b[1] and b[0] < a[1]}
+            lost += len([s for s in spans if s not in back and s not in overlapping])
+    print(f"{total} spans, {off_boundary} off token boundaries, {lost} not recovered")
+    assert off_boundary == 2, "SPEC.md: ' minocycline' and 'anaphylaxis ' hold a stray space"
+    assert lost == off_boundary
+
+
+def test_bio_decoding_widens_to_words_and_repairs_orphan_inside(minilm_dir):
+    tokenizer = model.load_tokenizer(minilm_dir)
+    text = "Lithium-induced nephrogenic diabetes insipidus."
+    enc = data.encode(tokenizer, [text], 128)[0]
+    # tokens: [CLS] lithium - induced ne ##ph ##rogen ##ic diabetes ins ##ip ##id ##us . [SEP]
+    tags = [0, 1, 0, 0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 0, 0]  # B on "##rogen": the span widens to "nephrogenic"
+    assert data.bio_to_spans(enc, tags) == [(0, 7, 0), (16, 46, 0)]
+    orphan = [0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]  # I after O opens a span
+    assert data.bio_to_spans(enc, orphan) == [(0, 7, 0)]
+    labels, off = data.spans_to_bio(enc, [(16, 46, 1)])
+    assert labels == [-100, 0, 0, 0, 3, 4, 4, 4, 4, 4, 4, 4, 4, 0, -100] and off == 0
+
+
+def test_long_sentences_are_cut_with_a_count(minilm_dir, capsys):
+    tokenizer = model.load_tokenizer(minilm_dir)
+    encs = data.encode(tokenizer, ["aspirin " * 50, "short"], max_len=16)
+    assert len(encs[0]["ids"]) == 16 and encs[0]["ids"][-1] == tokenizer.token_to_id("[SEP]")
+    assert "1 of 2 sentences are longer than 16 tokens" in capsys.readouterr().err
+
+
+def test_ade_example_and_collate(minilm_dir):
+    tokenizer = model.load_tokenizer(minilm_dir)
+    text = "Aspirin caused rash; stopping aspirin and adding heparin gave bleeding."
+    record = {"text": text, "pairs": [{"drug": [0, 7], "ade": [15, 19]}, {"drug": [49, 56], "ade": [62, 70]}]}
+    enc = data.encode(tokenizer, [text, "Heparin."], 128)
+    example = data.ade_example(enc[0], record)
+    assert len(example["drugs"]) == 2  # aspirin (two mentions) and heparin
+    aspirin = example["drugs"][0]["tokens"]
+    pooled = "".join(text[slice(*enc[0]["offsets"][i])] for i in aspirin)
+    assert pooled == "Aspirinaspirin", "the sub-words of both mentions are pooled"
+    assert data.bio_to_spans(enc[0], example["labels"]) == [(0, 7, 0), (30, 37, 0), (49, 56, 0)]
+    batch = data.collate([example, data.ade_example(enc[1], {"text": "Heparin.", "pairs": []})])
+    T = len(enc[0]["ids"])
+    assert batch["input_ids"].shape == (2, T) and batch["attention_mask"][1].sum() == 4
+    assert batch["drug_sentence"].tolist() == [0, 0] and batch["drug_token_mask"].shape == (2, T)
+    assert batch["drug_token_mask"][0].sum() == 2 and (batch["ade_labels"][1] == 1).sum() == 1
+
+
+def test_length_batches_cover_everything_once():
+    lengths = [5, 50, 6, 49, 7, 48, 8, 47]
+    batches = data.length_batches(lengths, 2, shuffle=True, seed=1)
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    assert all(abs(lengths[b[0]] - lengths[b[-1]]) <= 2 for b in batches)
+
+
+def test_iob_reader(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("Selegiline\tB-Chemical\n-\tO\ninduced\tO\nhypotension\tI-Disease\n\n"
+                    "Parkinson\tB-Disease\n'\tI-Disease\ns\tI-Disease\ndisease\tI-Disease\n")
+    first, second = data.read_iob(str(path))
+    assert first["text"] == "Selegiline - induced hypotension"
+    assert first["entities"] == [{"span": [0, 10], "type": "Chemical"}, {"span": [21, 32], "type": "Disease"}]
+    assert second["text"][slice(*second["entities"][0]["span"])] == "Parkinson ' s disease"
+    path.write_text("Selegiline\tB-Chemical\n-\tO\ninduced O\n")
+    with pytest.raises(ValueError, match=r"train.tsv:3: expected 'token<TAB>tag'"):
+        data.read_iob(str(path))
+
+
+def test_ner_corpora(data_dir):
+    splits = data.ner_splits(data_dir, "bc5cdr")
+    assert data.entity_types(splits["train"]) == ["Chemical", "Disease"]
+    assert len(splits["test"]) == 4797 and len(splits["dev"]) == 4581
+    assert not {r["text"] for r in splits["train"]} & {r["text"] for r in splits["test"]}
+
+
+def test_corrupt_file_is_refused(tmp_path, data_dir):
+    os.makedirs(tmp_path / "ade_corpus_v2")
+    (tmp_path / "ade_corpus_v2" / "DRUG-AE.rel").write_text("1|x|y|0|1|z|0|1\n")
+    with pytest.raises(ValueError, match="DRUG-AE.rel: sha256 .* Delete it to download it again"):
+        data.corpus_file(str(tmp_path), "ade_corpus_v2/DRUG-AE.rel")
+
+
+def test_missing_file_is_downloaded_and_checked(tmp_path, data_dir, server, monkeypatch):
+    def handle(h):
+        name = h.path.rsplit("/", 1)[1]
+        server.reply(h, 200, open(os.path.join(data_dir, "ade_corpus_v2", name), "rb").read())
+    server.handle = handle
+    monkeypatch.setattr(data, "ADE_URL", server.url + "/ADE-Corpus-V2/{name}")
+    path = data.corpus_file(str(tmp_path), "ade_corpus_v2/ADE-NEG.txt")
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == data.SHA256["ade_corpus_v2/ADE-NEG.txt"]
+    assert server.requests[0][1] == "/ADE-Corpus-V2/ADE-NEG.txt"
+
+
+def test_offline_and_missing_says_what_to_do(tmp_path, server, monkeypatch):
+    server.handle = lambda h: server.reply(h, 404, "not here")
+    monkeypatch.setattr(data, "ADE_URL", server.url + "/{name}")
+    with pytest.raises(FileNotFoundError, match="could not be downloaded .* Download it by hand into"):
+        data.corpus_file(str(tmp_path), "ade_corpus_v2/DRUG-AE.rel")
+
+
+def test_cli_writes_a_split(data_dir):
+    out = subprocess.run([sys.executable, "data.py", "--split=dev", f"--data_dir={data_dir}"],
+                         capture_output=True, text=True, check=True)
+    assert len(out.stdout.splitlines()) == 427

@@ -1,0 +1,126 @@
+"""The scorer on hand-made cases; every expected number was worked out by hand (see comments)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from evaluate import score, units
+
+# Sentence A: "Aspirin" [0,7], "rash" [15,19], "aspirin" [24,31], "fever" [39,44].
+A = "Aspirin caused rash and aspirin caused fever."
+# Sentence B: "Cisplatin" [0,9], "nausea" [18,24], "vomiting" [25,33].
+B = "Cisplatin induced nausea vomiting."
+C = "Methotrexate pneumonitis."          # [0,12], [13,24]
+D = "No events were seen with heparin."  # "events" [3,9], "heparin" [25,32]
+
+
+def pair(drug, ade):
+    return {"drug": list(drug), "ade": list(ade)}
+
+
+GOLD = [
+    {"id": "a", "text": A, "pairs": [pair((24, 31), (15, 19)), pair((0, 7), (39, 44))]},  # both drugs -> [0,7]
+    {"id": "b", "text": B, "pairs": [pair((0, 9), (18, 24)), pair((0, 9), (25, 33))]},
+    {"id": "c", "text": C, "pairs": [pair((0, 12), (13, 24))]},
+    {"id": "d", "text": D, "pairs": []},
+]
+PRED = [
+    {"id": "a", "text": A, "pairs": [pair((24, 31), (39, 44)),   # strict hit after canonicalisation
+                                     pair((0, 7), (39, 44)),     # the same unit again: collapses
+                                     pair((0, 7), (8, 19))]},    # "caused rash": lenient hit only
+    {"id": "b", "text": B, "pairs": [pair((0, 9), (18, 33))]},   # overlaps both gold pairs: counts once
+    {"id": "c", "text": C, "pairs": []},                         # a miss
+    {"id": "d", "text": D, "pairs": [pair((25, 32), (3, 9))]},   # a false positive
+]
+
+
+def test_hand_made_pairs():
+    result = score(GOLD, PRED)
+    # strict: tp 1 (sentence a); |pred| 2+1+0+1 = 4; |gold| 2+2+1+0 = 5
+    s = result["strict"]
+    assert (s["tp"], s["n_pred"], s["n_gold"]) == (1, 4, 5)
+    assert s["precision"] == pytest.approx(0.25) and s["recall"] == pytest.approx(0.2)
+    assert s["f1"] == pytest.approx(2 * 0.25 * 0.2 / 0.45)
+    # lenient: tp 2 (a) + 1 (b, one-to-one) = 3
+    l = result["lenient"]
+    assert (l["tp"], l["n_pred"], l["n_gold"]) == (3, 4, 5)
+    assert l["precision"] == pytest.approx(0.75) and l["recall"] == pytest.approx(0.6)
+    assert l["f1"] == pytest.approx(2 / 3)
+
+
+def test_entity_levels():
+    drugs = score(GOLD, PRED, level="drugs")
+    # gold drugs: a {[0,7]}, b {[0,9]}, c {[0,12]}; pred: a {[0,7]}, b {[0,9]}, d {[25,32]}
+    assert (drugs["strict"]["tp"], drugs["strict"]["n_pred"], drugs["strict"]["n_gold"]) == (2, 3, 3)
+    ades = score(GOLD, PRED, level="ades")
+    # gold ades: a {rash, fever}, b {nausea, vomiting}, c {pneumonitis}; pred: a {fever, "caused rash"},
+    # b {"nausea vomiting"}, d {events}. strict: fever. lenient: fever, rash, one of b's.
+    assert (ades["strict"]["tp"], ades["lenient"]["tp"], ades["strict"]["n_pred"], ades["strict"]["n_gold"]) == (1, 3, 4, 5)
+
+
+def test_maximum_matching_beats_greedy():
+    text = "abcdefghijklmnopqrstuvwxyz"
+    drug = (20, 26)
+    gold = [{"id": "x", "text": text, "pairs": [pair(drug, (0, 10)), pair(drug, (5, 15))]}]
+    # p1 [4,8] overlaps both golds, p2 [0,3] only the first: greedy p1->g1 would leave p2 unmatched.
+    pred = [{"id": "x", "text": text, "pairs": [pair(drug, (4, 8)), pair(drug, (0, 3))]}]
+    assert score(gold, pred)["lenient"]["tp"] == 2
+
+
+def test_typed_entities():
+    text = "Cisplatin nephrotoxicity"
+    gold = [{"id": "x", "text": text, "entities": [{"span": [0, 9], "type": "Chemical"},
+                                                     {"span": [10, 24], "type": "Disease"}]}]
+    pred = [{"id": "x", "text": text, "entities": [{"span": [0, 9], "type": "Disease"},
+                                                     {"span": [10, 20], "type": "Disease"}]}]
+    result = score(gold, pred, level="entities", types=["Chemical", "Disease"])
+    assert (result["strict"]["tp"], result["lenient"]["tp"]) == (0, 1)  # a wrong type never matches
+    assert result["per_type"]["Chemical"]["lenient"]["n_pred"] == 0
+    assert result["per_type"]["Disease"]["lenient"] ["f1"] == pytest.approx(2 * 0.5 * 1 / 1.5)
+
+
+def test_empty_everything_is_zero_not_an_error():
+    result = score([{"id": "x", "text": "t", "pairs": []}], [{"id": "x", "text": "t", "pairs": []}])
+    assert result["strict"]["f1"] == 0.0 and result["lenient"]["precision"] == 0.0
+
+
+def test_gold_test_split_against_itself(ade_splits):
+    test = ade_splits["test"]
+    result = score(test, test)
+    assert result["strict"]["f1"] == 1.0 and result["lenient"]["f1"] == 1.0
+    assert result["strict"]["n_gold"] == 674  # 685 pairs, 674 after drug canonicalisation (SPEC.md)
+    assert sum(len(r["pairs"]) for r in test) == 685
+
+
+def test_mismatched_ids_are_an_error():
+    with pytest.raises(ValueError, match="1 ids only in gold.*'b'.*0 only in predictions"):
+        score(GOLD[:2], PRED[:1])
+
+
+def write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def test_cli_prints_one_json_object(tmp_path):
+    out = subprocess.run([sys.executable, "evaluate.py", write(tmp_path / "g.jsonl", GOLD),
+                          write(tmp_path / "p.jsonl", PRED)], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert set(result) == {"strict", "lenient"}
+    assert set(result["strict"]) == {"precision", "recall", "f1", "tp", "n_pred", "n_gold"}
+
+
+def test_cli_errors_name_file_and_line(tmp_path):
+    gold = write(tmp_path / "g.jsonl", GOLD)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(PRED[0]) + "\n{not json\n")
+    out = subprocess.run([sys.executable, "evaluate.py", gold, str(bad)], capture_output=True, text=True)
+    assert out.returncode != 0 and f"{bad}:2: not valid JSON" in out.stderr
+    outside = write(tmp_path / "o.jsonl", [{"id": "c", "text": C, "pairs": [pair((0, 12), (13, 99))]}])
+    out = subprocess.run([sys.executable, "evaluate.py", gold, outside], capture_output=True, text=True)
+    assert "o.jsonl:1: span [13, 99] is not [start, end) inside the text of 25 characters" in out.stderr
+
+
+def test_units_canonicalise_drug_case_insensitively():
+    assert units(GOLD[0], "pairs") == {((0, 7, "drug"), (15, 19, "ade")), ((0, 7, "drug"), (39, 44, "ade"))}

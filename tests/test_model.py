@@ -1,0 +1,170 @@
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import model
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.safetensors")
+
+
+def test_encoder_matches_hugging_face(minilm_dir):
+    """Golden outputs written by tests/make_fixtures.py with transformers.BertModel on the same weights."""
+    ref = load_file(FIXTURE)
+    encoder = model.load_encoder(minilm_dir)
+    with torch.no_grad():
+        hidden = encoder(ref["input_ids"], ref["attention_mask"])
+    real = ref["attention_mask"].bool()
+    assert ref["attention_mask"].sum() < ref["attention_mask"].numel(), "the fixture batch must hold padding"
+    err = (hidden[real] - ref["hidden"][real]).abs().max().item()
+    assert err < 1e-5, f"max abs difference to Hugging Face {err}"
+
+
+def test_tokenizer_from_vocab_matches_tokenizer_json(minilm_dir, tmp_path):
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes(open(os.path.join(minilm_dir, name), "rb").read())
+    text = "Lithium-induced nephrogenic Diabetes insipidus (NDI) after 5-FU."
+    a, b = model.load_tokenizer(minilm_dir).encode(text), model.load_tokenizer(str(tmp_path)).encode(text)
+    assert a.ids == b.ids and a.offsets == b.offsets
+    assert a.tokens[:3] == ["[CLS]", "lithium", "-"]
+    long = model.load_tokenizer(minilm_dir).encode("word " * 300)
+    assert len(long.ids) == 302, "the tokenizer must not truncate (tokenizer.json ships max_length 128)"
+
+
+def test_sdpa_equals_manual_attention():
+    torch.manual_seed(0)
+    encoder = model.BertModel(model.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                               intermediate_size=128)).eval()
+    ids = torch.randint(1, 1000, (3, 9))
+    mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7])
+    with torch.no_grad():
+        fast = encoder(ids, mask)
+        model.BertSelfAttention.use_sdpa = False
+        try:
+            slow = encoder(ids, mask)
+        finally:
+            model.BertSelfAttention.use_sdpa = True
+    real = mask.bool()
+    assert torch.allclose(fast[real], slow[real], atol=1e-5)
+
+
+def test_save_load_round_trip_is_exact(minilm_dir, tmp_path):
+    encoder = model.load_encoder(minilm_dir)
+    model.save_encoder(encoder, str(tmp_path), tokenizer_from=minilm_dir)
+    again = model.load_encoder(str(tmp_path))
+    for (k, a), (k2, b) in zip(encoder.state_dict().items(), again.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    assert os.path.exists(tmp_path / "tokenizer.json")
+
+
+def broken_checkpoint(tmp_path, minilm_dir, edit):
+    tensors = load_file(os.path.join(minilm_dir, "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_bytes(open(os.path.join(minilm_dir, "config.json"), "rb").read())
+    with pytest.raises(ValueError) as error:
+        model.load_encoder(str(tmp_path))
+    return str(error.value)
+
+
+def test_loader_names_missing_tensor(tmp_path, minilm_dir):
+    msg = broken_checkpoint(tmp_path, minilm_dir, lambda t: t.pop("encoder.layer.3.output.dense.weight"))
+    assert "missing (1): encoder.layer.3.output.dense.weight" in msg and "model.safetensors" in msg
+
+
+def test_loader_names_unexpected_tensor(tmp_path, minilm_dir):
+    msg = broken_checkpoint(tmp_path, minilm_dir, lambda t: t.update({"encoder.layer.9.extra": torch.zeros(2)}))
+    assert "unexpected (1): encoder.layer.9.extra" in msg
+
+
+def test_loader_names_misshaped_tensor(tmp_path, minilm_dir):
+    msg = broken_checkpoint(tmp_path, minilm_dir, lambda t: t.update({"embeddings.LayerNorm.bias": torch.zeros(5)}))
+    assert "mis-shaped (1): embeddings.LayerNorm.bias: file (5,), model (384,)" in msg
+
+
+def test_loader_rejects_integer_tensor(tmp_path, minilm_dir):
+    def to_int(t):
+        t["embeddings.LayerNorm.bias"] = t["embeddings.LayerNorm.bias"].long()
+    assert "not floating point (1): embeddings.LayerNorm.bias: torch.int64" in broken_checkpoint(tmp_path, minilm_dir, to_int)
+
+
+def test_loader_accepts_prefix_and_legacy_names(tmp_path, minilm_dir):
+    tensors = load_file(os.path.join(minilm_dir, "model.safetensors"))
+    renamed = {"bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in tensors.items()}
+    renamed["cls.predictions.bias"] = torch.zeros(3)  # an MLM head: ignored
+    save_file(renamed, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_bytes(open(os.path.join(minilm_dir, "config.json"), "rb").read())
+    a, b = model.load_encoder(minilm_dir), model.load_encoder(str(tmp_path))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_pytorch_bin_gets_advice_and_converts(tmp_path, minilm_dir):
+    tensors = load_file(os.path.join(minilm_dir, "model.safetensors"))
+    torch.save(tensors, str(tmp_path / "pytorch_model.bin"))
+    (tmp_path / "config.json").write_bytes(open(os.path.join(minilm_dir, "config.json"), "rb").read())
+    with pytest.raises(FileNotFoundError, match="python model.py convert"):
+        model.load_encoder(str(tmp_path))
+    model.convert_bin(str(tmp_path))
+    model.load_encoder(str(tmp_path))
+
+
+def test_config_refuses_what_it_cannot_run(tmp_path):
+    (tmp_path / "config.json").write_text('{"position_embedding_type": "relative_key"}')
+    with pytest.raises(ValueError, match="relative_key.*absolute"):
+        model.BertConfig.from_json(str(tmp_path / "config.json"))
+    (tmp_path / "config.json").write_text('{"hidden_act": "swish"}')
+    with pytest.raises(ValueError, match="swish"):
+        model.BertConfig.from_json(str(tmp_path / "config.json"))
+
+
+def test_drug_fan_out_equals_one_encoder_pass_per_drug():
+    """The batched ADE head == the paper's formulation: one input (and encoder pass) per drug."""
+    torch.manual_seed(0)
+    config = model.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ade = model.AdeModel(model.BertModel(config)).eval()
+    ids = torch.randint(1, 1000, (3, 8))
+    mask = torch.tensor([[1] * 8, [1] * 6 + [0] * 2, [1] * 4 + [0] * 4])
+    drug_sentence = torch.tensor([0, 0, 2])  # two drugs in sentence 0, none in 1, one in 2
+    drug_token_mask = torch.zeros(3, 8)
+    drug_token_mask[0, [1, 2, 5]] = 1  # a drug with two mentions
+    drug_token_mask[1, 3] = 1
+    drug_token_mask[2, 1] = 1
+    with torch.no_grad():
+        _, ade_logits = ade(ids, mask, drug_sentence, drug_token_mask)
+        for m, b in enumerate(drug_sentence.tolist()):
+            hidden = ade.encoder(ids[b:b + 1], mask[b:b + 1])[0]  # (T, D), this drug's own pass
+            v = hidden[drug_token_mask[m].bool()].mean(0)
+            expected = ade.ade_head(torch.cat([hidden, v.expand_as(hidden)], -1))
+            assert torch.allclose(ade_logits[m], expected, atol=1e-5)
+        drug_logits, none = ade(ids, mask, torch.zeros(0, dtype=torch.long), torch.zeros(0, 8))
+    assert none.shape == (0, 8, 3) and drug_logits.shape == (3, 8, 3)
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    config = model.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=64)
+    ner = model.NerModel(model.BertModel(config), n_types=2)
+    ids = torch.randint(1, 100, (4, 10))
+    mask = torch.ones(4, 10, dtype=torch.long)
+    labels = torch.randint(0, 5, (4, 10))
+    labels[:, 0] = -100
+    opt = torch.optim.AdamW(ner.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss, n = model.bio_loss(ner(ids, mask), labels)
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+    ner.eval()
+    assert n == 36 and (ner(ids, mask).argmax(-1)[:, 1:] == labels[:, 1:]).all()
+
+
+def test_student_save_and_load(tmp_path, tiny_bert_dir):
+    torch.manual_seed(0)
+    ade = model.AdeModel(model.load_encoder(tiny_bert_dir)).eval()
+    model.save_student(ade, str(tmp_path), tiny_bert_dir, {"task": "ade"})
+    again, meta = model.load_student(str(tmp_path))
+    assert meta == {"task": "ade"}
+    assert all(torch.equal(a, b) for a, b in zip(ade.state_dict().values(), again.state_dict().values()))
