@@ -18,7 +18,9 @@ import os
 import random
 import re
 import sys
+import time
 from collections import defaultdict
+from dataclasses import fields
 
 import numpy as np
 
@@ -369,9 +371,70 @@ def collate(examples, pad_id=0):
             "ade_labels": np.array(ade_labels, dtype=np.int64).reshape(-1, T)}
 
 
+# ----------------------------------------------------------------------------- small shared helpers
+
 def write_jsonl(records, f):
     for r in records:
         f.write(json.dumps(r) + "\n")
+
+
+def read_sentences(path):
+    """JSON Lines of {"id", "text", ...}; or plain text, one sentence per line (ids: line numbers)."""
+    records = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if not line.lstrip().startswith("{"):
+                records.append({"id": str(n), "text": line.rstrip("\n")})
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "id" not in record:
+                raise ValueError(f'{path}:{n}: expected an object with "id" and "text"')
+            records.append(record)
+    return records
+
+
+def write_jsonl_file(records, path):
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        write_jsonl(records, f)
+    os.replace(path + ".tmp", path)
+
+
+def override(config, argv):
+    """Apply `--key=value` arguments to a dataclass instance: unknown keys and bad values are errors."""
+    names = {f.name: f.type for f in fields(config)}
+    for arg in argv:
+        key, eq, value = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not eq:
+            raise SystemExit(f"error: {arg!r} is not --key=value")
+        if key not in names:
+            raise SystemExit(f"error: unknown option --{key}; valid options: {', '.join('--' + n for n in names)}")
+        kind = names[key]
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError("expected true or false")
+                value = value.lower() in ("true", "1")
+            else:
+                value = kind(value)
+        except ValueError as e:
+            raise SystemExit(f"error: --{key}={value}: {e} (expected {kind.__name__})") from None
+        setattr(config, key, value)
+    return config
+
+
+def progress(what, done, total, t0, end=False):
+    """One updating line on stderr: done/total, rate, ETA."""
+    rate = done / max(time.time() - t0, 1e-9)
+    eta = (total - done) / rate if rate > 0 else 0
+    print(f"\r{what} {done}/{total}  {rate:.1f}/s  ETA {int(eta) // 60}m{int(eta) % 60:02d}s ",
+          end="\n" if end else "", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,374 @@
+"""Teachers: they label unlabeled sentences for the student (Gu et al. 2023, section 3.1; Vedula et al.
+2024, section 3).
+
+- `llm`: any OpenAI-compatible /v1/chat/completions server (OpenAI, vLLM, llama.cpp, Ollama, LM Studio)
+  over plain HTTP. Replies are cached in an append-only JSONL file, written and flushed as each one
+  arrives: a crash or Ctrl-C loses at most the requests in flight, and a rerun sends only the rest.
+- `lexicon`: offline distant supervision. Term lists of the train split's annotated mention strings;
+  a pair for every drug term and adverse-event term found in the same sentence.
+- `gold`: the train split's own annotations (the supervised baseline, through the same pipeline).
+
+The LLM answers with strings; `align` turns them into character spans: every case-insensitive
+whole-word occurrence is a candidate, the closest (drug, event) pair wins, a string that does not
+occur is dropped and counted.
+
+    python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl                      # lexicon teacher
+    OPENAI_API_KEY=... python teacher.py --in=S.jsonl --out=L.jsonl --teacher=llm \\
+        --base_url=https://api.openai.com/v1 --llm_model=gpt-4o-mini --shots=5
+
+Imports data.py (corpora and helpers) and never torch: a labeling machine needs no GPU stack.
+"""
+import hashlib
+import itertools
+import json
+import os
+import random
+import re
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import requests
+
+import data
+
+# ----------------------------------------------------------------------------- the prompts
+
+ADE_PROMPT = """\
+You extract adverse drug events from one sentence of a biomedical abstract.
+An adverse drug event is a pair: a drug, and an adverse event (a harmful or unwanted effect) that the \
+sentence says the drug caused.
+Copy each drug and each adverse event exactly as it is written in the sentence.
+Answer with JSON only, in this form: {"pairs": [{"drug": "...", "adverse_event": "..."}]}
+If the sentence reports no adverse drug event, answer {"pairs": []}."""
+
+NER_PROMPT = """\
+You extract named entities from one sentence of a biomedical abstract.
+Entity types: {types}.
+Copy each mention exactly as it is written in the sentence, once per occurrence.
+Answer with JSON only, in this form: {{"entities": {{{example}}}}}
+Use an empty list for a type that the sentence does not mention."""
+
+NER_TYPE_NAMES = {"Chemical": "Chemical (drugs and chemicals)", "Disease": "Disease (diseases and symptoms)"}
+
+
+def answer_for(record, types=None):
+    """The JSON answer we would want for a gold record: the k-shot examples' assistant turns."""
+    text = record["text"]
+    if types is None:
+        return {"pairs": [{"drug": text[slice(*p["drug"])], "adverse_event": text[slice(*p["ade"])]}
+                          for p in record["pairs"]]}
+    return {"entities": {t: [text[slice(*e["span"])] for e in record["entities"] if e["type"] == t] for t in types}}
+
+
+def messages_for(text, shots, types=None):
+    """Chat messages for one sentence: the instruction, k examples as prior turns, the sentence."""
+    if types is None:
+        system = ADE_PROMPT
+    else:
+        system = NER_PROMPT.format(types=", ".join(NER_TYPE_NAMES.get(t, t) for t in types),
+                                   example=", ".join(f'"{t}": ["..."]' for t in types))
+    messages = [{"role": "system", "content": system}]
+    for shot in shots:
+        messages += [{"role": "user", "content": f"Sentence: {shot['text']}"},
+                     {"role": "assistant", "content": json.dumps(answer_for(shot, types))}]
+    return messages + [{"role": "user", "content": f"Sentence: {text}"}]
+
+
+# ----------------------------------------------------------------------------- replies -> spans
+
+def parse_json_reply(content):
+    """The JSON object in a reply, also inside code fences or prose; None if there is none."""
+    if not content:
+        return None
+    content = re.sub(r"```(?:json)?", "", content)
+    start, end = content.find("{"), content.rfind("}")
+    if start < 0 or end < start:
+        return None
+    try:
+        obj = json.loads(content[start:end + 1])
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def align(text, drug, event):
+    """Strings -> the closest pair of their occurrences as ([s, e], [s, e]), or None if one is absent."""
+    drugs, events = data.find_mentions(text, drug), data.find_mentions(text, event)
+    if not drugs or not events:
+        return None
+    gap = lambda d, a: max(d[0] - a[1], a[0] - d[1], 0)  # noqa: E731  (0 when they overlap)
+    d, a = min(itertools.product(drugs, events), key=lambda da: (gap(*da), da))
+    return list(d), list(a)
+
+
+def spans_from_reply(obj, text, types=None):
+    """A parsed reply -> (record fields, strings given, strings aligned)."""
+    if types is None:
+        items = [p for p in obj.get("pairs", []) if isinstance(p, dict)
+                 and isinstance(p.get("drug"), str) and isinstance(p.get("adverse_event"), str)]
+        pairs, aligned = [], 0
+        for item in items:
+            spans = align(text, item["drug"], item["adverse_event"])
+            aligned += spans is not None
+            if spans and {"drug": spans[0], "ade": spans[1]} not in pairs:
+                pairs.append({"drug": spans[0], "ade": spans[1]})
+        return {"pairs": pairs}, len(items), aligned
+    entities, given, aligned = [], 0, 0
+    found = obj.get("entities", {}) if isinstance(obj.get("entities"), dict) else {}
+    for t in types:
+        for mention in dict.fromkeys(m for m in found.get(t, []) if isinstance(m, str)):
+            given += 1
+            spans = data.find_mentions(text, mention)
+            aligned += bool(spans)
+            entities += [{"span": list(s), "type": t} for s in spans if {"span": list(s), "type": t} not in entities]
+    return {"entities": entities}, given, aligned
+
+
+# ----------------------------------------------------------------------------- the HTTP client
+
+@dataclass
+class LLMConfig:
+    base_url: str = "http://localhost:8000/v1"
+    llm_model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never written anywhere
+    shots: int = 0
+    shot_seed: int = 0
+    temperature: float = 0.0
+    seed: int = 0  # sent to the server (-1: not sent)
+    max_tokens: int = 512
+    json_mode: bool = True  # response_format {"type": "json_object"}; turn off for servers without it
+    timeout: float = 60.0
+    concurrency: int = 8
+    max_retries: int = 6
+    backoff: float = 1.0  # seconds before the first retry; doubles each time, with jitter
+    price_in: float = 0.0  # $ per million prompt tokens, for the cost estimate
+    price_out: float = 0.0  # $ per million completion tokens
+    cache: str = "cache/llm_replies.jsonl"
+
+
+class TeacherError(RuntimeError):
+    pass
+
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
+ADVICE = {400: "the server refused the request; if it does not support response_format, pass --json_mode=false",
+          401: "check the API key in the variable named by --api_key_env",
+          403: "check the API key and that it may use this model",
+          404: "check --base_url (it usually ends in /v1) and --llm_model"}
+
+
+def post_chat(session, url, body, cfg):
+    """POST one chat completion; retries 429/5xx/connection errors/timeouts with backoff and jitter,
+    honouring Retry-After; raises TeacherError at once on anything a retry cannot fix."""
+    key = os.environ.get(cfg.api_key_env, "")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    for attempt in range(cfg.max_retries + 1):
+        retry_after = None
+        try:
+            r = session.post(url, json=body, headers=headers, timeout=cfg.timeout)
+        except (requests.ConnectionError, requests.Timeout) as e:
+            problem = f"{type(e).__name__}: {e}"
+        else:
+            if r.status_code == 200:
+                try:
+                    return r.json()
+                except ValueError:
+                    raise TeacherError(f"POST {url} answered 200 with a body that is not JSON: {r.text[:200]!r}. "
+                                       "Is --base_url the server's OpenAI-compatible endpoint (often .../v1)?") from None
+            problem = f"HTTP {r.status_code}: {r.text[:300]}"
+            if "insufficient_quota" in r.text:
+                raise TeacherError(f"POST {url} answered {problem}. The account is out of quota: add credit or "
+                                   "use another key; the replies received so far are cached.")
+            if r.status_code not in RETRY_STATUS:
+                raise TeacherError(f"POST {url} answered {problem}. "
+                                   f"{ADVICE.get(r.status_code, 'check the server log')}.")
+            retry_after = r.headers.get("Retry-After")
+        if attempt == cfg.max_retries:
+            raise TeacherError(f"POST {url} failed {attempt + 1} times; last: {problem}. Is the server up and "
+                               "reachable? Rerun to continue: the replies received so far are cached.")
+        try:
+            delay = float(retry_after)
+        except (TypeError, ValueError):
+            delay = min(60.0, cfg.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+        time.sleep(delay)
+
+
+class ReplyCache:
+    """Append-only JSONL of {"key", "reply"}; every reply is flushed the moment it arrives."""
+
+    def __init__(self, path):
+        self.path, self.replies, self.lock = path, {}, threading.Lock()
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if os.path.exists(path):
+            raw = open(path, "rb").read()
+            if raw and not raw.endswith(b"\n"):  # killed mid-write: drop the partial last line
+                with open(path, "r+b") as f:
+                    f.truncate(raw.rfind(b"\n") + 1)
+                print(f"note: {path}: dropped an incomplete last line (an interrupted write)", file=sys.stderr)
+            with open(path) as f:
+                for n, line in enumerate(f, 1):
+                    try:
+                        entry = json.loads(line)
+                        self.replies[entry["key"]] = entry["reply"]
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        raise TeacherError(f"{path}:{n}: not a cache entry; delete that line (the sentence "
+                                           "will be asked again) or the file") from None
+        self.file = open(path, "a")
+
+    def put(self, key, reply):
+        with self.lock:
+            self.file.write(json.dumps({"key": key, "reply": reply}) + "\n")
+            self.file.flush()
+            self.replies[key] = reply
+
+
+def request_body(text, cfg, shots, types=None):
+    body = {"model": cfg.llm_model, "messages": messages_for(text, shots, types),
+            "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+    if cfg.seed >= 0:
+        body["seed"] = cfg.seed
+    if cfg.json_mode:
+        body["response_format"] = {"type": "json_object"}
+    return body
+
+
+def label_llm(records, cfg, train, types=None):
+    """Label records with an LLM; -> (labels, stats). Cached replies are reused, never paid twice."""
+    if not cfg.llm_model:
+        raise TeacherError("--teacher=llm needs --llm_model=NAME (and --base_url=... of the server)")
+    shots = random.Random(cfg.shot_seed).sample(train, cfg.shots) if cfg.shots else []
+    url = cfg.base_url.rstrip("/") + "/chat/completions"
+    cache = ReplyCache(cfg.cache)
+    bodies = [request_body(r["text"], cfg, shots, types) for r in records]
+    # The key covers everything that shapes the reply: the URL, the model, the whole prompt, the parameters.
+    keys = [hashlib.sha256(json.dumps([url, b], sort_keys=True).encode()).hexdigest() for b in bodies]
+    todo = {k: b for k, b in zip(keys, bodies) if k not in cache.replies}
+    print(f"teacher llm: {len(records)} sentences, {len(records) - len(todo)} cached, {len(todo)} to ask "
+          f"{cfg.llm_model} at {url} ({cfg.concurrency} at a time)", file=sys.stderr)
+    t0, session = time.time(), requests.Session()
+    session.mount(url, requests.adapters.HTTPAdapter(pool_maxsize=cfg.concurrency))  # a connection per worker
+
+    def ask(key, body):  # the worker writes its own reply: one in flight at Ctrl-C still lands in the cache
+        cache.put(key, post_chat(session, url, body, cfg))
+
+    pool = ThreadPoolExecutor(max_workers=cfg.concurrency)
+    try:
+        futures = [pool.submit(ask, key, body) for key, body in todo.items()]
+        for done, future in enumerate(as_completed(futures), 1):
+            future.result()  # re-raises a TeacherError of that request
+            data.progress("  labeling", done, len(todo), t0, end=done == len(todo))
+    finally:  # on an error or Ctrl-C: drop the requests not yet started
+        pool.shutdown(wait=False, cancel_futures=True)
+    elapsed = time.time() - t0
+    labels, stats = [], {"sentences": len(records), "requests": len(todo), "failed_replies": 0, "truncated": 0,
+                         "strings": 0, "aligned": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    for record, key in zip(records, keys):
+        reply = cache.replies[key]
+        choice = (reply.get("choices") or [{}])[0]
+        content = (choice.get("message") or {}).get("content") or ""
+        stats["truncated"] += choice.get("finish_reason") == "length"
+        usage = reply.get("usage") or {}
+        if key in todo:  # only what this run paid for
+            stats["prompt_tokens"] += usage.get("prompt_tokens", 0)
+            stats["completion_tokens"] += usage.get("completion_tokens", 0)
+        obj = parse_json_reply(content)
+        fields, given, aligned = spans_from_reply(obj or {}, record["text"], types)
+        stats["failed_replies"] += obj is None
+        stats["strings"] += given
+        stats["aligned"] += aligned
+        labels.append({"id": record["id"], "text": record["text"], **fields, "teacher": "llm",
+                       "raw": {"content": content, "finish_reason": choice.get("finish_reason"), "usage": usage}})
+    stats["requests_per_s"] = len(todo) / elapsed if todo else 0.0
+    stats["cost_usd"] = (stats["prompt_tokens"] * cfg.price_in + stats["completion_tokens"] * cfg.price_out) / 1e6
+    return labels, stats
+
+
+# ----------------------------------------------------------------------------- offline teachers
+
+def term_pattern(terms):
+    """One regex for a term list: whole words, case-insensitive, the longest term wins at a position."""
+    terms = sorted({t for t in terms if len(t) >= 3}, key=lambda t: (-len(t), t))
+    return re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, terms)) + r")(?![A-Za-z0-9])", re.I)
+
+
+def label_lexicon(records, train, types=None):
+    """Distant supervision from the train split's mention strings (terms under 3 characters are left out)."""
+    if types is None:
+        drug_re = term_pattern({r["text"][slice(*p["drug"])].lower() for r in train for p in r["pairs"]})
+        ade_re = term_pattern({r["text"][slice(*p["ade"])].lower() for r in train for p in r["pairs"]})
+        labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
+                   "pairs": [{"drug": list(d.span()), "ade": list(a.span())}
+                             for d in drug_re.finditer(r["text"]) for a in ade_re.finditer(r["text"])]}
+                  for r in records]
+    else:
+        patterns = {t: term_pattern({r["text"][slice(*e["span"])].lower() for r in train
+                                     for e in r["entities"] if e["type"] == t}) for t in types}
+        labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
+                   "entities": [{"span": list(m.span()), "type": t}
+                                for t, pattern in patterns.items() for m in pattern.finditer(r["text"])]}
+                  for r in records]
+    return labels, {"sentences": len(records)}
+
+
+def label_gold(records, gold):
+    """The annotations themselves: every record must be in `gold` (train split + ADE-free sentences)."""
+    by_id = {r["id"]: r for r in gold}
+    missing = [r["id"] for r in records if r["id"] not in by_id]
+    if missing:
+        raise TeacherError(f"the gold teacher has no annotation for {len(missing)} sentences (e.g. {missing[:3]}); "
+                           "it labels only sentences of the training data")
+    return [{**by_id[r["id"]], "teacher": "gold"} for r in records], {"sentences": len(records)}
+
+
+def label(records, teacher, cfg, train, gold=None, types=None):
+    """Dispatch on the teacher's name -> (labels, stats)."""
+    if teacher == "llm":
+        return label_llm(records, cfg, train, types)
+    if teacher == "lexicon":
+        return label_lexicon(records, train, types)
+    if teacher == "gold":
+        return label_gold(records, gold if gold is not None else train)
+    raise TeacherError(f"unknown teacher {teacher!r}; choose llm, lexicon or gold")
+
+
+def describe(stats):
+    """One line of labeling figures for the log."""
+    parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()]
+    if stats.get("strings"):
+        parts.append(f"alignment={stats['aligned'] / stats['strings']:.1%}")
+    return "teacher: " + " ".join(parts)
+
+
+@dataclass
+class Args(LLMConfig):
+    teacher: str = "lexicon"
+    task: str = "ade"
+    dataset: str = "ade"
+    data_dir: str = ""
+
+
+if __name__ == "__main__":
+    argv = [a for a in sys.argv[1:] if not a.startswith(("--in=", "--out="))]
+    paths = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith(("--in=", "--out=")))
+    if set(paths) != {"in", "out"}:
+        sys.exit("usage: python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl [--teacher=llm|lexicon|gold] "
+                 "[--base_url=... --llm_model=... --shots=K ...]")
+    args = data.override(Args(), argv)
+    try:
+        records = data.read_sentences(paths["in"])
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    root = data.data_root(args.data_dir)
+    splits = data.ade_splits(root) if args.task == "ade" else data.ner_splits(root, args.dataset)
+    types = None if args.task == "ade" else data.entity_types(splits["train"])
+    try:
+        labels, stats = label(records, args.teacher, args, splits["train"],
+                              splits["train"] + splits.get("negatives", []), types)
+    except TeacherError as e:
+        sys.exit(f"error: {e}")
+    data.write_jsonl_file(labels, paths["out"])
+    print(describe(stats), file=sys.stderr)
+    print(f"wrote {len(labels)} labelled sentences to {paths['out']}", file=sys.stderr)

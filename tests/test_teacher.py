@@ -1,0 +1,245 @@
+"""The teachers, the HTTP client against a real HTTP server on 127.0.0.1, and the reply cache."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import teacher
+
+TEXT = "Intravenous azithromycin-induced ototoxicity."
+SENTENCES = [{"id": f"s{i}", "text": f"Patient {i} developed rash after aspirin."} for i in range(40)]
+
+
+def chat_reply(content, finish_reason="stop", usage=(100, 20)):
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": content},
+                                    "finish_reason": finish_reason}],
+                       "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]}})
+
+
+def config(server, tmp_path, **kw):
+    return teacher.LLMConfig(base_url=server.url + "/v1", llm_model="test-model", backoff=0.01,
+                             cache=str(tmp_path / "cache.jsonl"), **kw)
+
+
+def answer_pairs(server, pairs=(("aspirin", "rash"),)):
+    server.handle = lambda h: server.reply(h, 200, chat_reply(json.dumps(
+        {"pairs": [{"drug": d, "adverse_event": a} for d, a in pairs]})))
+
+
+def test_request_json_and_headers(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-test-abc")
+    answer_pairs(server, [("azithromycin", "ototoxicity")])
+    train = [{"id": "t", "text": "Lithium-induced tremor.", "pairs": [{"drug": [0, 7], "ade": [16, 22]}]}]
+    labels, stats = teacher.label_llm([{"id": "x", "text": TEXT}], config(server, tmp_path, shots=1,
+                                                                         api_key_env="MY_KEY"), train)
+    method, path, headers, body = server.requests[0]
+    assert (method, path) == ("POST", "/v1/chat/completions")
+    assert headers["Authorization"] == "Bearer sk-test-abc" and headers["Content-Type"] == "application/json"
+    body = json.loads(body)
+    assert body["model"] == "test-model" and body["temperature"] == 0.0 and body["seed"] == 0
+    assert body["response_format"] == {"type": "json_object"}
+    roles = [m["role"] for m in body["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert json.loads(body["messages"][2]["content"]) == {"pairs": [{"drug": "Lithium", "adverse_event": "tremor"}]}
+    assert body["messages"][3]["content"] == f"Sentence: {TEXT}"
+    assert labels[0]["pairs"] == [{"drug": [12, 24], "ade": [33, 44]}] and labels[0]["teacher"] == "llm"
+    assert stats["prompt_tokens"] == 100 and stats["aligned"] == stats["strings"] == 1
+
+
+@pytest.mark.parametrize("content,pairs,failed", [
+    ('```json\n{"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]}\n```', 1, 0),
+    ('Sure! Here is the answer: {"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]} Hope it helps.', 1, 0),
+    ('{"pairs": []}', 0, 0),
+    ("", 0, 1),
+    ("I cannot help with that.", 0, 1),
+    ('{"pairs": [{"drug": "aspirin", "adverse_ev', 0, 1),
+])
+def test_reply_formats(server, tmp_path, content, pairs, failed):
+    truncated = content.endswith("adverse_ev")
+    server.handle = lambda h: server.reply(h, 200, chat_reply(content, "length" if truncated else "stop"))
+    labels, stats = teacher.label_llm(SENTENCES[:1], config(server, tmp_path), [])
+    assert len(labels[0]["pairs"]) == pairs and stats["failed_replies"] == failed
+    assert stats["truncated"] == truncated and labels[0]["raw"]["content"] == content
+
+
+def test_strings_are_aligned_to_the_closest_pair_and_misses_counted(server, tmp_path):
+    text = "Aspirin gave rash; later aspirin gave rash again, and fever."
+    answer_pairs(server, [("aspirin", "fever"), ("ibuprofen", "rash")])
+    labels, stats = teacher.label_llm([{"id": "x", "text": text}], config(server, tmp_path), [])
+    assert labels[0]["pairs"] == [{"drug": [25, 32], "ade": [54, 59]}]  # the second aspirin is closer
+    assert (stats["strings"], stats["aligned"]) == (2, 1)
+    assert teacher.align("ototoxicity", "toxicity", "oto") == ([3, 11], [0, 3])  # plain occurrence fallback
+
+
+def test_429_with_retry_after_is_honoured(server, tmp_path):
+    times = []
+
+    def handle(h):
+        times.append(time.time())
+        if len(times) == 1:
+            server.reply(h, 429, '{"error": {"message": "slow down"}}', {"Retry-After": "1"})
+        else:
+            server.reply(h, 200, chat_reply('{"pairs": []}'))
+    server.handle = handle
+    teacher.label_llm(SENTENCES[:1], config(server, tmp_path), [])
+    assert len(times) == 2 and times[1] - times[0] >= 0.95
+
+
+def test_500_twice_then_success(server, tmp_path):
+    count = []
+
+    def handle(h):
+        count.append(1)
+        if len(count) <= 2:
+            server.reply(h, 500, "oops")
+        else:
+            server.reply(h, 200, chat_reply('{"pairs": []}'))
+    server.handle = handle
+    labels, _ = teacher.label_llm(SENTENCES[:1], config(server, tmp_path), [])
+    assert len(count) == 3 and labels[0]["pairs"] == []
+
+
+@pytest.mark.parametrize("status,body,advice", [
+    (401, '{"error": {"message": "Incorrect API key"}}', "check the API key"),
+    (404, "no such route", "check --base_url"),
+    (429, '{"error": {"code": "insufficient_quota"}}', "out of quota"),
+])
+def test_errors_that_a_retry_cannot_fix_stop_at_once(server, tmp_path, status, body, advice):
+    server.handle = lambda h: server.reply(h, status, body)
+    with pytest.raises(teacher.TeacherError) as error:
+        teacher.label_llm(SENTENCES[:1], config(server, tmp_path, concurrency=1), [])
+    assert len(server.requests) == 1
+    msg = str(error.value)
+    assert f"{server.url}/v1/chat/completions" in msg and str(status) in msg and advice in msg
+
+
+def test_slow_server_times_out_and_is_retried(server, tmp_path):
+    def handle(h):
+        if len(server.requests) == 1:
+            time.sleep(1.0)
+        server.reply(h, 200, chat_reply('{"pairs": []}'))
+    server.handle = handle
+    teacher.label_llm(SENTENCES[:1], config(server, tmp_path, timeout=0.3), [])
+    assert len(server.requests) == 2
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path):
+    cfg = teacher.LLMConfig(base_url="http://127.0.0.1:9/v1", llm_model="m", max_retries=1, backoff=0.01,
+                            cache=str(tmp_path / "c.jsonl"))
+    with pytest.raises(teacher.TeacherError, match="failed 2 times; last: ConnectionError.*Is the server up"):
+        teacher.label_llm(SENTENCES[:1], cfg, [])
+
+
+def test_concurrency_overlaps_requests_and_is_bounded(server, tmp_path):
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def handle(h):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.2)
+        with lock:
+            state["now"] -= 1
+        server.reply(h, 200, chat_reply('{"pairs": []}'))
+    server.handle = handle
+    teacher.label_llm(SENTENCES[:16], config(server, tmp_path, concurrency=4), [])
+    assert state["max"] == 4  # measured by the server: requests did overlap, never more than 4
+
+
+def test_cache_means_no_request_twice_and_key_follows_prompt_and_model(server, tmp_path):
+    answer_pairs(server)
+    cfg = config(server, tmp_path)
+    first, _ = teacher.label_llm(SENTENCES[:5], cfg, [])
+    assert len(server.requests) == 5
+    again, stats = teacher.label_llm(SENTENCES[:5], cfg, [])
+    assert len(server.requests) == 5 and stats["requests"] == 0 and again == first
+    cfg.llm_model = "another-model"
+    teacher.label_llm(SENTENCES[:5], cfg, [])
+    assert len(server.requests) == 10
+    train = [{"id": "t", "text": "Aspirin rash.", "pairs": []}]
+    cfg.shots = 1  # a different prompt
+    teacher.label_llm(SENTENCES[:5], cfg, train)
+    assert len(server.requests) == 15
+
+
+def test_cache_tolerates_a_line_cut_by_a_kill(server, tmp_path):
+    answer_pairs(server)
+    cfg = config(server, tmp_path)
+    teacher.label_llm(SENTENCES[:3], cfg, [])
+    cache = tmp_path / "cache.jsonl"
+    cache.write_bytes(cache.read_bytes()[:-25])  # the last entry cut mid-write
+    teacher.label_llm(SENTENCES[:3], cfg, [])
+    assert len(server.requests) == 4  # only the cut reply is asked again
+    assert all(json.loads(line) for line in cache.read_text().splitlines())
+
+
+def run_cli(args, env):
+    return subprocess.Popen([sys.executable, "teacher.py", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_kill_midway_then_rerun_labels_everything_once(server, tmp_path, data_dir):
+    """SIGKILL the labeler mid-run; the rerun asks only for what is not cached, and loses nothing."""
+    sentences = tmp_path / "in.jsonl"
+    sentences.write_text("".join(json.dumps(s) + "\n" for s in SENTENCES))
+
+    def handle(h):
+        time.sleep(0.05)
+        server.reply(h, 200, chat_reply('{"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]}'))
+    server.handle = handle
+    env = {**os.environ, "OPENAI_API_KEY": "sk-SECRET-never-on-disk"}
+    args = [f"--in={sentences}", f"--out={tmp_path / 'out.jsonl'}", "--teacher=llm", f"--base_url={server.url}/v1",
+            "--llm_model=m", "--concurrency=4", f"--cache={tmp_path / 'cache.jsonl'}", f"--data_dir={data_dir}"]
+    proc = run_cli(args, env)
+    deadline = time.time() + 60
+    while len(server.requests) < 12 and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first_run = len(server.requests)
+    assert 12 <= first_run < 40 and not (tmp_path / "out.jsonl").exists()
+    cached = {json.loads(line)["key"] for line in open(tmp_path / "cache.jsonl") if line.endswith("\n")}
+    assert len(cached) >= first_run - 4  # at most the requests in flight are lost
+
+    proc = run_cli(args, env)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    asked_again = {json.loads(body)["messages"][-1]["content"] for _, _, _, body in server.requests[first_run:]}
+    answered_before = {json.loads(body)["messages"][-1]["content"] for _, _, _, body in server.requests[:first_run]}
+    assert len(server.requests) - first_run == 40 - len(cached), "only the missing sentences are asked"
+    assert len(asked_again) == 40 - len(cached) and len(asked_again | answered_before) == 40
+    labels = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
+    assert [r["id"] for r in labels] == [s["id"] for s in SENTENCES]
+    assert all(r["pairs"] == [{"drug": [r["text"].index("aspirin"), r["text"].index("aspirin") + 7],
+                               "ade": [r["text"].index("rash"), r["text"].index("rash") + 4]}] for r in labels)
+    for root, _, files in os.walk(tmp_path):  # the API key is in no file the run wrote
+        for name in files:
+            assert b"sk-SECRET" not in open(os.path.join(root, name), "rb").read(), name
+    assert "sk-SECRET" not in err
+
+
+def test_lexicon_teacher_whole_words_longest_match():
+    train = [{"text": "Aspirin caused rash.", "pairs": [{"drug": [0, 7], "ade": [15, 19]}]},
+             {"text": "It caused a skin rash.", "pairs": [{"drug": [0, 2], "ade": [12, 21]}]}]
+    labels, _ = teacher.label_lexicon([{"id": "x", "text": "ASPIRIN skin rash; no rashes; aspirinate."}], train)
+    # "it" is under 3 characters (left out); "skin rash" beats "rash"; "rashes", "aspirinate" are other words
+    assert labels[0]["pairs"] == [{"drug": [0, 7], "ade": [8, 17]}]
+
+
+def test_ner_prompt_and_reply(server, tmp_path):
+    text = "Cisplatin nephrotoxicity and cisplatin ototoxicity."
+    server.handle = lambda h: server.reply(h, 200, chat_reply(json.dumps(
+        {"entities": {"Chemical": ["cisplatin"], "Disease": ["nephrotoxicity", "deafness"]}})))
+    labels, stats = teacher.label_llm([{"id": "x", "text": text}], config(server, tmp_path), [],
+                                      types=["Chemical", "Disease"])
+    system = json.loads(server.requests[0][3])["messages"][0]["content"]
+    assert "Chemical (drugs and chemicals)" in system and '"Disease": ["..."]' in system
+    assert labels[0]["entities"] == [{"span": [0, 9], "type": "Chemical"}, {"span": [29, 38], "type": "Chemical"},
+                                     {"span": [10, 24], "type": "Disease"}]
+    assert (stats["strings"], stats["aligned"]) == (3, 2)
