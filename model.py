@@ -326,10 +326,14 @@ class AdeModel(nn.Module):
         Returns drug_logits (B, T, 3) and ade_logits (M, T, 3).
         """
         hidden = self.dropout(self.encoder(input_ids, attention_mask))  # (B, T, D)
-        drug_logits = self.drug_head(hidden)
+        return self.drug_head(hidden), self.ade_logits(hidden, drug_sentence, drug_token_mask)
+
+    def ade_logits(self, hidden, drug_sentence, drug_token_mask):
+        """The ADE head for M drugs over hidden states (B, T, D) of their sentences -> (M, T, 3).
+        Prediction calls it after decoding the drug head, on the same hidden states."""
         D = hidden.shape[-1]
         if drug_sentence.numel() == 0:  # no drug in the batch: no ADE-head work at all
-            return drug_logits, hidden.new_zeros(0, hidden.shape[1], N_BIO)
+            return hidden.new_zeros(0, hidden.shape[1], N_BIO)
         # v_d = mean of H over the drug's tokens, gathered from each drug's own sentence.
         drug_hidden = hidden[drug_sentence]  # (M, T, D)
         counts = drug_token_mask.sum(1, keepdim=True).clamp(min=1)  # (M, 1)
@@ -338,7 +342,7 @@ class AdeModel(nn.Module):
         # part once per drug, broadcast over tokens. Same numbers, no (M, T, 2D) tensor.
         token_part = F.linear(hidden, self.ade_head.weight[:, :D], self.ade_head.bias)  # (B, T, 3)
         drug_part = F.linear(drug_vectors, self.ade_head.weight[:, D:])  # (M, 3)
-        return drug_logits, token_part[drug_sentence] + drug_part[:, None, :]
+        return token_part[drug_sentence] + drug_part[:, None, :]
 
 
 class NerModel(nn.Module):
@@ -364,13 +368,14 @@ def save_student(model, path, tokenizer_from, meta):
 
 
 def load_student(path):
-    """-> (AdeModel or NerModel in eval mode, meta dict) from a directory written by save_student."""
+    """-> (AdeModel or NerModel in eval mode, meta dict) from a directory written by save_student;
+    meta["model"] is "ade" (AdeModel) or "ner" (NerModel over meta["types"])."""
     meta_path = os.path.join(path, "student.json")
     if not os.path.exists(meta_path):
         raise FileNotFoundError(f"{meta_path} not found: {path} is not a trained student (train one first).")
     meta = json.load(open(meta_path))
     encoder = load_encoder(path)
-    model = AdeModel(encoder) if meta["task"] == "ade" else NerModel(encoder, len(meta["types"]))
+    model = AdeModel(encoder) if meta["model"] == "ade" else NerModel(encoder, len(meta["types"]))
     heads_path = os.path.join(path, "heads.safetensors")
     heads = {k: v for k, v in load_file(heads_path).items()}
     load_state(model, {**{f"encoder.{k}": v for k, v in encoder.state_dict().items()}, **heads}, heads_path)

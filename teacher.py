@@ -137,7 +137,7 @@ class LLMConfig:
     shots: int = 0
     shot_seed: int = 0
     temperature: float = 0.0
-    seed: int = 0  # sent to the server (-1: not sent)
+    llm_seed: int = 0  # sent to the server as "seed" (-1: not sent)
     max_tokens: int = 512
     json_mode: bool = True  # response_format {"type": "json_object"}; turn off for servers without it
     timeout: float = 60.0
@@ -228,8 +228,8 @@ class ReplyCache:
 def request_body(text, cfg, shots, types=None):
     body = {"model": cfg.llm_model, "messages": messages_for(text, shots, types),
             "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
-    if cfg.seed >= 0:
-        body["seed"] = cfg.seed
+    if cfg.llm_seed >= 0:
+        body["seed"] = cfg.llm_seed
     if cfg.json_mode:
         body["response_format"] = {"type": "json_object"}
     return body

