@@ -429,8 +429,14 @@ def override(config, argv):
     return config
 
 
+_last_progress = [0.0]
+
+
 def progress(what, done, total, t0, end=False):
-    """One updating line on stderr: done/total, rate, ETA."""
+    """One updating line on stderr (at most twice a second): done/total, rate, ETA."""
+    if not end and time.time() - _last_progress[0] < 0.5:
+        return
+    _last_progress[0] = time.time()
     rate = done / max(time.time() - t0, 1e-9)
     eta = (total - done) / rate if rate > 0 else 0
     print(f"\r{what} {done}/{total}  {rate:.1f}/s  ETA {int(eta) // 60}m{int(eta) % 60:02d}s ",

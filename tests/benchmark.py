@@ -1,0 +1,314 @@
+"""Speed and memory of ade_distill's parts: one table, every ratio against a reference measured in the
+same run. Not collected by pytest (no test_ prefix); run it as
+
+    python tests/benchmark.py [--quick]
+
+Rows 1-2 compare with Hugging Face's BertModel when `transformers` is installed (dev only; the row
+says so when it is not). Row 7 runs only where CUDA is present.
+"""
+import gc
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import ade_distill  # noqa: E402
+import data  # noqa: E402
+import model  # noqa: E402
+import teacher  # noqa: E402
+
+QUICK = "--quick" in sys.argv
+ROWS = []
+
+
+def row(name, ours, reference, ratio, note=""):
+    ROWS.append((name, ours, reference, f"{ratio:.2f}x" if isinstance(ratio, float) else ratio, note))
+    print(f"  {name}: {ours} vs {reference} -> {ROWS[-1][3]} {note}", file=sys.stderr, flush=True)
+
+
+def seconds(fn, repeat=3):
+    """Best of `repeat` timed calls, after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def padded(encs, batch_ids):
+    arrays = data.collate([{"ids": encs[i]["ids"], "labels": [0] * len(encs[i]["ids"]), "drugs": []} for i in batch_ids])
+    return torch.from_numpy(arrays["input_ids"]), torch.from_numpy(arrays["attention_mask"])
+
+
+def hf_model(path):
+    try:
+        from transformers import BertModel
+    except ImportError:
+        return None
+    return BertModel.from_pretrained(path, attn_implementation="sdpa", add_pooling_layer=False)
+
+
+def encoder_rows(path, encs, batches):
+    ours = model.load_encoder(path)
+    hf = hf_model(path)
+    inputs = [padded(encs, b) for b in batches]
+    n = sum(len(b) for b in batches)
+
+    @torch.no_grad()
+    def forward(m, hugging_face):
+        for ids, mask in inputs:
+            m(input_ids=ids, attention_mask=mask) if hugging_face else m(ids, mask)
+
+    t_ours = seconds(lambda: forward(ours.eval(), False))
+    if hf is None:
+        row("1. encoder forward, fp32 CPU (sentences/s)", f"{n / t_ours:.0f}", "transformers not installed", "-")
+    else:
+        t_hf = seconds(lambda: forward(hf.eval(), True))
+        row("1. encoder forward, fp32 CPU (sentences/s)", f"{n / t_ours:.0f}", f"HF BertModel {n / t_hf:.0f}",
+            t_hf / t_ours)
+
+    def train_steps(m, hugging_face):
+        m.train()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+        for ids, mask in inputs[:4]:
+            out = m(input_ids=ids, attention_mask=mask).last_hidden_state if hugging_face else m(ids, mask)
+            out.float().pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+
+    n4 = sum(len(b) for b in batches[:4])
+    t_ours = seconds(lambda: train_steps(ours, False), 2)
+    if hf is None:
+        row("2. training step fwd+bwd+AdamW (sentences/s)", f"{n4 / t_ours:.0f}", "transformers not installed", "-")
+    else:
+        t_hf = seconds(lambda: train_steps(hf, True), 2)
+        row("2. training step fwd+bwd+AdamW (sentences/s)", f"{n4 / t_ours:.0f}", f"HF BertModel {n4 / t_hf:.0f}",
+            t_hf / t_ours)
+
+
+def fan_out_rows(path, test, encs):
+    torch.manual_seed(0)
+    ade = model.AdeModel(model.load_encoder(path)).eval()
+
+    def drugs_of(i, synthetic):
+        if synthetic:  # 5 "drugs" per sentence: single tokens at positions 1..5
+            return [[p] for p in range(1, min(6, len(encs[i]["ids"]) - 1))]
+        record = test[i]
+        entities = data.drug_entities(record["text"], [p["drug"] for p in record["pairs"]])
+        return [data.token_mask(encs[i], mentions) for mentions in entities.values()]
+
+    for synthetic in (False, True):
+        batches = data.length_batches([len(e["ids"]) for e in encs], 32)
+        prepared = []
+        for b in batches:
+            ids, mask = padded(encs, b)
+            drugs = [(row_, tokens) for row_, i in enumerate(b) for tokens in drugs_of(i, synthetic)]
+            token_mask = torch.zeros(len(drugs), ids.shape[1])
+            for m, (_, tokens) in enumerate(drugs):
+                token_mask[m, tokens] = 1
+            prepared.append((ids, mask, torch.tensor([r for r, _ in drugs]), token_mask))
+        n_drugs = sum(len(p[2]) for p in prepared)
+        outputs = {}
+
+        @torch.no_grad()
+        def batched():
+            outputs["batched"] = [ade(*p)[1] for p in prepared]
+
+        @torch.no_grad()
+        def per_drug():  # the paper's formulation: the sentence goes through the encoder once per drug
+            outputs["per_drug"] = []
+            for ids, mask, sentence, token_mask in prepared:
+                hidden = ade.encoder(ids[sentence], mask[sentence])  # (M, T, D): M encoder passes
+                v = (token_mask[..., None] * hidden).sum(1) / token_mask.sum(1, keepdim=True)
+                outputs["per_drug"].append(ade.ade_head(torch.cat([hidden, v[:, None].expand_as(hidden)], -1)))
+
+        t_batched, t_per_drug = seconds(batched, 2), seconds(per_drug, 2)
+        diff = max((a - b).abs().max().item() for a, b in zip(outputs["batched"], outputs["per_drug"]))
+        name = "synthetic, 5 drugs/sentence" if synthetic else "ADE test split, gold drugs"
+        row(f"3. drug fan-out, {name} (s)", f"{t_batched:.2f} s batched", f"{t_per_drug:.2f} s per drug",
+            t_per_drug / t_batched, f"{n_drugs} drugs in {len(encs)} sentences; max |diff| {diff:.1e}")
+
+
+def bucketing_row(path, pool_encs):
+    lengths = [len(e["ids"]) for e in pool_encs]
+    encoder = model.load_encoder(path).train()
+    order = list(range(len(lengths)))
+    random.Random(0).shuffle(order)
+    results = {}
+    for name, batches in (("bucketed", data.length_batches(lengths, 32, shuffle=True)),
+                          ("random", [order[i:i + 32] for i in range(0, len(order), 32)])):
+        real = sum(lengths)
+        slots = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+        sample = batches[:4 if QUICK else 12]
+        inputs = [padded(pool_encs, b) for b in sample]
+
+        def steps():
+            for ids, mask in inputs:
+                encoder(ids, mask).pow(2).mean().backward()
+
+        t = seconds(steps, 1)
+        results[name] = (1 - real / slots, sum(len(b) for b in sample) / t)
+    (pad_b, speed_b), (pad_r, speed_r) = results["bucketed"], results["random"]
+    row("4. length bucketing vs random batches (train sentences/s)", f"{speed_b:.0f} ({pad_b:.0%} padding)",
+        f"{speed_r:.0f} ({pad_r:.0%} padding)", speed_b / speed_r, f"{len(lengths)} pool sentences, batch 32")
+
+
+def serve_slow_replies(port_queue):
+    """An OpenAI-style server answering every request after 200 ms (in its own process: no shared GIL)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    reply = json.dumps({"choices": [{"message": {"content": '{"pairs": []}'}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(0.2)  # simulated LLM latency
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 128  # the listen backlog: 64 clients connect at once
+
+    httpd = Server(("127.0.0.1", 0), Handler)
+    port_queue.put(httpd.server_address[1])
+    httpd.serve_forever()
+
+
+def teacher_rows():
+    import multiprocessing
+    ports = multiprocessing.Queue()
+    server = multiprocessing.Process(target=serve_slow_replies, args=(ports,), daemon=True)
+    server.start()
+    url = f"http://127.0.0.1:{ports.get(timeout=30)}/v1"
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in (1, 4, 16, 64):
+            n = max(16, c * 4)
+            sentences = [{"id": f"{c}:{i}", "text": f"Sentence {c} {i} with aspirin."} for i in range(n)]
+            cfg = teacher.LLMConfig(base_url=url, llm_model="m", concurrency=c, cache=os.path.join(tmp, f"{c}.jsonl"))
+            t0 = time.perf_counter()
+            teacher.label_llm(sentences, cfg, [])
+            rate = n / (time.perf_counter() - t0)
+            row(f"5. LLM teacher, 200 ms latency, concurrency {c} (sentences/s)", f"{rate:.1f}",
+                f"ideal {c / 0.2:.0f}", rate / (c / 0.2), f"{n} requests")
+        t0 = time.perf_counter()
+        teacher.label_llm(sentences, cfg, [])
+        rate = n / (time.perf_counter() - t0)
+        row("5. LLM teacher, rerun from the cache (sentences/s)", f"{rate:.0f}", f"{c / 0.2:.0f} uncached",
+            rate / (c / 0.2), "no request sent")
+    server.terminate()
+
+
+def prediction_row(path, texts):
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        student = os.environ.get("BENCH_STUDENT")  # a trained out_dir; else MiniLM with untrained heads
+        if not student:
+            student = tmp
+            model.save_student(model.AdeModel(model.load_encoder(path)), os.path.join(tmp, "student"), path,
+                               {"task": "ade", "head": "drug", "model": "ade", "types": ["drug", "ade"], "max_len": 128})
+        with open(os.path.join(tmp, "in.txt"), "w") as f:
+            f.write("\n".join(texts) + "\n")
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, os.path.join(ROOT, "ade_distill.py"), f"--out_dir={student}",
+                        f"--predict_file={os.path.join(tmp, 'in.txt')}"], check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    encoder = model.load_encoder(path).eval()
+    encs = data.encode(model.load_tokenizer(path), texts, 128)
+    inputs = [padded(encs, b) for b in data.length_batches([len(e["ids"]) for e in encs], 64)]
+
+    @torch.no_grad()
+    def encoder_only():
+        for ids, mask in inputs:
+            encoder(ids, mask)
+
+    t_enc = seconds(encoder_only, 1)
+    row(f"6. --predict_file end to end (sentences/s)", f"{len(texts) / wall:.0f}",
+        f"encoder alone {len(texts) / t_enc:.0f}", (len(texts) / wall) / (len(texts) / t_enc),
+        f"{len(texts)} sentences incl. start-up; peak RSS {peak:.0f} MiB"
+        + ("" if os.environ.get("BENCH_STUDENT") else "; untrained heads"))
+
+
+def gpu_rows(path):
+    if not torch.cuda.is_available():
+        row("7. GPU training throughput and MFU", "-", "-", "-", "skipped: no CUDA device here")
+        return
+    device = torch.device("cuda")
+    peak_flops = float(os.environ.get("PEAK_TFLOPS", "989")) * 1e12  # H100 SXM dense bf16
+    for name, config in (("MiniLM-L6", model.BertConfig.from_json(os.path.join(path, "config.json"))),
+                         ("BERT-base", model.BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                                        intermediate_size=3072))):
+        for compiled in (False, True):
+            encoder = model.BertModel(config).to(device).train()
+            step_model = torch.compile(encoder) if compiled else encoder
+            opt = torch.optim.AdamW(encoder.parameters(), lr=1e-5, fused=True)
+            B, T = 256, 64
+            ids = torch.randint(1000, 20000, (B, T), device=device)
+            mask = torch.ones(B, T, dtype=torch.long, device=device)
+
+            def step():
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    step_model(ids, mask).float().pow(2).mean().backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(20):
+                step()
+            torch.cuda.synchronize()
+            dt = (time.perf_counter() - t0) / 20
+            n_params = sum(p.numel() for n, p in encoder.named_parameters() if "embeddings" not in n)
+            flops = 6 * n_params * B * T + 12 * config.num_hidden_layers * config.hidden_size * T * B * T
+            row(f"7. GPU bf16 training, {name}{' compiled' if compiled else ''} (tokens/s)", f"{B * T / dt:.0f}",
+                f"peak {peak_flops / 1e12:.0f} TFLOP/s", f"MFU {flops / dt / peak_flops:.1%}",
+                torch.cuda.get_device_name())
+            del encoder, opt
+            gc.collect()
+
+
+def main():
+    path = ade_distill.default_student()
+    splits = data.ade_splits(data.data_root())
+    tokenizer = model.load_tokenizer(path)
+    test = splits["test"]
+    test_encs = data.encode(tokenizer, [r["text"] for r in test], 128)
+    batches = data.length_batches([len(e["ids"]) for e in test_encs], 32)
+    print(f"benchmark on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
+    encoder_rows(path, test_encs, batches)
+    fan_out_rows(path, test, test_encs)
+    pool = splits["pool"][: 1000 if QUICK else 4000]
+    bucketing_row(path, data.encode(tokenizer, [r["text"] for r in pool], 128))
+    teacher_rows()
+    sentences = [r["text"] for r in splits["pool"] + splits["test+neg"]][: 1000 if QUICK else 10000]
+    prediction_row(path, sentences)
+    gpu_rows(path)
+    print(f"\n| row | ade_distill | reference | ratio | note |\n| --- | ---: | ---: | ---: | --- |")
+    for r in ROWS:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
