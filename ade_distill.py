@@ -133,52 +133,55 @@ def batch_loss(student, batch, cfg):
 
 @torch.no_grad()
 def predict(student, tokenizer, records, cfg, device, types=None, given=None):
-    """Texts -> records with predicted "pairs" (ADE) or "entities" (NER), one encoder pass per sentence.
-    `given`: gold records whose drug spans replace the drug head's (--given_drugs)."""
+    """Records -> records with predicted "pairs" (ADE) or "entities" (NER), one encoder pass per sentence.
+    `given`: records (aligned with `records`) whose drug spans replace the drug head's (--given_drugs)."""
     student.eval()
     encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len)
-    out = [None] * len(records)
     dtype, _ = choose_precision(device, cfg.amp)
+    out = [{"id": r["id"], "text": r["text"]} for r in records]
     for batch_ids in data.length_batches([len(e["ids"]) for e in encoded], cfg.batch_size * 2):
         encs = [encoded[i] for i in batch_ids]
-        batch = to_device(data.collate([{"ids": e["ids"], "labels": [0] * len(e["ids"]), "drugs": []} for e in encs]),
-                          device)
+        batch = to_device(data.collate([{"ids": e["ids"]} for e in encs]), device)
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
             if isinstance(student, model.NerModel):
                 tags = student(batch["input_ids"], batch["attention_mask"]).argmax(-1).cpu().tolist()
-                for i, enc, t in zip(batch_ids, encs, tags):
-                    spans = data.bio_to_spans(enc, t[:len(enc["ids"])])
-                    if cfg.task == "ner":
-                        entities = [{"span": [s, e], "type": types[k]} for s, e, k in spans]
-                        out[i] = {"id": records[i]["id"], "text": records[i]["text"], "entities": entities}
-                    else:  # the plain-head ablation: every predicted ADE with every predicted drug
-                        drugs, ades = [s[:2] for s in spans if s[2] == 0], [s[:2] for s in spans if s[2] == 1]
-                        out[i] = {"id": records[i]["id"], "text": records[i]["text"],
-                                  "pairs": [{"drug": list(d), "ade": list(a)} for d in drugs for a in ades]}
-                continue
-            hidden = student.encoder(batch["input_ids"], batch["attention_mask"])
-            drug_tags = student.drug_head(hidden).argmax(-1).cpu().tolist()
-            drugs = []  # (row in batch, drug text, its mentions)
-            for row, (i, enc) in enumerate(zip(batch_ids, encs)):
-                text = records[i]["text"]
-                spans = ([p["drug"] for p in given[i]["pairs"]] if given else
-                         [s[:2] for s in data.bio_to_spans(enc, drug_tags[row][:len(enc["ids"])])])
-                drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
-            T = batch["input_ids"].shape[1]
-            mask = torch.zeros(len(drugs), T, device=device)
-            for m, (row, mentions) in enumerate(drugs):
-                mask[m, data.token_mask(encs[row], mentions)] = 1.0
-            sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=device)
-            ade_tags = student.ade_logits(hidden, sentence, mask).argmax(-1).cpu().tolist()
-        for i in batch_ids:
-            out[i] = {"id": records[i]["id"], "text": records[i]["text"], "pairs": []}
-        for (row, mentions), tags in zip(drugs, ade_tags):
-            enc, record = encs[row], out[batch_ids[row]]
-            for s, e, _ in data.bio_to_spans(enc, tags[:len(enc["ids"])]):
-                pair = {"drug": list(mentions[0]), "ade": [s, e]}
-                if pair not in record["pairs"]:
-                    record["pairs"].append(pair)
+                found = [ner_fields(data.bio_to_spans(enc, t), cfg, types) for enc, t in zip(encs, tags)]
+            else:
+                drugs = [[p["drug"] for p in given[i]["pairs"]] for i in batch_ids] if given else None
+                found = ade_fields(student, batch, encs, [records[i]["text"] for i in batch_ids], drugs)
+        for i, fields in zip(batch_ids, found):
+            out[i].update(fields)
     return out
+
+
+def ner_fields(spans, cfg, types):
+    if cfg.task == "ner":
+        return {"entities": [{"span": [s, e], "type": types[k]} for s, e, k in spans]}
+    # the plain-head ablation: every predicted ADE paired with every predicted drug of the sentence
+    return {"pairs": [{"drug": [ds, de], "ade": [s, e]} for ds, de, dk in spans if dk == 0
+                      for s, e, k in spans if k == 1]}
+
+
+def ade_fields(student, batch, encs, texts, given_drugs=None):
+    """The drug head's spans (or the given ones) -> drug entities -> the ADE head once for all of them."""
+    hidden = student.encoder(batch["input_ids"], batch["attention_mask"])
+    drug_tags = student.drug_head(hidden).argmax(-1).cpu().tolist()
+    drugs = []  # (row in the batch, all mentions of one drug)
+    for row, (enc, text) in enumerate(zip(encs, texts)):
+        spans = given_drugs[row] if given_drugs else [s[:2] for s in data.bio_to_spans(enc, drug_tags[row])]
+        drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
+    token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
+    for m, (row, mentions) in enumerate(drugs):
+        token_mask[m, data.token_mask(encs[row], mentions)] = 1.0
+    sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=hidden.device)
+    ade_tags = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
+    found = [{"pairs": []} for _ in encs]
+    for (row, mentions), tags in zip(drugs, ade_tags.argmax(-1).cpu().tolist()):
+        for s, e, _ in data.bio_to_spans(encs[row], tags):
+            pair = {"drug": list(mentions[0]), "ade": [s, e]}
+            if pair not in found[row]["pairs"]:
+                found[row]["pairs"].append(pair)
+    return found
 
 
 def score_rows(system, cfg, gold_sets, predicted, types):

@@ -349,7 +349,7 @@ def length_batches(lengths, batch_size, shuffle=False, seed=0):
 
 
 def collate(examples, pad_id=0):
-    """Examples from ade_example/ner_example -> padded numpy arrays (torch.from_numpy takes them as is)."""
+    """Examples from ade_example/ner_example (or bare {"ids"} to predict) -> padded numpy arrays."""
     B, T = len(examples), max(len(x["ids"]) for x in examples)
     input_ids = np.full((B, T), pad_id, dtype=np.int64)
     attention_mask = np.zeros((B, T), dtype=np.int64)
@@ -357,8 +357,8 @@ def collate(examples, pad_id=0):
     drug_sentence, drug_token_mask, ade_labels = [], [], []
     for b, x in enumerate(examples):
         n = len(x["ids"])
-        input_ids[b, :n], attention_mask[b, :n], labels[b, :n] = x["ids"], 1, x["labels"]
-        for drug in x["drugs"]:
+        input_ids[b, :n], attention_mask[b, :n], labels[b, :n] = x["ids"], 1, x.get("labels", -100)
+        for drug in x.get("drugs", []):
             drug_sentence.append(b)
             mask = np.zeros(T, dtype=np.float32)
             mask[drug["tokens"]] = 1.0

@@ -37,19 +37,22 @@ def row(name, ours, reference, ratio, note=""):
     print(f"  {name}: {ours} vs {reference} -> {ROWS[-1][3]} {note}", file=sys.stderr, flush=True)
 
 
-def seconds(fn, repeat=3):
-    """Best of `repeat` timed calls, after one warm-up call."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+def seconds(*fns, repeat=3):
+    """Best of `repeat` timed calls of each function, after one warm-up call each; the functions take
+    turns, so a slow spell of a shared machine does not fall on one side only."""
+    for fn in fns:
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best if len(fns) > 1 else best[0]
 
 
 def padded(encs, batch_ids):
-    arrays = data.collate([{"ids": encs[i]["ids"], "labels": [0] * len(encs[i]["ids"]), "drugs": []} for i in batch_ids])
+    arrays = data.collate([{"ids": encs[i]["ids"]} for i in batch_ids])
     return torch.from_numpy(arrays["input_ids"]), torch.from_numpy(arrays["attention_mask"])
 
 
@@ -72,29 +75,31 @@ def encoder_rows(path, encs, batches):
         for ids, mask in inputs:
             m(input_ids=ids, attention_mask=mask) if hugging_face else m(ids, mask)
 
-    t_ours = seconds(lambda: forward(ours.eval(), False))
     if hf is None:
+        t_ours = seconds(lambda: forward(ours.eval(), False))
         row("1. encoder forward, fp32 CPU (sentences/s)", f"{n / t_ours:.0f}", "transformers not installed", "-")
     else:
-        t_hf = seconds(lambda: forward(hf.eval(), True))
+        t_ours, t_hf = seconds(lambda: forward(ours.eval(), False), lambda: forward(hf.eval(), True))
         row("1. encoder forward, fp32 CPU (sentences/s)", f"{n / t_ours:.0f}", f"HF BertModel {n / t_hf:.0f}",
             t_hf / t_ours)
 
-    def train_steps(m, hugging_face):
+    def train_steps(m, hugging_face, opt):
         m.train()
-        opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
         for ids, mask in inputs[:4]:
             out = m(input_ids=ids, attention_mask=mask).last_hidden_state if hugging_face else m(ids, mask)
-            out.float().pow(2).mean().backward()
+            out.pow(2).mean().backward()
             opt.step()
             opt.zero_grad()
 
     n4 = sum(len(b) for b in batches[:4])
-    t_ours = seconds(lambda: train_steps(ours, False), 2)
+    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-5)
     if hf is None:
+        t_ours = seconds(lambda: train_steps(ours, False, opt_ours))
         row("2. training step fwd+bwd+AdamW (sentences/s)", f"{n4 / t_ours:.0f}", "transformers not installed", "-")
     else:
-        t_hf = seconds(lambda: train_steps(hf, True), 2)
+        opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-5)
+        t_ours, t_hf = seconds(lambda: train_steps(ours, False, opt_ours), lambda: train_steps(hf, True, opt_hf),
+                               repeat=5)
         row("2. training step fwd+bwd+AdamW (sentences/s)", f"{n4 / t_ours:.0f}", f"HF BertModel {n4 / t_hf:.0f}",
             t_hf / t_ours)
 
@@ -135,7 +140,7 @@ def fan_out_rows(path, test, encs):
                 v = (token_mask[..., None] * hidden).sum(1) / token_mask.sum(1, keepdim=True)
                 outputs["per_drug"].append(ade.ade_head(torch.cat([hidden, v[:, None].expand_as(hidden)], -1)))
 
-        t_batched, t_per_drug = seconds(batched, 2), seconds(per_drug, 2)
+        t_batched, t_per_drug = seconds(batched, per_drug, repeat=2)
         diff = max((a - b).abs().max().item() for a, b in zip(outputs["batched"], outputs["per_drug"]))
         name = "synthetic, 5 drugs/sentence" if synthetic else "ADE test split, gold drugs"
         row(f"3. drug fan-out, {name} (s)", f"{t_batched:.2f} s batched", f"{t_per_drug:.2f} s per drug",
@@ -159,7 +164,7 @@ def bucketing_row(path, pool_encs):
             for ids, mask in inputs:
                 encoder(ids, mask).pow(2).mean().backward()
 
-        t = seconds(steps, 1)
+        t = seconds(steps, repeat=1)
         results[name] = (1 - real / slots, sum(len(b) for b in sample) / t)
     (pad_b, speed_b), (pad_r, speed_r) = results["bucketed"], results["random"]
     row("4. length bucketing vs random batches (train sentences/s)", f"{speed_b:.0f} ({pad_b:.0%} padding)",
@@ -241,7 +246,7 @@ def prediction_row(path, texts):
         for ids, mask in inputs:
             encoder(ids, mask)
 
-    t_enc = seconds(encoder_only, 1)
+    t_enc = seconds(encoder_only, repeat=1)
     row(f"6. --predict_file end to end (sentences/s)", f"{len(texts) / wall:.0f}",
         f"encoder alone {len(texts) / t_enc:.0f}", (len(texts) / wall) / (len(texts) / t_enc),
         f"{len(texts)} sentences incl. start-up; peak RSS {peak:.0f} MiB"
