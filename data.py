@@ -57,7 +57,7 @@ def corpus_file(root, rel_path, verify=True):
             r = requests.get(url, timeout=60)
             r.raise_for_status()
         except requests.RequestException as e:
-            raise FileNotFoundError(f"{path} not found and {url} could not be downloaded ({e}). Download it by hand "
+            raise FileNotFoundError(f"{path} not found and {url} could not be downloaded ({type(e).__name__}). Download it by hand "
                                     f"into {os.path.join(root, folder)}/, or point --data_dir (or $ADE_DISTILL_DATA) "
                                     "at a directory that holds it.") from None
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -450,7 +450,10 @@ if __name__ == "__main__":
         sys.exit("usage: python data.py --split=train|dev|test|test+neg|pool [--dataset=ade|bc5cdr|ncbi_disease] "
                  "[--data_dir=DIR]")
     root, dataset = data_root(args.get("data_dir", "")), args.get("dataset", "ade")
-    splits = ade_splits(root) if dataset == "ade" else ner_splits(root, dataset)
+    try:
+        splits = ade_splits(root) if dataset == "ade" else ner_splits(root, dataset)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
     if args["split"] not in splits:
         sys.exit(f"unknown split {args['split']!r}; choose one of {sorted(splits)}")
     write_jsonl(splits[args["split"]], sys.stdout)

@@ -361,13 +361,13 @@ if __name__ == "__main__":
         records = data.read_sentences(paths["in"])
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    root = data.data_root(args.data_dir)
-    splits = data.ade_splits(root) if args.task == "ade" else data.ner_splits(root, args.dataset)
-    types = None if args.task == "ade" else data.entity_types(splits["train"])
     try:
+        root = data.data_root(args.data_dir)
+        splits = data.ade_splits(root) if args.task == "ade" else data.ner_splits(root, args.dataset)
+        types = None if args.task == "ade" else data.entity_types(splits["train"])
         labels, stats = label(records, args.teacher, args, splits["train"],
                               splits["train"] + splits.get("negatives", []), types)
-    except TeacherError as e:
+    except (TeacherError, OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     data.write_jsonl_file(labels, paths["out"])
     print(describe(stats), file=sys.stderr)

@@ -168,3 +168,29 @@ def test_student_save_and_load(tmp_path, tiny_bert_dir):
     again, meta = model.load_student(str(tmp_path))
     assert meta == {"model": "ade"}
     assert all(torch.equal(a, b) for a, b in zip(ade.state_dict().values(), again.state_dict().values()))
+
+
+def test_download_hf_over_http_resumes_a_partial_file(server, tiny_bert_dir, tmp_path):
+    """hf:ORG/NAME against a local server with the Hugging Face URL layout, Range requests included."""
+    def handle(h):
+        name = h.path.split("/resolve/main/")[1]
+        path = os.path.join(tiny_bert_dir, name)
+        if not h.path.startswith("/org/tiny/") or not os.path.exists(path):
+            return server.reply(h, 404, "Entry not found")
+        body = open(path, "rb").read()
+        start = int(h.headers["Range"].split("=")[1].rstrip("-")) if h.headers.get("Range") else 0
+        server.reply(h, 206 if start else 200, body[start:])
+    server.handle = handle
+    target = tmp_path / "org--tiny"
+    target.mkdir()
+    weights = open(os.path.join(tiny_bert_dir, "model.safetensors"), "rb").read()
+    (target / "model.safetensors.part").write_bytes(weights[:1000])  # an interrupted earlier download
+    path = model.download_hf("hf:org/tiny", str(tmp_path), endpoint=server.url)
+    assert open(os.path.join(path, "model.safetensors"), "rb").read() == weights
+    ranges = [headers.get("Range") for _, p, headers, _ in server.requests if p.endswith("model.safetensors")]
+    assert ranges == ["bytes=1000-"]
+    a, b = model.load_encoder(tiny_bert_dir), model.load_encoder(path)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert model.load_tokenizer(path).encode("aspirin").ids == model.load_tokenizer(tiny_bert_dir).encode("aspirin").ids
+    with pytest.raises(RuntimeError, match="answered 404.*Check the model name"):
+        model.download_hf("hf:org/missing", str(tmp_path), endpoint=server.url)
