@@ -313,7 +313,7 @@ def run(cfg, splits):
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     types = data.entity_types(splits["train"]) if cfg.task == "ner" else None
-    gold_sets = {"test": splits["test"]} if cfg.task == "ner" else {"test": splits["test"], "test+neg": splits["test+neg"]}
+    gold_sets = {split: splits[split] for split in (["test"] if cfg.task == "ner" else ["test", "test+neg"])}
     gold_pool = splits["train"] + splits.get("negatives", [])
 
     # 1. The teacher labels the unlabeled pool (and the test sentences, to be scored beside the student).
@@ -403,7 +403,7 @@ def predict_main(cfg):
 
 
 def main(argv):
-    cfg = data.override(Config(), argv)
+    cfg = teacher.override(Config(), argv)
     if cfg.predict or cfg.predict_file:
         return predict_main(cfg)
     print(json.dumps({k: v for k, v in asdict(cfg).items()}, indent=1), file=sys.stderr)

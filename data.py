@@ -20,7 +20,6 @@ import re
 import sys
 import time
 from collections import defaultdict
-from dataclasses import fields
 
 import numpy as np
 
@@ -45,31 +44,33 @@ def data_root(data_dir=""):
     return data_dir or os.environ.get("ADE_DISTILL_DATA") or "data"
 
 
-def corpus_file(root, rel_path, verify=True):
-    """Path of a corpus file under the data root; downloaded first if missing, sha256 checked."""
+def corpus_file(root, rel_path):
+    """Path of a corpus file under the data root; downloaded first if missing; sha256 checked."""
     path = os.path.join(root, rel_path)
     folder, name = rel_path.split("/")
+    source, content = path, None
     if not os.path.exists(path):
-        url = ADE_URL.format(name=name) if folder == "ade_corpus_v2" else NER_URL.format(folder=folder, name=name)
         import requests
-        print(f"{path} is missing; downloading {url}", file=sys.stderr)
+        source = ADE_URL.format(name=name) if folder == "ade_corpus_v2" else NER_URL.format(folder=folder, name=name)
+        print(f"{path} is missing; downloading {source}", file=sys.stderr)
         try:
-            r = requests.get(url, timeout=60)
+            r = requests.get(source, timeout=60)
             r.raise_for_status()
         except requests.RequestException as e:
-            raise FileNotFoundError(f"{path} not found and {url} could not be downloaded ({type(e).__name__}). Download it by hand "
-                                    f"into {os.path.join(root, folder)}/, or point --data_dir (or $ADE_DISTILL_DATA) "
-                                    "at a directory that holds it.") from None
+            raise FileNotFoundError(f"{path} not found and {source} could not be downloaded ({type(e).__name__}). "
+                                    f"Download it by hand into {os.path.join(root, folder)}/, or point --data_dir "
+                                    "(or $ADE_DISTILL_DATA) at a directory that holds it.") from None
+        content = r.content
+    digest = hashlib.sha256(content if content is not None else open(path, "rb").read()).hexdigest()
+    if digest != SHA256[rel_path]:
+        raise ValueError(f"{source}: sha256 {digest} is not the expected {SHA256[rel_path]}; the file is corrupt "
+                         f"or a different version{'' if content else '. Delete it to download it again'}.")
+    if content is not None:  # saved only once it is known to be the right file
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".part", "wb") as f:
-            f.write(r.content)
+            f.write(content)
         os.replace(path + ".part", path)
         print(f"saved {path}", file=sys.stderr)
-    if verify:
-        digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-        if digest != SHA256[rel_path]:
-            raise ValueError(f"{path}: sha256 {digest} is not the expected {SHA256[rel_path]}; the file is "
-                             "corrupt or a different version. Delete it to download it again.")
     return path
 
 
@@ -138,17 +139,22 @@ def unlabeled(records):
     return [{k: r[k] for k in ("id", "pmid", "text")} for r in records]
 
 
+def without_held_out(records, held_texts, what):
+    """The records whose text is not a dev/test sentence; the others are dropped and counted."""
+    kept = [r for r in records if r["text"] not in held_texts]
+    if len(kept) < len(records):
+        print(f"note: {len(records) - len(kept)} {what} sentences also occur in dev/test and are left out",
+              file=sys.stderr)
+    return kept
+
+
 def assemble_splits(train, dev, test, negatives):
     """train/dev/test of positive sentences + ADE-NEG -> every set the pipeline uses."""
     held_pmids = {r["pmid"] for r in dev + test}
     held_texts = {r["text"] for r in dev + test}
     test_pmids = {r["pmid"] for r in test}
     # One sentence text is in the corpus under two PubMed IDs; held-out text never reaches training.
-    kept = [r for r in train if r["text"] not in held_texts]
-    if len(kept) < len(train):
-        print(f"note: {len(train) - len(kept)} train sentences also occur in dev/test and are left out",
-              file=sys.stderr)
-    train = kept
+    train = without_held_out(train, held_texts, "train")
     free_negatives = [r for r in negatives if r["pmid"] not in held_pmids and r["text"] not in held_texts]
     return {"train": train, "dev": dev, "test": test,
             "test+neg": test + [r for r in negatives if r["pmid"] in test_pmids],
@@ -167,6 +173,7 @@ def ade_splits(root):
 
 def ade_cv_splits(root, k=10, fold=0):
     """Fold `fold` of a k-fold split by PubMed ID: test = that fold, dev = the next, train = the rest."""
+    assert k >= 3 and 0 <= fold < k, f"--cv={k} fold {fold}: need at least 3 folds (test, dev and train)"
     positives, negatives = read_ade(root)
     pmids = sorted({r["pmid"] for r in positives})
     random.Random(0).shuffle(pmids)
@@ -221,11 +228,7 @@ def ner_splits(root, dataset):
     folder = NER_DATASETS[dataset]
     train, dev, test = (read_iob(corpus_file(root, f"{folder}/{name}.tsv")) for name in ("train", "devel", "test"))
     held = {r["text"] for r in dev + test}
-    kept = [r for r in train if r["text"] not in held]
-    if len(kept) < len(train):
-        print(f"note: {len(train) - len(kept)} {dataset} train sentences also occur in devel/test and are "
-              "left out of training", file=sys.stderr)
-    train = kept
+    train = without_held_out(train, held, f"{dataset} train")
     return {"train": train, "dev": dev, "test": test, "pool": [{"id": r["id"], "text": r["text"]} for r in train]}
 
 
@@ -373,11 +376,6 @@ def collate(examples, pad_id=0):
 
 # ----------------------------------------------------------------------------- small shared helpers
 
-def write_jsonl(records, f):
-    for r in records:
-        f.write(json.dumps(r) + "\n")
-
-
 def read_sentences(path):
     """JSON Lines of {"id", "text", ...}; or plain text, one sentence per line (ids: line numbers)."""
     records = []
@@ -385,11 +383,9 @@ def read_sentences(path):
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            if not line.lstrip().startswith("{"):
-                records.append({"id": str(n), "text": line.rstrip("\n")})
-                continue
             try:
-                record = json.loads(line)
+                is_json = line.lstrip().startswith("{")
+                record = json.loads(line) if is_json else {"id": str(n), "text": line.rstrip("\n")}
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "id" not in record:
@@ -402,31 +398,8 @@ def write_jsonl_file(records, path):
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".tmp", "w") as f:
-        write_jsonl(records, f)
+        f.writelines(json.dumps(r) + "\n" for r in records)
     os.replace(path + ".tmp", path)
-
-
-def override(config, argv):
-    """Apply `--key=value` arguments to a dataclass instance: unknown keys and bad values are errors."""
-    names = {f.name: f.type for f in fields(config)}
-    for arg in argv:
-        key, eq, value = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--") or not eq:
-            raise SystemExit(f"error: {arg!r} is not --key=value")
-        if key not in names:
-            raise SystemExit(f"error: unknown option --{key}; valid options: {', '.join('--' + n for n in names)}")
-        kind = names[key]
-        try:
-            if kind is bool:
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError("expected true or false")
-                value = value.lower() in ("true", "1")
-            else:
-                value = kind(value)
-        except ValueError as e:
-            raise SystemExit(f"error: --{key}={value}: {e} (expected {kind.__name__})") from None
-        setattr(config, key, value)
-    return config
 
 
 _last_progress = [0.0]
@@ -456,4 +429,4 @@ if __name__ == "__main__":
         sys.exit(f"error: {e}")
     if args["split"] not in splits:
         sys.exit(f"unknown split {args['split']!r}; choose one of {sorted(splits)}")
-    write_jsonl(splits[args["split"]], sys.stdout)
+    sys.stdout.writelines(json.dumps(r) + "\n" for r in splits[args["split"]])

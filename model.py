@@ -269,7 +269,8 @@ def download_hf(spec, cache_dir, endpoint=None):
               ("tokenizer.json", False), ("vocab.txt", False), ("tokenizer_config.json", False)]
     for name, required in wanted:
         dest = os.path.join(target, name)
-        if os.path.exists(dest) or (name == "pytorch_model.bin" and os.path.exists(os.path.join(target, "model.safetensors"))):
+        have_safetensors = os.path.exists(os.path.join(target, "model.safetensors"))
+        if os.path.exists(dest) or (name == "pytorch_model.bin" and have_safetensors):
             continue
         url = f"{endpoint}/{repo}/resolve/main/{name}"
         part = dest + ".part"

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import requests
 
@@ -177,7 +177,7 @@ def post_chat(session, url, body, cfg):
                     return r.json()
                 except ValueError:
                     raise TeacherError(f"POST {url} answered 200 with a body that is not JSON: {r.text[:200]!r}. "
-                                       "Is --base_url the server's OpenAI-compatible endpoint (often .../v1)?") from None
+                                       "Is --base_url the OpenAI-compatible endpoint (often .../v1)?") from None
             problem = f"HTTP {r.status_code}: {r.text[:300]}"
             if "insufficient_quota" in r.text:
                 raise TeacherError(f"POST {url} answered {problem}. The account is out of quota: add credit or "
@@ -342,6 +342,28 @@ def describe(stats):
     return "teacher: " + " ".join(parts)
 
 
+# ----------------------------------------------------------------------------- the command line
+
+def override(config, argv):
+    """Apply `--key=value` arguments to a dataclass instance: unknown keys and bad values are errors."""
+    names = {f.name: f.type for f in fields(config)}
+    for arg in argv:
+        key, eq, value = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not eq:
+            raise SystemExit(f"error: {arg!r} is not --key=value")
+        if key not in names:
+            raise SystemExit(f"error: unknown option --{key}; valid options: {', '.join('--' + n for n in names)}")
+        kind = names[key]
+        try:
+            if kind is bool and value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError("expected true or false")
+            value = value.lower() in ("true", "1") if kind is bool else kind(value)
+        except ValueError as e:
+            raise SystemExit(f"error: --{key}={value}: {e} (expected {kind.__name__})") from None
+        setattr(config, key, value)
+    return config
+
+
 @dataclass
 class Args(LLMConfig):
     teacher: str = "lexicon"
@@ -356,7 +378,7 @@ if __name__ == "__main__":
     if set(paths) != {"in", "out"}:
         sys.exit("usage: python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl [--teacher=llm|lexicon|gold] "
                  "[--base_url=... --llm_model=... --shots=K ...]")
-    args = data.override(Args(), argv)
+    args = override(Args(), argv)
     try:
         records = data.read_sentences(paths["in"])
     except (OSError, ValueError) as e:

@@ -60,6 +60,20 @@ def test_predict_from_command_line(tiny_run):
         assert p["drug_text"] == record["text"][slice(*p["drug"])]
 
 
+def test_predict_file_of_plain_lines(tiny_run, tmp_path):
+    (tmp_path / "in.txt").write_text("Aspirin-induced asthma.\n\nHeparin caused bleeding.\n")
+    out = subprocess.run([sys.executable, "ade_distill.py", f"--out_dir={tiny_run[0]}",
+                          f"--predict_file={tmp_path / 'in.txt'}"], capture_output=True, text=True, check=True)
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["id"], r["text"]) for r in records] == [("1", "Aspirin-induced asthma."), ("3", "Heparin caused bleeding.")]
+
+
+def test_ten_fold_protocol_runs_and_averages(tiny_bert_dir, data_dir, tmp_path, capsys):
+    ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path, "--cv=3", "--epochs=1", "--max_pool=16"))
+    assert "3-fold strict F1 of the student: mean" in capsys.readouterr().out
+    assert all((tmp_path / f"fold{k}" / "results.json").exists() for k in range(3))
+
+
 def test_given_drugs_uses_the_gold_drug_spans(tiny_run, ade_splits):
     student, meta = ade_distill.model.load_student(os.path.join(tiny_run[0], "student"))
     cfg = ade_distill.Config()
