@@ -270,17 +270,18 @@ def label_llm(records, cfg, train, types=None):
         choice = (reply.get("choices") or [{}])[0]
         content = (choice.get("message") or {}).get("content") or ""
         stats["truncated"] += choice.get("finish_reason") == "length"
-        usage = reply.get("usage") or {}
-        if key in todo:  # only what this run paid for
-            stats["prompt_tokens"] += usage.get("prompt_tokens", 0)
-            stats["completion_tokens"] += usage.get("completion_tokens", 0)
         obj = parse_json_reply(content)
         fields, given, aligned = spans_from_reply(obj or {}, record["text"], types)
         stats["failed_replies"] += obj is None
         stats["strings"] += given
         stats["aligned"] += aligned
         labels.append({"id": record["id"], "text": record["text"], **fields, "teacher": "llm",
-                       "raw": {"content": content, "finish_reason": choice.get("finish_reason"), "usage": usage}})
+                       "raw": {"content": content, "finish_reason": choice.get("finish_reason"),
+                               "usage": reply.get("usage")}})
+    for key in todo:  # the tokens this run paid for
+        usage = cache.replies[key].get("usage") or {}
+        stats["prompt_tokens"] += usage.get("prompt_tokens", 0)
+        stats["completion_tokens"] += usage.get("completion_tokens", 0)
     stats["requests_per_s"] = len(todo) / elapsed if todo else 0.0
     stats["cost_usd"] = (stats["prompt_tokens"] * cfg.price_in + stats["completion_tokens"] * cfg.price_out) / 1e6
     return labels, stats
