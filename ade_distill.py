@@ -323,9 +323,8 @@ def run(cfg, splits):
     rows = []
     if cfg.teacher != "gold":  # the gold teacher on test would be the answer key itself
         to_score = list(gold_sets.values())[-1]
-        test_labels, test_stats = teacher.label(data.unlabeled(to_score) if cfg.task == "ade" else
-                                                [{"id": r["id"], "text": r["text"]} for r in to_score],
-                                                cfg.teacher, cfg, splits["train"], gold_pool, types)
+        test_labels, test_stats = teacher.label(data.unlabeled(to_score), cfg.teacher, cfg, splits["train"],
+                                                gold_pool, types)
         rows += score_rows("teacher", cfg, gold_sets, test_labels, types)
         print(teacher.describe(test_stats) + " (test sentences)", file=sys.stderr)
     if cfg.eval_teacher_only:

@@ -136,7 +136,8 @@ def read_ade(root):
 
 
 def unlabeled(records):
-    return [{k: r[k] for k in ("id", "pmid", "text")} for r in records]
+    """The records with their labels thrown away."""
+    return [{k: r[k] for k in ("id", "pmid", "text") if k in r} for r in records]
 
 
 def without_held_out(records, held_texts, what):
@@ -229,7 +230,7 @@ def ner_splits(root, dataset):
     train, dev, test = (read_iob(corpus_file(root, f"{folder}/{name}.tsv")) for name in ("train", "devel", "test"))
     held = {r["text"] for r in dev + test}
     train = without_held_out(train, held, f"{dataset} train")
-    return {"train": train, "dev": dev, "test": test, "pool": [{"id": r["id"], "text": r["text"]} for r in train]}
+    return {"train": train, "dev": dev, "test": test, "pool": unlabeled(train)}
 
 
 def entity_types(records):
