@@ -201,15 +201,26 @@ def lr_at(step, total, cfg):
     return cfg.lr * (step + 1) / warmup if step < warmup else cfg.lr * max(0.0, (total - step) / max(1, total - warmup))
 
 
-def save_checkpoint(student, optimizer, scaler, state, path, tokenizer_dir, meta):
-    """Everything needed to resume, written to a temporary directory first so a kill leaves the old one."""
-    tmp = path + ".tmp"
+def replace_dir(path, write):
+    """Write a directory through write(tmp), then swap it in: a kill at any moment leaves a complete
+    `path`, or a complete `path.old` that --resume falls back to."""
+    tmp, old = path + ".tmp", path + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_student(student, tmp, tokenizer_dir, meta)
-    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
-                **state}, os.path.join(tmp, "train_state.pt"))
-    shutil.rmtree(path, ignore_errors=True)
+    write(tmp)
+    if os.path.exists(path):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
     os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(student, optimizer, scaler, state, path, tokenizer_dir, meta):
+    """Everything needed to resume: the student, the optimizer and scaler, the RNG, the step."""
+    def write(tmp):
+        model.save_student(student, tmp, tokenizer_dir, meta)
+        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
+                    **state}, os.path.join(tmp, "train_state.pt"))
+    replace_dir(path, write)
 
 
 def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device, meta, types):
@@ -230,15 +241,16 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
     total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
     state = {"step": 0, "best_f1": -1.0, "history": []}
     last = os.path.join(cfg.out_dir, "last")
-    if cfg.resume and os.path.exists(os.path.join(last, "train_state.pt")):
-        resumed, _ = model.load_student(last)
+    saved_at = last if os.path.exists(os.path.join(last, "train_state.pt")) else last + ".old"
+    if cfg.resume and os.path.exists(os.path.join(saved_at, "train_state.pt")):
+        resumed, _ = model.load_student(saved_at)
         student.load_state_dict(resumed.state_dict())
-        saved = torch.load(os.path.join(last, "train_state.pt"), weights_only=True)
+        saved = torch.load(os.path.join(saved_at, "train_state.pt"), weights_only=True)
         optimizer.load_state_dict(saved.pop("optimizer"))
         scaler.load_state_dict(saved.pop("scaler"))
         torch.set_rng_state(saved.pop("rng"))
         state = saved
-        print(f"resumed from {last} at step {state['step']}", file=sys.stderr)
+        print(f"resumed from {saved_at} at step {state['step']}", file=sys.stderr)
     elif cfg.resume:
         print(f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
     print(f"training: {len(examples)} sentences, {cfg.epochs} epochs, {total} steps of {cfg.batch_size}"
@@ -288,7 +300,8 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
                   f"{' (best so far: saved)' if f1 > state['best_f1'] else ''}", file=sys.stderr)
             if f1 > state["best_f1"]:
                 state["best_f1"] = f1
-                model.save_student(student, os.path.join(cfg.out_dir, "student"), tokenizer_dir, meta)
+                replace_dir(os.path.join(cfg.out_dir, "student"),
+                            lambda tmp: model.save_student(student, tmp, tokenizer_dir, meta))
             save_checkpoint(student, optimizer, scaler, state, last, tokenizer_dir, meta)
             t_log, steps_since, sentences_since = time.time(), 0, 0  # the log's rates count training alone
         if state["step"] >= total:
