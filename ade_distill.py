@@ -78,6 +78,10 @@ def default_student():
     return os.path.join(os.path.dirname(spec.origin), "model")
 
 
+def pick_device(cfg):
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+
+
 def choose_precision(device, amp):
     """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler)."""
     if amp == "auto":
@@ -333,9 +337,9 @@ def run(cfg, splits):
     pool = list(splits["pool"])
     random.Random(cfg.seed).shuffle(pool)
     pool = pool[:cfg.max_pool] if cfg.max_pool else pool
+    to_score = list(gold_sets.values())[-1]  # test+neg holds test: label and predict it once, score both
     rows = []
     if cfg.teacher != "gold":  # the gold teacher on test would be the answer key itself
-        to_score = list(gold_sets.values())[-1]
         test_labels, test_stats = teacher.label(data.unlabeled(to_score), cfg.teacher, cfg, splits["train"],
                                                 gold_pool, types)
         rows += score_rows("teacher", cfg, gold_sets, test_labels, types)
@@ -347,7 +351,7 @@ def run(cfg, splits):
     print(teacher.describe(stats) + " (pool)", file=sys.stderr)
 
     # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = pick_device(cfg)
     init = cfg.init_from or default_student()
     if init.startswith("hf:"):
         init = model.download_hf(init, os.path.join("cache", "models"))
@@ -364,7 +368,6 @@ def run(cfg, splits):
     # 3. The best student on the test sets.
     student, _ = model.load_student(os.path.join(cfg.out_dir, "student"))
     student.to(device)
-    to_score = list(gold_sets.values())[-1]
     predictions = predict(student, tokenizer, to_score, cfg, device, types,
                           given=to_score if cfg.given_drugs else None)
     rows += score_rows("student", cfg, gold_sets, predictions, types)
@@ -401,7 +404,7 @@ def predict_main(cfg):
     path = os.path.join(cfg.out_dir, "student")
     student, meta = model.load_student(path)
     cfg.task, cfg.head, cfg.max_len = meta["task"], meta["head"], meta["max_len"]
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = pick_device(cfg)
     records = ([{"id": "1", "text": cfg.predict}] if cfg.predict else data.read_sentences(cfg.predict_file))
     types = meta["types"] if cfg.task == "ner" else None
     for r in predict(student.to(device), model.load_tokenizer(path), records, cfg, device, types):
@@ -418,7 +421,7 @@ def main(argv):
     cfg = teacher.override(Config(), argv)
     if cfg.predict or cfg.predict_file:
         return predict_main(cfg)
-    print(json.dumps({k: v for k, v in asdict(cfg).items()}, indent=1), file=sys.stderr)
+    print(json.dumps(asdict(cfg), indent=1), file=sys.stderr)
     os.makedirs(cfg.out_dir, exist_ok=True)
     with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
         json.dump(asdict(cfg), f, indent=2)  # the API key is never in cfg: only the variable's name
