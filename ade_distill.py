@@ -38,14 +38,17 @@ class Config(teacher.LLMConfig):  # the LLM teacher's options (--base_url, --llm
     dataset: str = "ade"  # for --task=ner: bc5cdr | ncbi_disease
     data_dir: str = ""  # default: $ADE_DISTILL_DATA, else ./data
     out_dir: str = "out"
-    cv: int = 0  # 10: the 10-fold protocol by PubMed ID, strict F1 averaged over folds
+    cv: int = 0  # 10: the 10-fold protocol by PubMed ID; per-fold and mean +- sd strict and lenient F1
+    cv_folds: str = ""  # with --cv: the folds to run, e.g. "0,1" (default: all; split the work across machines)
     # teacher
     teacher: str = "lexicon"  # lexicon | gold | llm
-    max_pool: int = 4000  # unlabeled sentences the teacher labels (0 = all 17,096)
+    max_pool: int = 0  # a cap on the unlabeled sentences the teacher labels, drawn with --seed (0 = all 17,096)
+    empty_ratio: float = 0.0  # sentences the teacher found nothing in, kept per sentence it labelled (-1 = all)
     eval_teacher_only: bool = False
     # student
     init_from: str = ""  # a Hugging Face BERT directory, or hf:ORG/NAME; default: all-MiniLM-L6-v2
-    head: str = "drug"  # drug: the drug-centric head; plain: one BIO head over drug and ADE (ablation)
+    head: str = "drug"  # drug: the paper's drug-centric head; interaction: the same plus a token x drug term;
+    #                     plain: one BIO head over drug and ADE, no drug conditioning (the ablation)
     given_drugs: bool = False  # evaluate the ADE head on the gold drug spans
     max_len: int = 128
     dropout: float = 0.1
@@ -55,6 +58,7 @@ class Config(teacher.LLMConfig):  # the LLM teacher's options (--base_url, --llm
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 1e-4
+    head_lr: float = 0.0  # learning rate of the freshly initialised heads (0 = --lr)
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of the steps
     grad_clip: float = 1.0
@@ -65,6 +69,8 @@ class Config(teacher.LLMConfig):  # the LLM teacher's options (--base_url, --llm
     log_every: int = 20
     save_every: int = 0  # steps between resumable checkpoints (0 = at the end of each epoch)
     resume: bool = False
+    # prediction with a trained out_dir
+    bootstrap: int = 1000  # resamplings of the test sentences for the 95 % intervals in results (0 = none)
     # prediction with a trained out_dir
     predict: str = ""
     predict_file: str = ""
@@ -86,8 +92,6 @@ def choose_precision(device, amp):
     """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler)."""
     if amp == "auto":
         amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
-    if amp not in ("bf16", "fp16", "fp32"):
-        raise SystemExit(f"error: --amp={amp}: choose auto, bf16, fp16 or fp32")
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp], amp == "fp16"
 
 
@@ -122,9 +126,14 @@ def to_device(batch, device):
     return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def batch_loss(student, batch, cfg):
+def student_kind(cfg):
+    """The one answer to "which student": "ade" (AdeModel, drug-conditioned) or "ner" (NerModel)."""
+    return "ade" if cfg.task == "ade" and cfg.head != "plain" else "ner"
+
+
+def batch_loss(student, batch, kind):
     """Summed cross-entropy of all heads and the number of real labels it sums over."""
-    if cfg.task == "ade" and cfg.head == "drug":
+    if kind == "ade":
         drug_logits, ade_logits = student(batch["input_ids"], batch["attention_mask"],
                                           batch["drug_sentence"], batch["drug_token_mask"])
         drug_loss, n_drug = model.bio_loss(drug_logits, batch["labels"])
@@ -148,14 +157,19 @@ def predict(student, tokenizer, records, cfg, device, types=None, given=None):
         batch = to_device(data.collate([{"ids": e["ids"]} for e in encs]), device)
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
             if isinstance(student, model.NerModel):
-                tags = student(batch["input_ids"], batch["attention_mask"]).argmax(-1).cpu().tolist()
-                found = [ner_fields(data.bio_to_spans(enc, t), cfg, types) for enc, t in zip(encs, tags)]
+                log_probs = log_softmax(student(batch["input_ids"], batch["attention_mask"]))
+                found = [ner_fields(data.decode_spans(enc, lp), cfg, types) for enc, lp in zip(encs, log_probs)]
             else:
                 drugs = [[p["drug"] for p in given[i]["pairs"]] for i in batch_ids] if given else None
                 found = ade_fields(student, batch, encs, [records[i]["text"] for i in batch_ids], drugs)
         for i, fields in zip(batch_ids, found):
             out[i].update(fields)
     return out
+
+
+def log_softmax(logits):
+    """(..., T, C) logits -> numpy log-probabilities in fp32, for the constrained decoder."""
+    return torch.log_softmax(logits.float(), -1).cpu().numpy()
 
 
 def ner_fields(spans, cfg, types):
@@ -169,31 +183,31 @@ def ner_fields(spans, cfg, types):
 def ade_fields(student, batch, encs, texts, given_drugs=None):
     """The drug head's spans (or the given ones) -> drug entities -> the ADE head once for all of them."""
     hidden = student.encoder(batch["input_ids"], batch["attention_mask"])
-    drug_tags = student.drug_head(hidden).argmax(-1).cpu().tolist()
+    drug_log_probs = log_softmax(student.drug_head(hidden))
     drugs = []  # (row in the batch, all mentions of one drug)
     for row, (enc, text) in enumerate(zip(encs, texts)):
-        spans = given_drugs[row] if given_drugs else [s[:2] for s in data.bio_to_spans(enc, drug_tags[row])]
+        spans = given_drugs[row] if given_drugs else [s[:2] for s in data.decode_spans(enc, drug_log_probs[row])]
         drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
     token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
     for m, (row, mentions) in enumerate(drugs):
         token_mask[m, data.token_mask(encs[row], mentions)] = 1.0
     sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=hidden.device)
-    ade_tags = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
+    ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
     found = [{"pairs": []} for _ in encs]
-    for (row, mentions), tags in zip(drugs, ade_tags.argmax(-1).cpu().tolist()):
-        for s, e, _ in data.bio_to_spans(encs[row], tags):
+    for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits)):
+        for s, e, _ in data.decode_spans(encs[row], log_probs):
             pair = {"drug": list(mentions[0]), "ade": [s, e]}
             if pair not in found[row]["pairs"]:
                 found[row]["pairs"].append(pair)
     return found
 
 
-def score_rows(system, cfg, gold_sets, predicted, types):
-    """Score predictions on each gold set -> result rows."""
+def score_rows(system, cfg, gold_sets, predicted, types, bootstrap=0):
+    """Score predictions on each gold set -> result rows (with 95 % intervals when bootstrap > 0)."""
     by_id = {r["id"]: r for r in predicted}
     level = "entities" if cfg.task == "ner" else "pairs"
     return [{"system": system, "teacher": cfg.teacher, "split": split,
-             **evaluate.score(gold, [by_id[r["id"]] for r in gold], level, types)}
+             **evaluate.score(gold, [by_id[r["id"]] for r in gold], level, types, bootstrap)}
             for split, gold in gold_sets.items()]
 
 
@@ -230,11 +244,13 @@ def save_checkpoint(student, optimizer, scaler, state, path, tokenizer_dir, meta
 def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device, meta, types):
     """The handwritten loop: AdamW, warmup + linear decay, clipping, accumulation, AMP; the student with
     the best dev lenient F1 is saved to out_dir/student."""
-    decay = [p for n, p in student.named_parameters() if p.ndim >= 2]  # no decay on biases and LayerNorm
-    no_decay = [p for n, p in student.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                                  fused=device.type == "cuda")
+    groups = {}  # (encoder or head, decayed or not) -> parameters; no decay on biases and LayerNorm
+    for name, p in student.named_parameters():
+        groups.setdefault((name.startswith("encoder."), p.ndim >= 2), []).append(p)
+    optimizer = torch.optim.AdamW([{"params": params, "weight_decay": cfg.weight_decay if decayed else 0.0,
+                                    "peak_lr": cfg.lr if in_encoder or not cfg.head_lr else cfg.head_lr}
+                                   for (in_encoder, decayed), params in groups.items()],
+                                  lr=cfg.lr, fused=device.type == "cuda")
     dtype, use_scaler = choose_precision(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     print(f"precision: {'fp32' if dtype is None else str(dtype).removeprefix('torch.')}"
@@ -273,14 +289,14 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
             loss_sum = 0.0
             for a in arrays:
                 with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                    loss, _ = batch_loss(forward, to_device(a, device), cfg)
+                    loss, _ = batch_loss(forward, to_device(a, device), meta["model"])
                 scaler.scale(loss / n_labels).backward()
                 loss_sum += loss.item()
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip).item()
             lr = lr_at(state["step"], total, cfg)
             for g in optimizer.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g["peak_lr"] / cfg.lr
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -331,24 +347,28 @@ def run(cfg, splits):
     torch.manual_seed(cfg.seed)
     types = data.entity_types(splits["train"]) if cfg.task == "ner" else None
     gold_sets = {split: splits[split] for split in (["test"] if cfg.task == "ner" else ["test", "test+neg"])}
+    if cfg.task == "ade":  # where the ADE head must tell the drugs of one sentence apart
+        gold_sets["test 2+ drugs"] = [r for r in splits["test"]
+                                      if len(data.drug_entities(r["text"], [p["drug"] for p in r["pairs"]])) >= 2]
     gold_pool = splits["train"] + splits.get("negatives", [])
 
     # 1. The teacher labels the unlabeled pool (and the test sentences, to be scored beside the student).
-    pool = list(splits["pool"])
-    random.Random(cfg.seed).shuffle(pool)
-    pool = pool[:cfg.max_pool] if cfg.max_pool else pool
-    to_score = list(gold_sets.values())[-1]  # test+neg holds test: label and predict it once, score both
+    pool = splits["pool"]
+    if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
+        pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
+    to_score = splits["test+neg"] if cfg.task == "ade" else splits["test"]  # holds every scored sentence
     rows = []
     if cfg.teacher != "gold":  # the gold teacher on test would be the answer key itself
         test_labels, test_stats = teacher.label(data.unlabeled(to_score), cfg.teacher, cfg, splits["train"],
                                                 gold_pool, types)
-        rows += score_rows("teacher", cfg, gold_sets, test_labels, types)
+        rows += score_rows("teacher", cfg, gold_sets, test_labels, types, cfg.bootstrap)
         print(teacher.describe(test_stats) + " (test sentences)", file=sys.stderr)
     if cfg.eval_teacher_only:
         return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
     labels, stats = teacher.label(pool, cfg.teacher, cfg, splits["train"], gold_pool, types)
     data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
     print(teacher.describe(stats) + " (pool)", file=sys.stderr)
+    labels = training_set(labels, cfg.empty_ratio, cfg.seed)
 
     # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
     device = pick_device(cfg)
@@ -358,9 +378,10 @@ def run(cfg, splits):
     tokenizer = model.load_tokenizer(init)
     encoder = model.load_encoder(init)
     n_types = len(types) if cfg.task == "ner" else 2
-    student = (model.AdeModel(encoder, cfg.dropout) if cfg.task == "ade" and cfg.head == "drug"
+    kind = student_kind(cfg)
+    student = (model.AdeModel(encoder, cfg.dropout, interaction=cfg.head == "interaction") if kind == "ade"
                else model.NerModel(encoder, n_types, cfg.dropout)).to(device)
-    meta = {"task": cfg.task, "head": cfg.head, "model": "ade" if isinstance(student, model.AdeModel) else "ner",
+    meta = {"task": cfg.task, "head": cfg.head, "model": kind,
             "types": types or ["drug", "ade"], "max_len": cfg.max_len}
     examples = make_examples(labels, tokenizer, cfg, types)
     state = train(student, examples, splits["dev"], tokenizer, init, cfg, device, meta, types)
@@ -370,7 +391,7 @@ def run(cfg, splits):
     student.to(device)
     predictions = predict(student, tokenizer, to_score, cfg, device, types,
                           given=to_score if cfg.given_drugs else None)
-    rows += score_rows("student", cfg, gold_sets, predictions, types)
+    rows += score_rows("student", cfg, gold_sets, predictions, types, cfg.bootstrap)
     test_ids = {r["id"] for r in splits["test"]}
     data.write_jsonl_file([p for p in predictions if p["id"] in test_ids],
                           os.path.join(cfg.out_dir, "test_predictions.jsonl"))
@@ -382,16 +403,31 @@ def run(cfg, splits):
     return write_results(rows, cfg, notes)
 
 
+def training_set(labels, empty_ratio, seed):
+    """Every sentence the teacher labelled, plus `empty_ratio` sentences it found nothing in per labelled
+    sentence (drawn with the seed; -1 keeps them all). With the gold teacher and ratio 0 this is exactly
+    the train split: the paper's supervised setting."""
+    labelled = [r for r in labels if r.get("pairs") or r.get("entities")]
+    empty = [r for r in labels if not (r.get("pairs") or r.get("entities"))]
+    if empty_ratio >= 0:
+        empty = random.Random(seed).sample(empty, min(len(empty), round(empty_ratio * len(labelled))))
+    print(f"training set: {len(labelled)} sentences with teacher labels + {len(empty)} without", file=sys.stderr)
+    return labelled + empty
+
+
 def write_results(rows, cfg, notes):
     with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
         json.dump(rows, f, indent=2)
     lines = ["| system | teacher | split | strict P | strict R | strict F1 | lenient P | lenient R | lenient F1 |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        s, l = r["strict"], r["lenient"]
-        lines.append(f"| {r['system']} | {r['teacher']} | {r['split']} | " +
-                     " | ".join(f"{100 * m[k]:.2f}" for m in (s, l) for k in ("precision", "recall", "f1")) + " |")
-    lines += ["", " ".join(f"{k}={v}" for k, v in notes.items())]
+        cells = []
+        for m in (r["strict"], r["lenient"]):
+            cells += [f"{100 * m['precision']:.2f}", f"{100 * m['recall']:.2f}", f"{100 * m['f1']:.2f}" +
+                      (" [{:.1f}, {:.1f}]".format(*(100 * x for x in m["ci95"]["f1"])) if "ci95" in m else "")]
+        lines.append(f"| {r['system']} | {r['teacher']} | {r['split']} | " + " | ".join(cells) + " |")
+    lines += ["", "F1 [95 % interval, sentence bootstrap]" if any("ci95" in r["strict"] for r in rows) else "",
+              " ".join(f"{k}={v}" for k, v in notes.items())]
     table = "\n".join(lines)
     with open(os.path.join(cfg.out_dir, "results.md"), "w") as f:
         f.write(table + "\n")
@@ -417,8 +453,32 @@ def predict_main(cfg):
         print(json.dumps(r))
 
 
+CHOICES = {"task": ("ade", "ner"), "dataset": ("ade", *data.NER_DATASETS), "teacher": ("lexicon", "gold", "llm"),
+           "head": ("drug", "interaction", "plain"), "device": ("auto", "cpu", "cuda"),
+           "amp": ("auto", "bf16", "fp16", "fp32")}
+
+
+def check_config(cfg):
+    """Every option checked before any data is read or any request sent: one line naming what to fix."""
+    for key, choices in CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: choose one of {', '.join(choices)}")
+    for key in ("epochs", "batch_size", "grad_accum", "log_every", "max_len"):
+        if getattr(cfg, key) < 1:
+            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: must be at least 1")
+    if cfg.cv and cfg.cv < 3:
+        raise SystemExit(f"error: --cv={cfg.cv}: the protocol needs at least 3 folds (test, dev, train), or 0")
+    if cfg.cv_folds and not all(k.isdigit() and int(k) < cfg.cv for k in cfg.cv_folds.split(",")):
+        raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: comma-separated fold numbers below --cv={cfg.cv}")
+    if cfg.task == "ner" and cfg.dataset == "ade":
+        raise SystemExit(f"error: --task=ner needs --dataset={' or --dataset='.join(data.NER_DATASETS)}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device=cuda, but torch sees no CUDA device; use --device=cpu (or auto)")
+
+
 def main(argv):
     cfg = teacher.override(Config(), argv)
+    check_config(cfg)
     if cfg.predict or cfg.predict_file:
         return predict_main(cfg)
     print(json.dumps(asdict(cfg), indent=1), file=sys.stderr)
@@ -427,12 +487,21 @@ def main(argv):
         json.dump(asdict(cfg), f, indent=2)  # the API key is never in cfg: only the variable's name
     if not cfg.cv:
         return run(cfg, load_splits(cfg))
-    out_dir, f1s = cfg.out_dir, []
-    for fold in range(cfg.cv):
+    out_dir, folds = cfg.out_dir, []
+    chosen = [int(k) for k in cfg.cv_folds.split(",")] if cfg.cv_folds else range(cfg.cv)
+    for fold in chosen:
         cfg.out_dir = os.path.join(out_dir, f"fold{fold}")
         rows = run(cfg, load_splits(cfg, fold))
-        f1s.append(next(r for r in rows if r["system"] == "student" and r["split"] == "test")["strict"]["f1"])
-    print(f"{cfg.cv}-fold strict F1 of the student: mean {np.mean(f1s):.4f} (sd {np.std(f1s):.4f})")
+        student = next(r for r in rows if r["system"] == "student" and r["split"] == "test")
+        folds.append([100 * student[m]["f1"] for m in ("strict", "lenient")])
+    lines = ["| fold | strict F1 | lenient F1 |", "| ---: | ---: | ---: |"]
+    lines += [f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in zip(chosen, folds)]
+    mean, sd = np.mean(folds, 0), np.std(folds, 0, ddof=1)
+    lines.append(f"| mean ± sd | {mean[0]:.2f} ± {sd[0]:.2f} | {mean[1]:.2f} ± {sd[1]:.2f} |")
+    with open(os.path.join(out_dir, "cv_results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"\n{cfg.cv}-fold protocol, the student on each test fold (teacher {cfg.teacher}):\n" + "\n".join(lines))
+    return folds
 
 
 if __name__ == "__main__":

@@ -298,6 +298,37 @@ def bio_to_spans(enc, tags):
     return sorted(set(spans))
 
 
+def viterbi_bio(log_probs):
+    """(T, 2K+1) log-probabilities of a sentence's real tokens -> the most probable tag sequence in which
+    every I-k follows B-k or I-k (never O, another type, or the sentence start). Tags: O=0, B-k=1+2k, I-k=2+2k."""
+    T, C = log_probs.shape
+    is_inside = (np.arange(C) > 0) & (np.arange(C) % 2 == 0)
+    allowed = ~is_inside[None, :].repeat(C, 0)  # allowed[previous, current]
+    for i in np.flatnonzero(is_inside):
+        allowed[i - 1, i] = allowed[i, i] = True  # I-k after B-k or I-k
+    transition = np.where(allowed, 0.0, -np.inf)
+    score = np.where(is_inside, -np.inf, log_probs[0])  # (C,) best score of a path ending in each tag
+    back = np.zeros((T, C), dtype=np.int64)
+    for t in range(1, T):
+        candidates = score[:, None] + transition  # (C previous, C current)
+        back[t] = candidates.argmax(0)
+        score = candidates.max(0) + log_probs[t]
+    tags = [int(score.argmax())]
+    for t in range(T - 1, 0, -1):
+        tags.append(int(back[t, tags[-1]]))
+    return tags[::-1]
+
+
+def decode_spans(enc, log_probs):
+    """Log-probabilities (T_padded, 2K+1) of one encoded sentence -> spans via BIO-constrained Viterbi over
+    its real tokens ([CLS], [SEP] and padding take no part), snapped to whole words."""
+    real = [i for i, w in enumerate(enc["words"]) if w is not None]
+    tags = [0] * len(enc["words"])
+    for i, tag in zip(real, viterbi_bio(log_probs[real]) if real else []):
+        tags[i] = tag
+    return bio_to_spans(enc, tags)
+
+
 def token_mask(enc, spans):
     """Indices of the tokens that overlap any of `spans` (the sub-words a drug vector averages)."""
     return [i for i, ((s, e), w) in enumerate(zip(enc["offsets"], enc["words"]))

@@ -8,11 +8,13 @@ NER spans. This file is the definition of the metrics (SPEC.md, "Metrics"):
 - one-to-one: per sentence, the size M of a maximum bipartite matching between predicted and gold
   units; micro-averaged: P = sum M / sum |pred|, R = sum M / sum |gold|, F1 = 2PR / (P + R).
 
-    python evaluate.py GOLD.jsonl PRED.jsonl [--level=pairs|drugs|ades|entities]
+    python evaluate.py GOLD.jsonl PRED.jsonl [--level=pairs|drugs|ades|entities] [--bootstrap=1000]
+    python evaluate.py GOLD.jsonl PRED.jsonl --errors     # false positives, false negatives, boundaries
 
 Imports nothing from the project, so it can be copied alone.
 """
 import json
+import random
 import sys
 
 LEVELS = ("pairs", "drugs", "ades", "entities")
@@ -77,10 +79,8 @@ def check_record(record, where):
             raise ValueError(f"{where}: span {span!r} is not [start, end) inside the text of {len(text)} characters")
 
 
-def score(gold, predicted, level="pairs", types=None):
-    """gold, predicted: lists of records with the same ids -> {"strict": {...}, "lenient": {...}}.
-    With `types`, entity figures are also given per type under "per_type"."""
-    assert level in LEVELS, f"level {level!r} is not one of {LEVELS}"
+def paired(gold, predicted):
+    """-> [(gold record, predicted record)] by id; both sides must cover the same sentences."""
     gold_by_id = {r["id"]: r for r in gold}
     pred_by_id = {r["id"]: r for r in predicted}
     only_gold, only_pred = gold_by_id.keys() - pred_by_id.keys(), pred_by_id.keys() - gold_by_id.keys()
@@ -88,20 +88,65 @@ def score(gold, predicted, level="pairs", types=None):
         raise ValueError(f"gold and predictions cover different sentences: {len(only_gold)} ids only in gold "
                          f"(e.g. {sorted(only_gold)[:3]}), {len(only_pred)} only in predictions "
                          f"(e.g. {sorted(only_pred)[:3]}); predict every gold sentence (an empty list is fine).")
-    totals = {"strict": [0, 0, 0], "lenient": [0, 0, 0]}
     for sid, g in gold_by_id.items():
-        p = pred_by_id[sid]
-        if p["text"] != g["text"]:
+        if pred_by_id[sid]["text"] != g["text"]:
             raise ValueError(f"sentence {sid}: the prediction's text differs from the gold text")
+    return [(g, pred_by_id[sid]) for sid, g in gold_by_id.items()]
+
+
+def sentence_counts(gold, predicted, level="pairs"):
+    """-> per sentence {"strict": (tp, n_pred, n_gold), "lenient": (...)}: what score() sums."""
+    assert level in LEVELS, f"level {level!r} is not one of {LEVELS}"
+    counts = []
+    for g, p in paired(gold, predicted):
         pu, gu = units(p, level), units(g, level)
-        for name, match in (("strict", None), ("lenient", overlaps)):
-            tp = len(pu & gu) if match is None else max_matching(pu, gu, match)
-            for i, n in enumerate((tp, len(pu), len(gu))):
-                totals[name][i] += n
-    result = {name: prf(*t) for name, t in totals.items()}
+        counts.append({"strict": (len(pu & gu), len(pu), len(gu)),
+                       "lenient": (max_matching(pu, gu, overlaps), len(pu), len(gu))})
+    return counts
+
+
+def score(gold, predicted, level="pairs", types=None, bootstrap=0):
+    """gold, predicted: lists of records with the same ids -> {"strict": {...}, "lenient": {...}}.
+    With `types`, entity figures are also given per type under "per_type"; with `bootstrap` = N, each
+    metric gets "ci95": 95 % intervals of P, R and F1 from N resamplings of the sentences (seed 0)."""
+    counts = sentence_counts(gold, predicted, level)
+    result = {name: prf(*(sum(c[name][i] for c in counts) for i in range(3))) for name in ("strict", "lenient")}
+    if bootstrap:
+        rng = random.Random(0)
+        draws = [rng.choices(counts, k=len(counts)) for _ in range(bootstrap)]
+        for name, metric in result.items():
+            samples = [prf(*(sum(c[name][i] for c in draw) for i in range(3))) for draw in draws]
+            metric["ci95"] = {k: percentile_interval([s[k] for s in samples]) for k in ("precision", "recall", "f1")}
     if types:
         result["per_type"] = {t: score(only_type(gold, t), only_type(predicted, t), level) for t in types}
     return result
+
+
+def percentile_interval(values, mass=0.95):
+    values = sorted(values)
+    tail = (1 - mass) / 2 * (len(values) - 1)
+    return [values[round(tail)], values[round(len(values) - 1 - tail)]]
+
+
+def errors(gold, predicted, level="pairs"):
+    """-> per sentence with a mistake: false positives, false negatives, and boundary mismatches (a
+    predicted and a gold unit that match leniently but not strictly), each unit as the text of its spans."""
+    found = []
+    for g, p in paired(gold, predicted):
+        pu, gu = units(p, level) - units(g, level), units(g, level) - units(p, level)  # strict misses
+        boundary = []
+        for unit in sorted(pu):
+            partner = next((u for u in sorted(gu) if overlaps(unit, u)), None)
+            if partner:
+                boundary.append((unit, partner))
+                pu, gu = pu - {unit}, gu - {partner}
+        if pu or gu or boundary:
+            show = lambda unit: " -> ".join(g["text"][s:e] for s, e, _ in unit)  # noqa: E731
+            found.append({"id": g["id"], "text": g["text"],
+                          "false_positives": [show(u) for u in sorted(pu)],
+                          "false_negatives": [show(u) for u in sorted(gu)],
+                          "boundary": [{"predicted": show(a), "gold": show(b)} for a, b in boundary]})
+    return found
 
 
 def only_type(records, entity_type):
@@ -127,11 +172,24 @@ def read_jsonl(path):
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if not a.startswith("--level=")]
-    level = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--level=")), "pairs")
-    if len(args) != 2 or level not in LEVELS:
-        sys.exit(f"usage: python evaluate.py GOLD.jsonl PRED.jsonl [--level={'|'.join(LEVELS)}]")
+    options = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "true") for a in sys.argv[1:] if a.startswith("--"))
+    paths = [a for a in sys.argv[1:] if not a.startswith("--")]
+    level = options.pop("level", "pairs")
+    show_errors = options.pop("errors", "false") == "true"
+    n_bootstrap = options.pop("bootstrap", "0")
+    if len(paths) != 2 or level not in LEVELS or options or not n_bootstrap.isdigit():
+        sys.exit(f"usage: python evaluate.py GOLD.jsonl PRED.jsonl [--level={'|'.join(LEVELS)}] [--errors] "
+                 "[--bootstrap=N]")
     try:
-        print(json.dumps(score(read_jsonl(args[0]), read_jsonl(args[1]), level), indent=2))
+        gold, predicted = read_jsonl(paths[0]), read_jsonl(paths[1])
+        if show_errors:
+            for e in errors(gold, predicted, level):
+                print(f"{e['id']}\t{e['text']}")
+                print("".join(f"  false positive  {u}\n" for u in e["false_positives"]) +
+                      "".join(f"  false negative  {u}\n" for u in e["false_negatives"]) +
+                      "".join(f"  boundary        {b['predicted']}  (gold: {b['gold']})\n" for b in e["boundary"]),
+                      end="")
+        else:
+            print(json.dumps(score(gold, predicted, level, bootstrap=int(n_bootstrap)), indent=2))
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")

@@ -312,13 +312,16 @@ N_BIO = 3  # O, B, I
 class AdeModel(nn.Module):
     """Encoder + drug BIO head + drug-conditioned ADE BIO head (one encoder pass per sentence)."""
 
-    def __init__(self, encoder, dropout=0.1):
+    def __init__(self, encoder, dropout=0.1, interaction=False):
         super().__init__()
         D = encoder.config.hidden_size
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.drug_head = nn.Linear(D, N_BIO)
         self.ade_head = nn.Linear(2 * D, N_BIO)  # the paper's Linear(2D, 3) over [H_t ; v_d]
+        # An option beside the paper's head: a term W_x (H_t * v_d) through which the drug can change
+        # each token's scores differently (the paper's head only shifts all tokens' scores alike).
+        self.interaction = nn.Linear(D, N_BIO, bias=False) if interaction else None
 
     def forward(self, input_ids, attention_mask, drug_sentence, drug_token_mask):
         """
@@ -343,7 +346,10 @@ class AdeModel(nn.Module):
         # part once per drug, broadcast over tokens. Same numbers, no (M, T, 2D) tensor.
         token_part = F.linear(hidden, self.ade_head.weight[:, :D], self.ade_head.bias)  # (B, T, 3)
         drug_part = F.linear(drug_vectors, self.ade_head.weight[:, D:])  # (M, 3)
-        return token_part[drug_sentence] + drug_part[:, None, :]
+        logits = token_part[drug_sentence] + drug_part[:, None, :]  # (M, T, 3)
+        if self.interaction is not None:
+            logits = logits + self.interaction(drug_hidden * drug_vectors[:, None, :])  # (M, T, D) -> (M, T, 3)
+        return logits
 
 
 class NerModel(nn.Module):
@@ -376,7 +382,8 @@ def load_student(path):
         raise FileNotFoundError(f"{meta_path} not found: {path} is not a trained student (train one first).")
     meta = json.load(open(meta_path))
     encoder = load_encoder(path)
-    model = AdeModel(encoder) if meta["model"] == "ade" else NerModel(encoder, len(meta["types"]))
+    model = (AdeModel(encoder, interaction=meta.get("head") == "interaction") if meta["model"] == "ade"
+             else NerModel(encoder, len(meta["types"])))
     heads_path = os.path.join(path, "heads.safetensors")
     heads = {k: v for k, v in load_file(heads_path).items()}
     load_state(model, {**{f"encoder.{k}": v for k, v in encoder.state_dict().items()}, **heads}, heads_path)

@@ -39,14 +39,54 @@ def test_ids_are_unique(data_dir):
 
 
 def test_ten_folds_by_pubmed_id(data_dir):
-    tests = []
-    for fold in (0, 9):
+    positives, _ = data.read_ade(data_dir)
+    tested = []
+    for fold in range(10):
         s = data.ade_cv_splits(data_dir, 10, fold)
         train_pmids = {r["pmid"] for r in s["train"] + s["negatives"]}
         assert not train_pmids & {r["pmid"] for r in s["test"] + s["dev"]}
-        tests.append({r["id"] for r in s["test"]})
+        assert not {r["pmid"] for r in s["dev"]} & {r["pmid"] for r in s["test"]}
+        tested += [r["id"] for r in s["test"]]
         assert 350 < len(s["test"]) < 500
-    assert not tests[0] & tests[1]
+        # the training part is every positive sentence of the eight other folds (but for one text that
+        # the corpus holds under two PubMed IDs: held-out text never reaches training)
+        held_pmids, held_texts = {r["pmid"] for r in s["dev"] + s["test"]}, {r["text"] for r in s["dev"] + s["test"]}
+        assert {r["id"] for r in s["train"]} == {r["id"] for r in positives
+                                                 if r["pmid"] not in held_pmids and r["text"] not in held_texts}
+    assert sorted(tested) == sorted(r["id"] for r in positives)  # each sentence tested exactly once
+
+
+def test_constrained_decoding_where_argmax_breaks_bio():
+    import numpy as np
+    # 3 tokens, tags O, B, I. argmax reads I O I (two orphan I's); the best legal path is B I I:
+    # 0.1 * 0.3 * 0.7 = 0.021 beats O O O (0.012), O B I (0.007) and every other legal path.
+    probs = np.array([[0.1, 0.1, 0.8], [0.6, 0.1, 0.3], [0.2, 0.1, 0.7]])
+    assert probs.argmax(1).tolist() == [2, 0, 2]
+    assert data.viterbi_bio(np.log(probs)) == [1, 2, 2]
+    # two types (O, B-0, I-0, B-1, I-1): I-1 may not follow B-0, so B-0 I-1 becomes B-0 I-0 (0.5*0.4=.2)
+    # rather than B-1 I-1 (0.3 * 0.45 = .135) or B-0 B-1 (0.5 * 0.05)
+    probs = np.array([[0.05, 0.5, 0.1, 0.3, 0.05], [0.05, 0.05, 0.4, 0.05, 0.45]])
+    assert probs.argmax(1).tolist() == [1, 4]
+    assert data.viterbi_bio(np.log(probs)) == [1, 2]
+    # a legal argmax is left alone
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])
+    assert data.viterbi_bio(np.log(probs)) == [0, 1, 2, 1]
+
+
+def test_decode_spans_skips_special_tokens_and_snaps_to_words(minilm_dir):
+    import numpy as np
+    tokenizer = model.load_tokenizer(minilm_dir)
+    text = "Recombinant interferon-alpha caused fever."
+    enc = data.encode(tokenizer, [text], 128)[0]
+    T = len(enc["ids"]) + 2  # two padding positions, which must take no part
+    log_probs = np.log(np.full((T, 3), [0.8, 0.1, 0.1]))
+    pieces = [text[s:e] for s, e in enc["offsets"]]  # "", "Rec", "om", "bina", "nt", "inter", ..., "alpha", ...
+    first, last = 1, pieces.index("alpha")
+    log_probs[first] = np.log([0.1, 0.2, 0.7])  # an orphan I on "Rec" (argmax would open a span there)
+    for i in range(first + 1, last + 1):
+        log_probs[i] = np.log([0.1, 0.1, 0.8])
+    log_probs[0] = log_probs[-1] = np.log([0.0001, 0.0001, 0.9998])  # [CLS] and padding: ignored
+    assert data.decode_spans(enc, log_probs) == [(0, len("Recombinant interferon-alpha"), 0)]
 
 
 def test_spans_round_trip_through_bio_on_the_whole_corpus(ade_splits, minilm_dir):

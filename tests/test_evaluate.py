@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from evaluate import score, units
+from evaluate import errors, score, units
 
 # Sentence A: "Aspirin" [0,7], "rash" [15,19], "aspirin" [24,31], "fever" [39,44].
 A = "Aspirin caused rash and aspirin caused fever."
@@ -124,3 +124,36 @@ def test_cli_errors_name_file_and_line(tmp_path):
 
 def test_units_canonicalise_drug_case_insensitively():
     assert units(GOLD[0], "pairs") == {((0, 7, "drug"), (15, 19, "ade")), ((0, 7, "drug"), (39, 44, "ade"))}
+
+
+def test_bootstrap_interval_on_a_hand_made_case():
+    # 100 sentences with one right pair, 100 with one wrong pair: P = R = F1 = 0.5. Resampling 200
+    # sentences, the share of right ones has sd sqrt(0.25 / 200) = 0.035, so the 95 % interval is
+    # about 0.5 +- 1.96 * 0.035 = [0.43, 0.57].
+    text = "Aspirin caused rash."
+    right = {"text": text, "pairs": [pair((0, 7), (15, 19))]}
+    wrong = {"text": text, "pairs": [pair((0, 7), (8, 14))]}
+    gold = [{"id": str(i), **right} for i in range(200)]
+    pred = [{"id": str(i), **(right if i < 100 else wrong)} for i in range(200)]
+    result = score(gold, pred, bootstrap=1000)
+    for metric in ("precision", "recall", "f1"):
+        low, high = result["strict"]["ci95"][metric]
+        assert 0.40 < low < 0.46 and 0.54 < high < 0.60, (metric, low, high)
+    assert result["strict"]["f1"] == 0.5
+    assert score(gold, pred, bootstrap=1000) == result  # seeded: the same interval every time
+    # every sentence alike: no spread at all
+    assert score(gold, gold, bootstrap=200)["lenient"]["ci95"]["f1"] == [1.0, 1.0]
+
+
+def test_errors_lists_false_positives_negatives_and_boundaries(tmp_path):
+    found = {e["id"]: e for e in errors(GOLD, PRED)}
+    assert set(found) == {"a", "b", "c", "d"}
+    assert found["a"] == {"id": "a", "text": A, "false_positives": [], "false_negatives": [],
+                          "boundary": [{"predicted": "Aspirin -> caused rash", "gold": "Aspirin -> rash"}]}
+    assert found["b"]["boundary"] == [{"predicted": "Cisplatin -> nausea vomiting", "gold": "Cisplatin -> nausea"}]
+    assert found["b"]["false_negatives"] == ["Cisplatin -> vomiting"]
+    assert found["c"]["false_negatives"] == ["Methotrexate -> pneumonitis"]
+    assert found["d"]["false_positives"] == ["heparin -> events"]
+    out = subprocess.run([sys.executable, "evaluate.py", write(tmp_path / "g.jsonl", GOLD),
+                          write(tmp_path / "p.jsonl", PRED), "--errors"], capture_output=True, text=True, check=True)
+    assert "d\tNo events were seen with heparin.\n  false positive  heparin -> events\n" in out.stdout

@@ -16,7 +16,7 @@ import ade_distill
 
 def args(tiny_bert_dir, data_dir, out_dir, *extra):
     return [f"--init_from={tiny_bert_dir}", f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--max_pool=64",
-            "--epochs=3", "--batch_size=8", "--lr=1e-3", "--log_every=4", *extra]
+            "--epochs=3", "--batch_size=8", "--lr=1e-3", "--log_every=4", "--empty_ratio=-1", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +28,15 @@ def tiny_run(tiny_bert_dir, data_dir, tmp_path_factory):
 
 def test_pipeline_writes_every_output(tiny_run):
     out, rows = tiny_run
-    assert [(r["system"], r["split"]) for r in rows] == [("teacher", "test"), ("teacher", "test+neg"),
-                                                        ("student", "test"), ("student", "test+neg")]
+    assert [(r["system"], r["split"]) for r in rows] == [(system, split) for system in ("teacher", "student")
+                                                        for split in ("test", "test+neg", "test 2+ drugs")]
     assert json.load(open(os.path.join(out, "results.json"))) == rows
     for r in rows:
         assert r["teacher"] == "lexicon"
         for m in ("strict", "lenient"):
-            assert set(r[m]) == {"precision", "recall", "f1", "tp", "n_pred", "n_gold"}
-    assert rows[0]["strict"]["n_gold"] == rows[2]["strict"]["n_gold"] == 674
+            assert set(r[m]) == {"precision", "recall", "f1", "tp", "n_pred", "n_gold", "ci95"}
+    assert rows[0]["strict"]["n_gold"] == rows[3]["strict"]["n_gold"] == 674
+    assert 40 < rows[2]["strict"]["n_gold"] < 200 and "ci95" in rows[3]["lenient"]
     assert "| teacher | lexicon | test |" in open(os.path.join(out, "results.md")).read()
     predictions = [json.loads(line) for line in open(os.path.join(out, "test_predictions.jsonl"))]
     assert len(predictions) == 428 and all({"id", "text", "pairs"} <= set(p) for p in predictions)
@@ -69,10 +70,25 @@ def test_predict_file_of_plain_lines(tiny_run, tmp_path):
     assert [(r["id"], r["text"]) for r in records] == [("1", "Aspirin-induced asthma."), ("3", "Heparin caused bleeding.")]
 
 
-def test_ten_fold_protocol_runs_and_averages(tiny_bert_dir, data_dir, tmp_path, capsys):
-    ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path, "--cv=3", "--epochs=1", "--max_pool=16"))
-    assert "3-fold strict F1 of the student: mean" in capsys.readouterr().out
-    assert all((tmp_path / f"fold{k}" / "results.json").exists() for k in range(3))
+def test_ten_fold_protocol_trains_on_the_whole_training_part(tiny_bert_dir, data_dir, tmp_path, capsys):
+    folds = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path, "--cv=10", "--cv_folds=0,7", "--teacher=gold",
+                                  "--epochs=1", "--max_steps=2", "--empty_ratio=0", "--bootstrap=0"))
+    out = capsys.readouterr()
+    assert "10-fold protocol" in out.out and f"| mean ± sd | {(folds[0][0] + folds[1][0]) / 2:.2f} ± " in out.out
+    for k in (0, 7):  # the gold teacher ignores --max_pool=64: every training sentence of the fold is used
+        n = len(ade_distill.data.ade_cv_splits(data_dir, 10, k)["train"])
+        assert f"training set: {n} sentences with teacher labels + 0 without" in out.err
+        assert (tmp_path / f"fold{k}" / "results.json").exists()
+    assert (tmp_path / "cv_results.md").read_text().count("\n") == 2 + 2 + 1
+
+
+def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
+    labels = [{"id": str(i), "text": "t", "pairs": [{"drug": [0, 1], "ade": [0, 1]}] if i < 10 else []}
+              for i in range(100)]
+    for ratio, n_empty in ((0, 0), (0.5, 5), (2, 20), (-1, 90)):
+        kept = ade_distill.training_set(labels, ratio, seed=0)
+        assert [r["id"] for r in kept[:10]] == [str(i) for i in range(10)] and len(kept) == 10 + n_empty
+    assert ade_distill.training_set(labels, 0.5, seed=0) == ade_distill.training_set(labels, 0.5, seed=0)
 
 
 def test_given_drugs_uses_the_gold_drug_spans(tiny_run, ade_splits):
