@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -51,6 +51,8 @@ class Config(teacher.LLMConfig):  # the LLM teacher's options (--base_url, --llm
     #                     plain: one BIO head over drug and ADE, no drug conditioning (the ablation)
     given_drugs: bool = False  # evaluate the ADE head on the gold drug spans
     max_len: int = 128
+    o_bias: float = -1.0  # added to the O tag's log-probability before decoding (> 0: fewer, surer spans);
+    #                       -1: the value of O_BIAS_GRID with the best dev score, chosen after training
     dropout: float = 0.1
     # training
     epochs: int = 4
@@ -145,31 +147,59 @@ def batch_loss(student, batch, kind):
 # ----------------------------------------------------------------------------- prediction
 
 @torch.no_grad()
-def predict(student, tokenizer, records, cfg, device, types=None, given=None):
+def predict(student, tokenizer, records, cfg, device, types=None, given=None, o_biases=None):
     """Records -> records with predicted "pairs" (ADE) or "entities" (NER), one encoder pass per sentence.
-    `given`: records (aligned with `records`) whose drug spans replace the drug head's (--given_drugs)."""
+    `given`: records (aligned with `records`) whose drug spans replace the drug head's (--given_drugs).
+    `o_biases`: decode the same encoder pass once per bias -> one list of records per bias."""
     student.eval()
     encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len)
     dtype, _ = choose_precision(device, cfg.amp)
-    out = [{"id": r["id"], "text": r["text"]} for r in records]
+    biases = [max(cfg.o_bias, 0.0)] if o_biases is None else o_biases  # -1 (not chosen yet) decodes with 0
+    outs = [[{"id": r["id"], "text": r["text"]} for r in records] for _ in biases]
     for batch_ids in data.length_batches([len(e["ids"]) for e in encoded], cfg.batch_size * 2):
         encs = [encoded[i] for i in batch_ids]
         batch = to_device(data.collate([{"ids": e["ids"]} for e in encs]), device)
+        texts = [records[i]["text"] for i in batch_ids]
+        drugs = [[p["drug"] for p in given[i]["pairs"]] for i in batch_ids] if given else None
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
             if isinstance(student, model.NerModel):
-                log_probs = log_softmax(student(batch["input_ids"], batch["attention_mask"]))
-                found = [ner_fields(data.decode_spans(enc, lp), cfg, types) for enc, lp in zip(encs, log_probs)]
+                logits = student(batch["input_ids"], batch["attention_mask"])
             else:
-                drugs = [[p["drug"] for p in given[i]["pairs"]] for i in batch_ids] if given else None
-                found = ade_fields(student, batch, encs, [records[i]["text"] for i in batch_ids], drugs)
-        for i, fields in zip(batch_ids, found):
-            out[i].update(fields)
-    return out
+                hidden = student.encoder(batch["input_ids"], batch["attention_mask"])
+            for out, bias in zip(outs, biases):
+                if isinstance(student, model.NerModel):
+                    found = [ner_fields(data.decode_spans(enc, lp), cfg, types)
+                             for enc, lp in zip(encs, log_softmax(logits, bias))]
+                else:
+                    found = ade_fields(student, hidden, encs, texts, drugs, bias)
+                for i, fields in zip(batch_ids, found):
+                    out[i].update(fields)
+    return outs[0] if o_biases is None else outs
 
 
-def log_softmax(logits):
-    """(..., T, C) logits -> numpy log-probabilities in fp32, for the constrained decoder."""
-    return torch.log_softmax(logits.float(), -1).cpu().numpy()
+O_BIAS_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+
+
+def dev_score(row):
+    """The dev figure that picks the epoch and the O bias: strict and lenient F1 alike."""
+    return (row["strict"]["f1"] + row["lenient"]["f1"]) / 2
+
+
+def choose_o_bias(student, tokenizer, dev_records, cfg, device, types):
+    """The O bias of the best dev score, from one encoder pass over dev."""
+    outs = predict(student, tokenizer, dev_records, cfg, device, types, o_biases=O_BIAS_GRID)
+    scores = [dev_score(score_rows("student", cfg, {"dev": dev_records}, out, types)[0]) for out in outs]
+    print("dev score by O bias: " + ", ".join(f"{b:g}: {100 * s:.2f}" for b, s in zip(O_BIAS_GRID, scores)),
+          file=sys.stderr)
+    return O_BIAS_GRID[int(np.argmax(scores))]
+
+
+def log_softmax(logits, o_bias=0.0):
+    """(..., T, C) logits -> numpy log-probabilities in fp32 for the constrained decoder; `o_bias` is added
+    to the O tag's (a positive bias trades recall for precision)."""
+    log_probs = torch.log_softmax(logits.float(), -1)
+    log_probs[..., 0] += o_bias
+    return log_probs.cpu().numpy()
 
 
 def ner_fields(spans, cfg, types):
@@ -180,10 +210,10 @@ def ner_fields(spans, cfg, types):
                       for s, e, k in spans if k == 1]}
 
 
-def ade_fields(student, batch, encs, texts, given_drugs=None):
-    """The drug head's spans (or the given ones) -> drug entities -> the ADE head once for all of them."""
-    hidden = student.encoder(batch["input_ids"], batch["attention_mask"])
-    drug_log_probs = log_softmax(student.drug_head(hidden))
+def ade_fields(student, hidden, encs, texts, given_drugs=None, o_bias=0.0):
+    """Hidden states (B, T, D) -> the drug head's spans (or the given ones) -> drug entities -> the ADE
+    head once for all of them."""
+    drug_log_probs = log_softmax(student.drug_head(hidden), o_bias)
     drugs = []  # (row in the batch, all mentions of one drug)
     for row, (enc, text) in enumerate(zip(encs, texts)):
         spans = given_drugs[row] if given_drugs else [s[:2] for s in data.decode_spans(enc, drug_log_probs[row])]
@@ -194,7 +224,7 @@ def ade_fields(student, batch, encs, texts, given_drugs=None):
     sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=hidden.device)
     ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
     found = [{"pairs": []} for _ in encs]
-    for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits)):
+    for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits, o_bias)):
         for s, e, _ in data.decode_spans(encs[row], log_probs):
             pair = {"drug": list(mentions[0]), "ade": [s, e]}
             if pair not in found[row]["pairs"]:
@@ -243,7 +273,7 @@ def save_checkpoint(student, optimizer, scaler, state, path, tokenizer_dir, meta
 
 def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device, meta, types):
     """The handwritten loop: AdamW, warmup + linear decay, clipping, accumulation, AMP; the student with
-    the best dev lenient F1 is saved to out_dir/student."""
+    the best dev score (mean of strict and lenient F1) is saved to out_dir/student."""
     groups = {}  # (encoder or head, decayed or not) -> parameters; no decay on biases and LayerNorm
     for name, p in student.named_parameters():
         groups.setdefault((name.startswith("encoder."), p.ndim >= 2), []).append(p)
@@ -259,7 +289,7 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
     lengths = [len(x["ids"]) for x in examples]
     steps_per_epoch = math.ceil(math.ceil(len(examples) / cfg.batch_size) / cfg.grad_accum)
     total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    state = {"step": 0, "best_f1": -1.0, "history": []}
+    state = {"step": 0, "best_score": -1.0, "history": []}
     last = os.path.join(cfg.out_dir, "last")
     saved_at = last if os.path.exists(os.path.join(last, "train_state.pt")) else last + ".old"
     if cfg.resume and os.path.exists(os.path.join(saved_at, "train_state.pt")):
@@ -315,11 +345,11 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
         if state["step"] == (epoch + 1) * steps_per_epoch or state["step"] >= total:  # end of an epoch
             dev = score_rows("student", cfg, {"dev": dev_records},
                              predict(student, tokenizer, dev_records, cfg, device, types), types)[0]
-            f1 = dev["lenient"]["f1"]
-            print(f"epoch {epoch + 1}: dev lenient F1 {f1:.4f} strict F1 {dev['strict']['f1']:.4f}"
-                  f"{' (best so far: saved)' if f1 > state['best_f1'] else ''}", file=sys.stderr)
-            if f1 > state["best_f1"]:
-                state["best_f1"] = f1
+            score = dev_score(dev)
+            print(f"epoch {epoch + 1}: dev lenient F1 {dev['lenient']['f1']:.4f} strict F1 {dev['strict']['f1']:.4f}"
+                  f"{' (best so far: saved)' if score > state['best_score'] else ''}", file=sys.stderr)
+            if score > state["best_score"]:
+                state["best_score"] = score
                 replace_dir(os.path.join(cfg.out_dir, "student"),
                             lambda tmp: model.save_student(student, tmp, tokenizer_dir, meta))
             save_checkpoint(student, optimizer, scaler, state, last, tokenizer_dir, meta)
@@ -386,9 +416,13 @@ def run(cfg, splits):
     examples = make_examples(labels, tokenizer, cfg, types)
     state = train(student, examples, splits["dev"], tokenizer, init, cfg, device, meta, types)
 
-    # 3. The best student on the test sets.
+    # 3. The best student, with the O bias of the best dev score, on the test sets.
     student, _ = model.load_student(os.path.join(cfg.out_dir, "student"))
     student.to(device)
+    if cfg.o_bias < 0:
+        cfg = replace(cfg, o_bias=choose_o_bias(student, tokenizer, splits["dev"], cfg, device, types))
+        with open(os.path.join(cfg.out_dir, "student", "student.json"), "w") as f:
+            json.dump({**meta, "o_bias": cfg.o_bias}, f, indent=2)  # --predict decodes with it
     predictions = predict(student, tokenizer, to_score, cfg, device, types,
                           given=to_score if cfg.given_drugs else None)
     rows += score_rows("student", cfg, gold_sets, predictions, types, cfg.bootstrap)
@@ -396,7 +430,8 @@ def run(cfg, splits):
     data.write_jsonl_file([p for p in predictions if p["id"] in test_ids],
                           os.path.join(cfg.out_dir, "test_predictions.jsonl"))
     n_units = sum(len(r.get("pairs", r.get("entities", []))) for r in labels)
-    notes = {"pool_sentences": len(labels), "teacher_labels": n_units, "best_dev_lenient_f1": state["best_f1"],
+    notes = {"training_sentences": len(labels), "teacher_labels": n_units,
+             "best_dev_score": round(state["best_score"], 4), "o_bias": cfg.o_bias,
              "steps": state["step"], "device": str(device), "wall_s": round(time.time() - t0, 1)}
     if stats.get("strings"):
         notes["alignment_rate"] = round(stats["aligned"] / stats["strings"], 4)
@@ -440,6 +475,7 @@ def predict_main(cfg):
     path = os.path.join(cfg.out_dir, "student")
     student, meta = model.load_student(path)
     cfg.task, cfg.head, cfg.max_len = meta["task"], meta["head"], meta["max_len"]
+    cfg.o_bias = meta.get("o_bias", 0.0) if cfg.o_bias < 0 else cfg.o_bias
     device = pick_device(cfg)
     records = ([{"id": "1", "text": cfg.predict}] if cfg.predict else data.read_sentences(cfg.predict_file))
     types = meta["types"] if cfg.task == "ner" else None

@@ -27,6 +27,7 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, fields
 
@@ -147,6 +148,7 @@ class LLMConfig:
     price_in: float = 0.0  # $ per million prompt tokens, for the cost estimate
     price_out: float = 0.0  # $ per million completion tokens
     cache: str = "cache/llm_replies.jsonl"
+    lexicon_min_precision: float = 0.0  # the lexicon keeps terms this precise on train + ADE-free sentences
 
 
 class TeacherError(RuntimeError):
@@ -295,18 +297,36 @@ def term_pattern(terms):
     return re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, terms)) + r")(?![A-Za-z0-9])", re.I)
 
 
-def label_lexicon(records, train, types=None):
-    """Distant supervision from the train split's mention strings (terms under 3 characters are left out)."""
+def precise_terms(terms, records, spans_of, min_precision):
+    """The terms whose matches in `records` (labelled sentences) are annotated spans at least `min_precision`
+    of the time: "depression" or "infection" as an adverse event is mostly something else."""
+    matched, annotated = Counter(), Counter()
+    pattern = term_pattern(terms)
+    for r in records:
+        gold = spans_of(r)
+        for m in pattern.finditer(r["text"]):
+            matched[m.group().lower()] += 1
+            annotated[m.group().lower()] += m.span() in gold
+    return {t for t in terms if matched[t] and annotated[t] / matched[t] >= min_precision}
+
+
+def label_lexicon(records, train, types=None, labelled=None, min_precision=0.0):
+    """Distant supervision from the train split's mention strings (terms under 3 characters are left out).
+    With min_precision > 0, terms are kept only where precise enough on `labelled` (train + ADE-free)."""
+    def terms(spans_of):
+        found = {r["text"][s:e].lower() for r in train for s, e in spans_of(r)}
+        return precise_terms(found, labelled or train, spans_of, min_precision) if min_precision else found
+
     if types is None:
-        drug_re = term_pattern({r["text"][slice(*p["drug"])].lower() for r in train for p in r["pairs"]})
-        ade_re = term_pattern({r["text"][slice(*p["ade"])].lower() for r in train for p in r["pairs"]})
+        drug_re = term_pattern(terms(lambda r: {tuple(p["drug"]) for p in r.get("pairs", [])}))
+        ade_re = term_pattern(terms(lambda r: {tuple(p["ade"]) for p in r.get("pairs", [])}))
         labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
                    "pairs": [{"drug": list(d.span()), "ade": list(a.span())}
                              for d in drug_re.finditer(r["text"]) for a in ade_re.finditer(r["text"])]}
                   for r in records]
     else:
-        patterns = {t: term_pattern({r["text"][slice(*e["span"])].lower() for r in train
-                                     for e in r["entities"] if e["type"] == t}) for t in types}
+        patterns = {t: term_pattern(terms(lambda r, t=t: {tuple(e["span"]) for e in r.get("entities", [])
+                                                          if e["type"] == t})) for t in types}
         labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
                    "entities": [{"span": list(m.span()), "type": t}
                                 for t, pattern in patterns.items() for m in pattern.finditer(r["text"])]}
@@ -329,7 +349,7 @@ def label(records, teacher, cfg, train, gold=None, types=None):
     if teacher == "llm":
         return label_llm(records, cfg, train, types)
     if teacher == "lexicon":
-        return label_lexicon(records, train, types)
+        return label_lexicon(records, train, types, gold, cfg.lexicon_min_precision)
     if teacher == "gold":
         return label_gold(records, gold if gold is not None else train)
     raise TeacherError(f"unknown teacher {teacher!r}; choose llm, lexicon or gold")

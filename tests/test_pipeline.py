@@ -44,6 +44,7 @@ def test_pipeline_writes_every_output(tiny_run):
     assert len(open(os.path.join(out, "teacher_labels.jsonl")).readlines()) == 64
     student = os.path.join(out, "student")
     assert {"config.json", "model.safetensors", "heads.safetensors", "student.json", "tokenizer.json"} <= set(os.listdir(student))
+    assert json.load(open(os.path.join(student, "student.json")))["o_bias"] in ade_distill.O_BIAS_GRID  # chosen on dev
 
 
 def test_loss_falls(tiny_run):
@@ -100,6 +101,15 @@ def test_given_drugs_uses_the_gold_drug_spans(tiny_run, ade_splits):
     for p, g in zip(predicted, test):
         gold_drugs = {g["text"][slice(*x["drug"])].lower() for x in g["pairs"]}
         assert {p["text"][slice(*x["drug"])].lower() for x in p["pairs"]} <= gold_drugs
+
+
+def test_o_bias_decodes_one_encoder_pass_several_ways(tiny_run, ade_splits):
+    student, _ = ade_distill.model.load_student(os.path.join(tiny_run[0], "student"))
+    tokenizer = ade_distill.model.load_tokenizer(os.path.join(tiny_run[0], "student"))
+    cfg, test = ade_distill.Config(o_bias=0.0), ade_splits["test"][:40]
+    by_bias = ade_distill.predict(student, tokenizer, test, cfg, torch.device("cpu"), o_biases=[0.0, 100.0])
+    assert by_bias[0] == ade_distill.predict(student, tokenizer, test, cfg, torch.device("cpu"))
+    assert any(r["pairs"] for r in by_bias[0]) and not any(r["pairs"] for r in by_bias[1])  # O always wins
 
 
 def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, tmp_path):
