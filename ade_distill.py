@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -71,6 +72,7 @@ class Config(teacher.LLMConfig):  # the LLM teacher's options (--base_url, --llm
     log_every: int = 20
     save_every: int = 0  # steps between resumable checkpoints (0 = at the end of each epoch)
     resume: bool = False
+    overwrite: bool = False  # replace the finished run in out_dir
     # prediction with a trained out_dir
     bootstrap: int = 1000  # resamplings of the test sentences for the 95 % intervals in results (0 = none)
     # prediction with a trained out_dir
@@ -93,7 +95,9 @@ def pick_device(cfg):
 def choose_precision(device, amp):
     """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler)."""
     if amp == "auto":
-        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
+        # native bf16 only (Ampere and later): emulated bf16 on a T4 or V100 is slow, and fp16 + GradScaler works
+        native_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+        amp = ("bf16" if native_bf16 else "fp16") if device.type == "cuda" else "fp32"
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp], amp == "fp16"
 
 
@@ -236,7 +240,7 @@ def score_rows(system, cfg, gold_sets, predicted, types, bootstrap=0):
     """Score predictions on each gold set -> result rows (with 95 % intervals when bootstrap > 0)."""
     by_id = {r["id"]: r for r in predicted}
     level = "entities" if cfg.task == "ner" else "pairs"
-    return [{"system": system, "teacher": cfg.teacher, "split": split,
+    return [{"system": system, "teacher": cfg.teacher, "split": split, "given_drugs": cfg.given_drugs,
              **evaluate.score(gold, [by_id[r["id"]] for r in gold], level, types, bootstrap)}
             for split, gold in gold_sets.items()]
 
@@ -508,6 +512,9 @@ def check_config(cfg):
         raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: comma-separated fold numbers below --cv={cfg.cv}")
     if cfg.task == "ner" and cfg.dataset == "ade":
         raise SystemExit(f"error: --task=ner needs --dataset={' or --dataset='.join(data.NER_DATASETS)}")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.api_key_env) or cfg.api_key_env.startswith("sk"):
+        raise SystemExit("error: --api_key_env takes the NAME of the variable that holds the key (e.g. "
+                         "OPENAI_API_KEY), never the key itself")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device=cuda, but torch sees no CUDA device; use --device=cpu (or auto)")
 
@@ -517,6 +524,10 @@ def main(argv):
     check_config(cfg)
     if cfg.predict or cfg.predict_file:
         return predict_main(cfg)
+    finished = [f for f in ("results.json", "cv_results.md") if os.path.exists(os.path.join(cfg.out_dir, f))]
+    if finished and not (cfg.overwrite or cfg.resume):
+        raise SystemExit(f"error: {cfg.out_dir} holds a finished run ({finished[0]}); pass another --out_dir, "
+                         "or --overwrite=true to replace it")
     print(json.dumps(asdict(cfg), indent=1), file=sys.stderr)
     os.makedirs(cfg.out_dir, exist_ok=True)
     with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:

@@ -108,7 +108,8 @@ def align(text, drug, event):
 def spans_from_reply(obj, text, types=None):
     """A parsed reply -> (record fields, strings given, strings aligned)."""
     if types is None:
-        items = [p for p in obj.get("pairs", []) if isinstance(p, dict)
+        items = obj.get("pairs") if isinstance(obj.get("pairs"), list) else []  # {"pairs": null} and worse
+        items = [p for p in items if isinstance(p, dict)
                  and isinstance(p.get("drug"), str) and isinstance(p.get("adverse_event"), str)]
         pairs, aligned = [], 0
         for item in items:
@@ -120,7 +121,8 @@ def spans_from_reply(obj, text, types=None):
     entities, given, aligned = [], 0, 0
     found = obj.get("entities", {}) if isinstance(obj.get("entities"), dict) else {}
     for t in types:
-        for mention in dict.fromkeys(m for m in found.get(t, []) if isinstance(m, str)):
+        mentions = found.get(t) if isinstance(found.get(t), list) else []
+        for mention in dict.fromkeys(m for m in mentions if isinstance(m, str)):
             given += 1
             spans = data.find_mentions(text, mention)
             aligned += bool(spans)
@@ -171,7 +173,7 @@ def post_chat(session, url, body, cfg):
         retry_after = None
         try:
             r = session.post(url, json=body, headers=headers, timeout=cfg.timeout)
-        except (requests.ConnectionError, requests.Timeout) as e:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             problem = f"{type(e).__name__}: {e}"
         else:
             if r.status_code == 200:
@@ -274,7 +276,9 @@ def label_llm(records, cfg, train, types=None):
         stats["truncated"] += choice.get("finish_reason") == "length"
         obj = parse_json_reply(content)
         fields, given, aligned = spans_from_reply(obj or {}, record["text"], types)
-        stats["failed_replies"] += obj is None
+        well_formed = obj is not None and isinstance(obj.get("pairs" if types is None else "entities"),
+                                                     list if types is None else dict)
+        stats["failed_replies"] += not well_formed  # counted, kept raw, never read as "no adverse event" silently
         stats["strings"] += given
         stats["aligned"] += aligned
         labels.append({"id": record["id"], "text": record["text"], **fields, "teacher": "llm",

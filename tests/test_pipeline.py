@@ -140,6 +140,20 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, t
     assert json.load(open(whole / "results.json")) == json.load(open(cut / "results.json"))
 
 
+@pytest.mark.parametrize("option, message", [
+    ("--batch_size=0", "--batch_size=0: must be at least 1"), ("--epochs=0", "--epochs=0: must be at least 1"),
+    ("--grad_accum=0", "--grad_accum=0: must be at least 1"), ("--log_every=0", "--log_every=0: must be at least 1"),
+    ("--cv=2", "--cv=2: the protocol needs at least 3 folds"), ("--device=gpu", "--device=gpu: choose one of"),
+    ("--head=Plain", "--head=Plain: choose one of drug, interaction, plain"), ("--task=nre", "--task=nre: choose"),
+    ("--api_key_env=sk-abc123", "--api_key_env takes the NAME"), ("--teacher=gpt", "--teacher=gpt: choose one of")])
+def test_bad_options_stop_before_any_work(option, message, tmp_path):
+    out = subprocess.run([sys.executable, "ade_distill.py", option, f"--out_dir={tmp_path}", "--data_dir=/nonexistent"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: {message}"), out.stderr
+    assert "sk-abc123" not in out.stderr and not (tmp_path / "config.json").exists()
+
+
 def test_unknown_and_mistyped_options_are_errors():
     with pytest.raises(SystemExit, match="unknown option --epoch;.*--epochs"):
         ade_distill.main(["--epoch=3"])
@@ -149,9 +163,12 @@ def test_unknown_and_mistyped_options_are_errors():
 
 def test_precision_choice(monkeypatch):
     assert ade_distill.choose_precision(torch.device("cpu"), "auto") == (None, False)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert ade_distill.choose_precision(torch.device("cuda"), "auto") == (torch.bfloat16, False)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    assert ade_distill.choose_precision(torch.device("cuda"), "auto") == (torch.float16, True)
+    # a T4 or V100: bf16 only emulated, so fp16 with a GradScaler
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     assert ade_distill.choose_precision(torch.device("cuda"), "auto") == (torch.float16, True)
 
 

@@ -58,6 +58,10 @@ def test_request_json_and_headers(server, tmp_path, monkeypatch):
     ("", 0, 1),
     ("I cannot help with that.", 0, 1),
     ('{"pairs": [{"drug": "aspirin", "adverse_ev', 0, 1),
+    ('{"pairs": null}', 0, 1),
+    ('{"pairs": "none"}', 0, 1),
+    ('[{"drug": "aspirin", "adverse_event": "rash"}]', 0, 1),
+    ('{"pairs": [{"drug": 3, "adverse_event": ["rash"]}, "aspirin", null]}', 0, 0),
 ])
 def test_reply_formats(server, tmp_path, content, pairs, failed):
     truncated = content.endswith("adverse_ev")
