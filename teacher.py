@@ -150,7 +150,7 @@ class LLMConfig:
     price_in: float = 0.0  # $ per million prompt tokens, for the cost estimate
     price_out: float = 0.0  # $ per million completion tokens
     cache: str = "cache/llm_replies.jsonl"
-    lexicon_min_precision: float = 0.0  # the lexicon keeps terms this precise on train + ADE-free sentences
+    lexicon_min_precision: float = 0.1  # the lexicon keeps terms this precise on train + ADE-free sentences
 
 
 class TeacherError(RuntimeError):

@@ -236,6 +236,19 @@ def test_lexicon_teacher_whole_words_longest_match():
     assert labels[0]["pairs"] == [{"drug": [0, 7], "ade": [8, 17]}]
 
 
+def test_lexicon_drops_terms_that_are_rarely_annotated():
+    train = [{"text": "Aspirin caused rash and fever.",
+              "pairs": [{"drug": [0, 7], "ade": [15, 19]}, {"drug": [0, 7], "ade": [24, 29]}]}]
+    # "fever" occurs 4 more times in ADE-free sentences: annotated 1 time in 5 (precision 0.2);
+    # "rash" and "aspirin" once in 1 (1.0)
+    negatives = [{"text": f"Fever was seen on day {d}.", "pairs": []} for d in range(4)]
+    sentence = [{"id": "x", "text": "Aspirin: rash, fever."}]
+    kept = lambda p: {sentence[0]["text"][slice(*pair["ade"])]  # noqa: E731
+                      for pair in teacher.label_lexicon(sentence, train, None, train + negatives, p)[0][0]["pairs"]}
+    assert kept(0.0) == kept(0.2) == {"rash", "fever"}
+    assert kept(0.21) == {"rash"}
+
+
 def test_ner_prompt_and_reply(server, tmp_path):
     text = "Cisplatin nephrotoxicity and cisplatin ototoxicity."
     server.handle = lambda h: server.reply(h, 200, chat_reply(json.dumps(
