@@ -439,14 +439,16 @@ _last_progress = [0.0]
 
 
 def progress(what, done, total, t0, end=False):
-    """One updating line on stderr (at most twice a second): done/total, rate, ETA."""
-    if not end and time.time() - _last_progress[0] < 0.5:
+    """Done/total, rate, ETA on stderr: one updating line on a terminal (at most twice a second); in a log
+    file or a pipe, a plain line every 10 seconds instead of hundreds of carriage returns."""
+    terminal = sys.stderr.isatty()
+    if not end and time.time() - _last_progress[0] < (0.5 if terminal else 10):
         return
     _last_progress[0] = time.time()
     rate = done / max(time.time() - t0, 1e-9)
     eta = (total - done) / rate if rate > 0 else 0
-    print(f"\r{what} {done}/{total}  {rate:.1f}/s  ETA {int(eta) // 60}m{int(eta) % 60:02d}s ",
-          end="\n" if end else "", file=sys.stderr, flush=True)
+    print(f"{chr(13) if terminal else ''}{what} {done}/{total}  {rate:.1f}/s  ETA {int(eta) // 60}m{int(eta) % 60:02d}s ",
+          end="\n" if end or not terminal else "", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

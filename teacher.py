@@ -18,6 +18,7 @@ occur is dropped and counted.
 
 Imports data.py (corpora and helpers) and never torch: a labeling machine needs no GPU stack.
 """
+import fcntl
 import hashlib
 import itertools
 import json
@@ -221,6 +222,12 @@ class ReplyCache:
                         raise TeacherError(f"{path}:{n}: not a cache entry; delete that line (the sentence "
                                            "will be asked again) or the file") from None
         self.file = open(path, "a")
+        try:  # one run per cache: two writers could interleave their lines
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.close()
+            raise TeacherError(f"{path} is in use by another labeling run; wait for it to finish, or give this "
+                               "run its own --cache=FILE") from None
 
     def put(self, key, reply):
         with self.lock:
@@ -266,6 +273,7 @@ def label_llm(records, cfg, train, types=None):
             data.progress("  labeling", done, len(todo), t0, end=done == len(todo))
     finally:  # on an error or Ctrl-C: drop the requests not yet started
         pool.shutdown(wait=False, cancel_futures=True)
+    cache.file.close()  # every request answered: release the lock (on an error, workers in flight still write)
     elapsed = time.time() - t0
     labels, stats = [], {"sentences": len(records), "requests": len(todo), "failed_replies": 0, "truncated": 0,
                          "strings": 0, "aligned": 0, "prompt_tokens": 0, "completion_tokens": 0}

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import data
 import teacher
 
 TEXT = "Intravenous azithromycin-induced ototoxicity."
@@ -260,3 +261,19 @@ def test_ner_prompt_and_reply(server, tmp_path):
     assert labels[0]["entities"] == [{"span": [0, 9], "type": "Chemical"}, {"span": [29, 38], "type": "Chemical"},
                                      {"span": [10, 24], "type": "Disease"}]
     assert (stats["strings"], stats["aligned"]) == (3, 2)
+
+
+def test_reply_cache_is_locked_against_a_second_run(tmp_path):
+    first = teacher.ReplyCache(str(tmp_path / "replies.jsonl"))
+    with pytest.raises(teacher.TeacherError, match="in use by another labeling run.*--cache=FILE"):
+        teacher.ReplyCache(str(tmp_path / "replies.jsonl"))
+    first.file.close()
+    teacher.ReplyCache(str(tmp_path / "replies.jsonl")).file.close()  # free again once the first run is done
+
+
+def test_progress_in_a_log_file_is_plain_lines(capsys):
+    data._last_progress[0] = 0.0
+    for done in range(1, 101):
+        data.progress("labeling", done, 100, time.time() - 1, end=done == 100)
+    err = capsys.readouterr().err  # not a terminal: no carriage returns, one line now and one at the end
+    assert "\r" not in err and err.count("\n") == 2 and err.splitlines()[-1].startswith("labeling 100/100")
