@@ -292,7 +292,9 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
     lengths = [len(x["ids"]) for x in examples]
     steps_per_epoch = math.ceil(math.ceil(len(examples) / cfg.batch_size) / cfg.grad_accum)
     total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    state = {"step": 0, "best_score": -1.0, "history": []}
+    # an epoch counts as done once it is evaluated: a kill during its evaluation resumes into that evaluation
+    schedule = [len(examples), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.seed]
+    state = {"step": 0, "evaluated": 0, "best_score": -1.0, "history": [], "schedule": schedule}
     last = os.path.join(cfg.out_dir, "last")
     saved_at = last if os.path.exists(os.path.join(last, "train_state.pt")) else last + ".old"
     if cfg.resume and os.path.exists(os.path.join(saved_at, "train_state.pt")):
@@ -302,6 +304,10 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
         optimizer.load_state_dict(saved.pop("optimizer"))
         scaler.load_state_dict(saved.pop("scaler"))
         torch.set_rng_state(saved.pop("rng"))
+        if saved.get("schedule") != schedule:
+            raise SystemExit(f"error: {saved_at} was made with (sentences, --batch_size, --grad_accum, --epochs, "
+                             f"--max_steps, --seed) = {saved.get('schedule')}, not {schedule}; resume with the same "
+                             "options, or start afresh without --resume")
         state = saved
         print(f"resumed from {saved_at} at step {state['step']}", file=sys.stderr)
     elif cfg.resume:
@@ -309,7 +315,7 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
     print(f"training: {len(examples)} sentences, {cfg.epochs} epochs, {total} steps of {cfg.batch_size}"
           f"{f' x {cfg.grad_accum}' if cfg.grad_accum > 1 else ''}", file=sys.stderr)
     t_log, steps_since, sentences_since = time.time(), 0, 0
-    for epoch in range(state["step"] // steps_per_epoch, cfg.epochs):
+    for epoch in range(state["evaluated"], cfg.epochs):
         batches = data.length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
         groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
         student.train()
@@ -349,6 +355,7 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
             dev = score_rows("student", cfg, {"dev": dev_records},
                              predict(student, tokenizer, dev_records, cfg, device, types), types)[0]
             score = dev_score(dev)
+            state["evaluated"] = epoch + 1
             print(f"epoch {epoch + 1}: dev lenient F1 {dev['lenient']['f1']:.4f} strict F1 {dev['strict']['f1']:.4f}"
                   f"{' (best so far: saved)' if score > state['best_score'] else ''}", file=sys.stderr)
             if score > state["best_score"]:

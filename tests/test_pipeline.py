@@ -154,6 +154,25 @@ def test_bad_options_stop_before_any_work(option, message, tmp_path):
     assert "sk-abc123" not in out.stderr and not (tmp_path / "config.json").exists()
 
 
+def test_a_kill_during_the_end_of_epoch_evaluation_resumes_into_it(tiny_bert_dir, data_dir, tmp_path):
+    # 160 sentences / 8 = 20 steps: the periodic checkpoint at step 20 is written before epoch 1's
+    # evaluation. A kill during that evaluation leaves exactly this state: step 20, no epoch evaluated.
+    common = args(tiny_bert_dir, data_dir, tmp_path, "--max_pool=160", "--epochs=1", "--save_every=20",
+                  "--bootstrap=0")
+    subprocess.run([sys.executable, "ade_distill.py", *common], check=True, capture_output=True)
+    path = tmp_path / "last" / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    assert (state["step"], state["evaluated"]) == (20, 1)
+    torch.save({**state, "evaluated": 0}, path)
+    resumed = subprocess.run([sys.executable, "ade_distill.py", *common, "--resume=true"],
+                             capture_output=True, text=True, check=True)
+    assert "resumed from" in resumed.stderr and "epoch 1: dev lenient F1" in resumed.stderr
+    assert "| loss" not in resumed.stderr  # nothing trained twice
+    changed = subprocess.run([sys.executable, "ade_distill.py", *common, "--resume=true", "--batch_size=4"],
+                             capture_output=True, text=True)
+    assert changed.returncode != 0 and "resume with the same options" in changed.stderr
+
+
 def test_unknown_and_mistyped_options_are_errors():
     with pytest.raises(SystemExit, match="unknown option --epoch;.*--epochs"):
         ade_distill.main(["--epoch=3"])
