@@ -159,7 +159,6 @@ def assemble_splits(train, dev, test, negatives):
     free_negatives = [r for r in negatives if r["pmid"] not in held_pmids and r["text"] not in held_texts]
     return {"train": train, "dev": dev, "test": test,
             "test+neg": test + [r for r in negatives if r["pmid"] in test_pmids],
-            "dev+neg": dev + [r for r in negatives if r["pmid"] in {r["pmid"] for r in dev}],
             "negatives": free_negatives,  # labelled (no ADE) sentences allowed in training
             "pool": unlabeled(train + free_negatives)}
 
@@ -447,7 +446,8 @@ def progress(what, done, total, t0, end=False):
     _last_progress[0] = time.time()
     rate = done / max(time.time() - t0, 1e-9)
     eta = (total - done) / rate if rate > 0 else 0
-    print(f"{chr(13) if terminal else ''}{what} {done}/{total}  {rate:.1f}/s  ETA {int(eta) // 60}m{int(eta) % 60:02d}s ",
+    start_of_line = "\r" if terminal else ""
+    print(f"{start_of_line}{what} {done}/{total}  {rate:.1f}/s  ETA {int(eta) // 60}m{int(eta) % 60:02d}s ",
           end="\n" if end or not terminal else "", file=sys.stderr, flush=True)
 
 

@@ -129,7 +129,8 @@ def errors(gold, predicted, level="pairs"):
     predicted and a gold unit that match leniently but not strictly), each unit as the text of its spans."""
     found = []
     for g, p in paired(gold, predicted):
-        pu, gu = units(p, level) - units(g, level), units(g, level) - units(p, level)  # strict misses
+        predicted_units, gold_units = units(p, level), units(g, level)
+        pu, gu = predicted_units - gold_units, gold_units - predicted_units  # strict misses
         boundary = []
         for unit in sorted(pu):
             partner = next((u for u in sorted(gu) if overlaps(unit, u)), None)
