@@ -44,6 +44,8 @@ class Config(teacher.LLMConfig):  # the LLM teacher's options (--base_url, --llm
     # teacher
     teacher: str = "lexicon"  # lexicon | gold | llm
     max_pool: int = 0  # a cap on the unlabeled sentences the teacher labels, drawn with --seed (0 = all 17,096)
+    pool: str = ""  # a sentences file (e.g. `python data.py --pubmed=...`) instead of the corpus's own pool
+    labels: str = ""  # a labels file (teacher.py's, or any tool's): train on it, no teacher is called
     empty_ratio: float = 0.5  # sentences the teacher found nothing in, kept per sentence it labelled (-1 = all)
     eval_teacher_only: bool = False
     # student
@@ -394,17 +396,23 @@ def run(cfg, splits):
 
     # 1. The teacher labels the test sentences (to be scored beside the student) and the unlabeled pool, in
     #    one call: one progress line, one cost figure, and the lexicon is built once.
-    pool = splits["pool"]
-    if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
-        pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
+    held_texts = {r["text"] for r in splits["dev"] + splits["test+neg" if cfg.task == "ade" else "test"]}
     to_score = splits["test+neg"] if cfg.task == "ade" else splits["test"]  # holds every scored sentence
-    scored = [] if cfg.teacher == "gold" else data.unlabeled(to_score)  # gold on test would be the answer key
-    all_labels, stats = teacher.label(scored + ([] if cfg.eval_teacher_only else pool), cfg.teacher, cfg,
-                                      splits["train"], gold_pool, types)
-    print(teacher.describe(stats) + f" ({len(scored)} test and {len(all_labels) - len(scored)} pool sentences)",
-          file=sys.stderr)
-    test_labels, labels = all_labels[:len(scored)], all_labels[len(scored):]
-    rows = score_rows("teacher", cfg, gold_sets, test_labels, types, cfg.bootstrap) if scored else []
+    if cfg.labels:
+        test_labels, labels = labels_from_file(cfg.labels, to_score, held_texts)
+        cfg = replace(cfg, teacher="labels")  # the name of the teacher in the results
+    else:
+        pool = data.without_held_out(data.read_sentences(cfg.pool), held_texts, cfg.pool) if cfg.pool \
+            else splits["pool"]
+        if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
+            pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
+        scored = [] if cfg.teacher == "gold" else data.unlabeled(to_score)  # gold on test would be the answer key
+        all_labels, stats = teacher.label(scored + ([] if cfg.eval_teacher_only else pool), cfg.teacher, cfg,
+                                          splits["train"], gold_pool, types)
+        print(teacher.describe(stats) + f" ({len(scored)} test and {len(all_labels) - len(scored)} pool "
+              "sentences)", file=sys.stderr)
+        test_labels, labels = all_labels[:len(scored)], all_labels[len(scored):]
+    rows = score_rows("teacher", cfg, gold_sets, test_labels, types, cfg.bootstrap) if test_labels else []
     if cfg.eval_teacher_only:
         return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
     data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
@@ -443,17 +451,39 @@ def run(cfg, splits):
     notes = {"training_sentences": len(labels), "teacher_labels": n_units,
              "best_dev_score": round(state["best_score"], 4), "o_bias": cfg.o_bias,
              "steps": state["step"], "device": str(device), "wall_s": round(time.time() - t0, 1)}
-    if stats.get("strings"):
+    if not cfg.labels and stats.get("strings"):
         notes["alignment_rate"] = round(stats["aligned"] / stats["strings"], 4)
     return write_results(rows, cfg, notes)
+
+
+def labels_from_file(path, scored, held_texts):
+    """--labels: a labels file -> (its labels of the scored sentences when it has every one of them, else [];
+    the training labels: all its other sentences, except any whose text is a dev or test sentence)."""
+    records = data.read_sentences(path)
+    for n, r in enumerate(records, 1):
+        evaluate.check_record(r, f"{path}: sentence {n} (id {r['id']})")
+    by_id = {r["id"]: r for r in records}
+    test_labels = [by_id.get(r["id"]) for r in scored]
+    if not all(label and label["text"] == r["text"] for label, r in zip(test_labels, scored)):
+        print(f"note: {path} does not label every test sentence, so the results have no teacher rows",
+              file=sys.stderr)
+        test_labels = []
+    scored_ids = {r["id"] for r in scored}
+    labels = data.without_held_out([r for r in records if r["id"] not in scored_ids], held_texts, path)
+    print(f"labels from {path}: {len(labels)} training sentences, {len(test_labels)} test sentences",
+          file=sys.stderr)
+    return test_labels, labels
 
 
 def training_set(labels, empty_ratio, seed):
     """Every sentence the teacher labelled, plus `empty_ratio` sentences it found nothing in per labelled
     sentence (drawn with the seed; -1 keeps them all). With the gold teacher and ratio 0 this is exactly
     the train split: the paper's supervised setting."""
-    labelled = [r for r in labels if r.get("pairs") or r.get("entities")]
-    empty = [r for r in labels if not (r.get("pairs") or r.get("entities"))]
+    answered = [r for r in labels if "pairs" in r or "entities" in r]  # a failed LLM reply has neither
+    labelled = [r for r in answered if r.get("pairs") or r.get("entities")]
+    empty = [r for r in answered if not (r.get("pairs") or r.get("entities"))]
+    if len(answered) < len(labels):
+        print(f"note: {len(labels) - len(answered)} sentences have no teacher answer and are left out", file=sys.stderr)
     if empty_ratio >= 0:
         empty = random.Random(seed).sample(empty, min(len(empty), round(empty_ratio * len(labelled))))
     print(f"training set: {len(labelled)} sentences with teacher labels + {len(empty)} without", file=sys.stderr)
@@ -521,6 +551,9 @@ def check_config(cfg):
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.api_key_env) or cfg.api_key_env.startswith("sk"):
         raise SystemExit("error: --api_key_env takes the NAME of the variable that holds the key (e.g. "
                          "OPENAI_API_KEY), never the key itself")
+    for key in ("pool", "labels", "predict_file"):
+        if getattr(cfg, key) and not os.path.isfile(getattr(cfg, key)):
+            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: no such file")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device=cuda, but torch sees no CUDA device; use --device=cpu (or auto)")
 

@@ -83,6 +83,30 @@ def test_ten_fold_protocol_trains_on_the_whole_training_part(tiny_bert_dir, data
     assert (tmp_path / "cv_results.md").read_text().count("\n") == 2 + 2 + 1
 
 
+def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_dir, data_dir, ade_splits,
+                                                            tmp_path, capsys):
+    labels = [json.loads(line) for line in open(os.path.join(tiny_run[0], "teacher_labels.jsonl"))][:30]
+    leak = {**ade_splits["test"][0], "id": "elsewhere:0"}  # a test sentence under another id
+    failed = {"id": "failed:0", "text": "No answer came for this one."}  # a failed reply: no "pairs"
+    data_file = tmp_path / "labels.jsonl"
+    data_file.write_text("".join(json.dumps(r) + "\n" for r in labels + [leak, failed]))
+    rows = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "labels", f"--labels={data_file}",
+                                 "--epochs=1", "--bootstrap=0"))
+    err = capsys.readouterr().err
+    assert [(r["system"], r["teacher"]) for r in rows] == [("student", "labels")] * 3  # the file has no test labels
+    assert "1 " + str(data_file) + " sentences also occur in dev/test and are left out" in err
+    assert "1 sentences have no teacher answer" in err and "training set: " in err
+    n_labelled = sum(bool(r["pairs"]) for r in labels)
+    assert f"training set: {n_labelled} sentences with teacher labels + {30 - n_labelled} without" in err
+
+    pool_file = tmp_path / "pool.jsonl"
+    pool_file.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in labels + [leak]))
+    ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "pool", f"--pool={pool_file}", "--epochs=1",
+                          "--bootstrap=0"))
+    assert "1 " + str(pool_file) + " sentences also occur in dev/test" in capsys.readouterr().err
+    assert len(open(tmp_path / "pool" / "teacher_labels.jsonl").readlines()) == 30
+
+
 def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     labels = [{"id": str(i), "text": "t", "pairs": [{"drug": [0, 1], "ade": [0, 1]}] if i < 10 else []}
               for i in range(100)]
