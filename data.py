@@ -87,6 +87,12 @@ def find_mentions(text, string):
     return spans or [m.span() for m in re.finditer(pattern, text, re.I)]
 
 
+def term_pattern(terms):
+    """One regex for a term list: whole words, case-insensitive, the longest term wins at a position."""
+    terms = sorted({t for t in terms if len(t) >= 3}, key=lambda t: (-len(t), t))
+    return re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, terms)) + r")(?![A-Za-z0-9])", re.I)
+
+
 def read_ade(root):
     """-> (positives, negatives): records {"id", "pmid", "text", "pairs": [{"drug": [s, e], "ade": [s, e]}]}."""
     path = corpus_file(root, "ade_corpus_v2/DRUG-AE.rel")
@@ -182,6 +188,96 @@ def ade_cv_splits(root, k=10, fold=0):
     part = lambda f: [r for r in positives if fold_of[r["pmid"]] == f]  # noqa: E731
     train = [r for r in positives if fold_of[r["pmid"]] not in (fold, (fold + 1) % k)]
     return assemble_splits(train, part((fold + 1) % k), part(fold), negatives)
+
+
+# ----------------------------------------------------------------------------- PubMed baseline XML
+
+def read_pubmed(path, counts):
+    """Stream the articles of a PubMed baseline file (.xml.gz or .xml) -> (PMID, title + abstract text).
+    Each article is cleared once read, so a 150 MB file never sits in memory. Structured abstracts keep
+    their section labels ("CONCLUSION: ..."), inline markup (<i>, <sup>) is kept as its text; articles
+    without an abstract are skipped and counted."""
+    import gzip
+    import xml.etree.ElementTree as ET
+
+    def text_of(element):  # the text with its inline markup, whitespace runs made single spaces
+        return " ".join("".join(element.itertext()).split()) if element is not None else ""
+
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        events = ET.iterparse(f, events=("start", "end"))
+        try:
+            _, root = next(events)
+        except (ET.ParseError, OSError) as e:  # OSError: not gzip
+            raise ValueError(f"{path}: not a PubMed baseline XML file ({e})") from None
+        for event, element in events:
+            if event != "end" or element.tag != "PubmedArticle":
+                continue
+            counts["articles"] += 1
+            pmid = element.findtext("MedlineCitation/PMID")
+            article = element.find("MedlineCitation/Article")
+            sections = [(part.get("Label"), text_of(part)) for part in element.iterfind(".//Abstract/AbstractText")]
+            if pmid and article is not None and any(text for _, text in sections):
+                abstract = " ".join(f"{label}: {text}" if label else text for label, text in sections if text)
+                yield pmid.strip(), [text_of(article.find("ArticleTitle")), abstract]
+            else:
+                counts["articles without abstract"] += 1
+            root.clear()  # drop the articles read so far
+
+
+ABBREVIATIONS = {"al", "vs", "cf", "fig", "figs", "approx", "ca", "no", "nos", "dr", "drs", "prof",
+                 "mr", "mrs", "ms", "st", "resp", "incl", "ref", "refs", "vol", "eq", "jan", "feb", "mar", "apr",
+                 "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
+
+
+def split_sentences(text):
+    """A rule-based splitter for biomedical abstracts: a sentence ends at . ? or ! (and any closing quote or
+    parenthesis after it) before a space and a capital, a digit or an opening bracket, unless the word
+    before the period is an abbreviation ("e.g.", "et al.", "vs.", "Fig."; any word with an inner period,
+    "i.v.", "U.S."), or an initial: a lone capital after a capitalised word or another initial ("J. R.
+    Smith"; but "hepatitis B." ends a sentence). Decimals ("2.5 mg") never have a space after the period."""
+    sentences, start = [], 0
+    for m in re.finditer(r"[.?!][\"')\]]*\s+(?=[A-Z0-9(\[\"'])", text):
+        words = text[start:m.start() + 1].split()
+        word = words[-1].rstrip(".").lstrip("(\"'[") if words else ""
+        previous = words[-2] if len(words) > 1 else ""
+        abbreviation = text[m.start()] == "." and (
+            word.lower() in ABBREVIATIONS or re.fullmatch(r"(?:[A-Za-z]\.)+[A-Za-z]", word)
+            or (len(word) == 1 and word.isupper() and (not previous or previous[0].isupper())))
+        if not abbreviation:
+            sentences.append(text[start:m.end()].strip())
+            start = m.end()
+    return sentences + ([text[start:].strip()] if text[start:].strip() else [])
+
+
+def pubmed_pool(paths, splits):
+    """PubMed baseline files -> pool records {"id": "PMID:index", "pmid", "text"}: the sentences with a drug
+    term of the train split, each text once, no dev/test sentence and no sentence of a dev/test PubMed ID.
+    The index counts every sentence of the article (title first), so ids are stable. -> (records, counts)."""
+    drug_re = term_pattern({r["text"][slice(*p["drug"])].lower() for r in splits["train"] for p in r["pairs"]})
+    held_texts = {r["text"] for r in splits["dev"] + splits["test+neg"]}
+    held_pmids = {r["pmid"] for r in splits["dev"] + splits["test"]}
+    counts, seen = defaultdict(int), set()
+
+    def records():
+        for path in paths:
+            for pmid, parts in read_pubmed(path, counts):
+                if pmid in held_pmids:
+                    counts["articles of a dev/test PubMed ID"] += 1
+                    continue
+                for index, text in enumerate(s for part in parts for s in split_sentences(part)):
+                    counts["sentences"] += 1
+                    if not drug_re.search(text):
+                        continue
+                    counts["with a drug term"] += 1
+                    if text in held_texts:
+                        counts["dev/test sentences left out"] += 1
+                    elif text in seen:
+                        counts["repeated sentences left out"] += 1
+                    else:
+                        seen.add(text)
+                        counts["written"] += 1
+                        yield {"id": f"{pmid}:{index}", "pmid": pmid, "text": text}
+    return records(), counts
 
 
 # ----------------------------------------------------------------------------- IOB NER corpora
@@ -452,14 +548,21 @@ def progress(what, done, total, t0, end=False):
 
 
 if __name__ == "__main__":
-    args = dict(a.removeprefix("--").split("=", 1) for a in sys.argv[1:] if "=" in a)
-    unknown = set(args) - {"split", "data_dir", "dataset"}
-    if unknown or len(args) != len(sys.argv) - 1 or "split" not in args:
+    options = [a.removeprefix("--").partition("=") for a in sys.argv[1:]]
+    args = {key: value for key, _, value in options if key != "pubmed"}
+    pubmed = [value for key, _, value in options if key == "pubmed"]
+    if (not all(a.startswith("--") and eq for a, (_, eq, _) in zip(sys.argv[1:], options))
+            or set(args) - {"split", "data_dir", "dataset"} or ("split" in args) == bool(pubmed)):
         sys.exit("usage: python data.py --split=train|dev|test|test+neg|pool [--dataset=ade|bc5cdr|ncbi_disease] "
-                 "[--data_dir=DIR]")
+                 "[--data_dir=DIR]\n       python data.py --pubmed=FILE.xml.gz [--pubmed=FILE2.xml.gz ...] > pool.jsonl")
     root, dataset = data_root(args.get("data_dir", "")), args.get("dataset", "ade")
     try:
-        splits = ade_splits(root) if dataset == "ade" else ner_splits(root, dataset)
+        splits = ade_splits(root) if dataset == "ade" or pubmed else ner_splits(root, dataset)
+        if pubmed:
+            records, counts = pubmed_pool(pubmed, splits)
+            sys.stdout.writelines(json.dumps(r) + "\n" for r in records)
+            print("pubmed: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
+            sys.exit(0)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     if args["split"] not in splits:

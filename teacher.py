@@ -303,17 +303,11 @@ def label_llm(records, cfg, train, types=None):
 
 # ----------------------------------------------------------------------------- offline teachers
 
-def term_pattern(terms):
-    """One regex for a term list: whole words, case-insensitive, the longest term wins at a position."""
-    terms = sorted({t for t in terms if len(t) >= 3}, key=lambda t: (-len(t), t))
-    return re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, terms)) + r")(?![A-Za-z0-9])", re.I)
-
-
 def precise_terms(terms, records, spans_of, min_precision):
     """The terms whose matches in `records` (labelled sentences) are annotated spans at least `min_precision`
     of the time: "depression" or "infection" as an adverse event is mostly something else."""
     matched, annotated = Counter(), Counter()
-    pattern = term_pattern(terms)
+    pattern = data.term_pattern(terms)
     for r in records:
         gold = spans_of(r)
         for m in pattern.finditer(r["text"]):
@@ -330,14 +324,14 @@ def label_lexicon(records, train, types=None, labelled=None, min_precision=0.0):
         return precise_terms(found, labelled or train, spans_of, min_precision) if min_precision else found
 
     if types is None:
-        drug_re = term_pattern(terms(lambda r: {tuple(p["drug"]) for p in r.get("pairs", [])}))
-        ade_re = term_pattern(terms(lambda r: {tuple(p["ade"]) for p in r.get("pairs", [])}))
+        drug_re = data.term_pattern(terms(lambda r: {tuple(p["drug"]) for p in r.get("pairs", [])}))
+        ade_re = data.term_pattern(terms(lambda r: {tuple(p["ade"]) for p in r.get("pairs", [])}))
         labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
                    "pairs": [{"drug": list(d.span()), "ade": list(a.span())}
                              for d in drug_re.finditer(r["text"]) for a in ade_re.finditer(r["text"])]}
                   for r in records]
     else:
-        patterns = {t: term_pattern(terms(lambda r, t=t: {tuple(e["span"]) for e in r.get("entities", [])
+        patterns = {t: data.term_pattern(terms(lambda r, t=t: {tuple(e["span"]) for e in r.get("entities", [])
                                                           if e["type"] == t})) for t in types}
         labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
                    "entities": [{"span": list(m.span()), "type": t}
