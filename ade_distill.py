@@ -16,7 +16,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import sys
 import time
@@ -409,6 +408,8 @@ def run(cfg, splits):
         scored = [] if cfg.teacher == "gold" else data.unlabeled(to_score)  # gold on test would be the answer key
         all_labels, stats = teacher.label(scored + ([] if cfg.eval_teacher_only else pool), cfg.teacher, cfg,
                                           splits["train"], gold_pool, types)
+        if all_labels is None:  # --dry_run
+            return []
         print(teacher.describe(stats) + f" ({len(scored)} test and {len(all_labels) - len(scored)} pool "
               "sentences)", file=sys.stderr)
         test_labels, labels = all_labels[:len(scored)], all_labels[len(scored):]
@@ -548,9 +549,9 @@ def check_config(cfg):
         raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: comma-separated fold numbers below --cv={cfg.cv}")
     if cfg.task == "ner" and cfg.dataset == "ade":
         raise SystemExit(f"error: --task=ner needs --dataset={' or --dataset='.join(data.NER_DATASETS)}")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.api_key_env) or cfg.api_key_env.startswith("sk"):
-        raise SystemExit("error: --api_key_env takes the NAME of the variable that holds the key (e.g. "
-                         "OPENAI_API_KEY), never the key itself")
+    teacher.check_llm_config(cfg)
+    if cfg.dry_run and cfg.teacher != "llm":
+        raise SystemExit(f"error: --dry_run=true is for --teacher=llm (the {cfg.teacher} teacher sends nothing)")
     for key in ("pool", "labels", "predict_file"):
         if getattr(cfg, key) and not os.path.isfile(getattr(cfg, key)):
             raise SystemExit(f"error: --{key}={getattr(cfg, key)}: no such file")
@@ -582,7 +583,7 @@ def main(argv):
         folds.append([100 * student[m]["f1"] for m in ("strict", "lenient")])
     lines = ["| fold | strict F1 | lenient F1 |", "| ---: | ---: | ---: |"]
     lines += [f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in zip(chosen, folds)]
-    mean, sd = np.mean(folds, 0), np.std(folds, 0, ddof=1)
+    mean, sd = np.mean(folds, 0), np.std(folds, 0, ddof=1) if len(folds) > 1 else [0.0, 0.0]
     lines.append(f"| mean ± sd | {mean[0]:.2f} ± {sd[0]:.2f} | {mean[1]:.2f} ± {sd[1]:.2f} |")
     with open(os.path.join(out_dir, "cv_results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

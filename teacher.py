@@ -143,7 +143,7 @@ class LLMConfig:
     temperature: float = 0.0
     llm_seed: int = 0  # sent to the server as "seed" (-1: not sent)
     max_tokens: int = 512
-    json_mode: bool = True  # response_format {"type": "json_object"}; turn off for servers without it
+    json_mode: str = "true"  # true: response_format json_object; schema: json_schema of the answer; false: none
     timeout: float = 60.0
     concurrency: int = 8
     max_retries: int = 6
@@ -151,6 +151,8 @@ class LLMConfig:
     price_in: float = 0.0  # $ per million prompt tokens, for the cost estimate
     price_out: float = 0.0  # $ per million completion tokens
     cache: str = "cache/llm_replies.jsonl"
+    dry_run: bool = False  # send nothing: print the requests to send, the estimated tokens and cost
+    max_cost: float = 0.0  # USD: stop before this run's spend could pass it (0 = no cap; needs the prices)
     lexicon_min_precision: float = 0.1  # the lexicon keeps terms this precise on train + ADE-free sentences
 
 
@@ -158,11 +160,35 @@ class TeacherError(RuntimeError):
     pass
 
 
+def check_llm_config(cfg):
+    """The LLM options, checked before any data is read or any request sent: one line naming what to fix."""
+    if cfg.json_mode not in ("true", "false", "schema"):
+        raise SystemExit(f"error: --json_mode={cfg.json_mode}: choose one of true, false, schema")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.api_key_env) or cfg.api_key_env.startswith("sk"):
+        raise SystemExit("error: --api_key_env takes the NAME of the variable that holds the key (e.g. "
+                         "OPENAI_API_KEY), never the key itself")
+    if cfg.max_cost and not (cfg.price_in or cfg.price_out):
+        raise SystemExit("error: --max_cost needs the prices: --price_in and --price_out (USD per million tokens)")
+    for key in ("concurrency", "max_tokens"):
+        if getattr(cfg, key) < 1:
+            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: must be at least 1")
+
+
 RETRY_STATUS = {429, 500, 502, 503, 504}
-ADVICE = {400: "the server refused the request; if it does not support response_format, pass --json_mode=false",
+REFUSED_STATUS = {400, 413, 422}  # this request only (too long, filtered): that sentence fails, the run goes on
+ADVICE = {400: "the server does not take this response_format: pass --json_mode=true (JSON object mode, which "
+               "llama.cpp's server takes) or --json_mode=false",
           401: "check the API key in the variable named by --api_key_env",
           403: "check the API key and that it may use this model",
           404: "check --base_url (it usually ends in /v1) and --llm_model"}
+
+
+class Refused(Exception):
+    """The server refused one request for a reason of its own (context length, content filter)."""
+
+
+class BudgetReached(TeacherError):
+    pass
 
 
 def post_chat(session, url, body, cfg):
@@ -187,6 +213,8 @@ def post_chat(session, url, body, cfg):
             if "insufficient_quota" in r.text:
                 raise TeacherError(f"POST {url} answered {problem}. The account is out of quota: add credit or "
                                    "use another key; the replies received so far are cached.")
+            if r.status_code in REFUSED_STATUS and not re.search("response_format|json_schema", r.text):
+                raise Refused(problem)
             if r.status_code not in RETRY_STATUS:
                 raise TeacherError(f"POST {url} answered {problem}. "
                                    f"{ADVICE.get(r.status_code, 'check the server log')}.")
@@ -236,18 +264,64 @@ class ReplyCache:
             self.replies[key] = reply
 
 
+def answer_schema(types=None):
+    """The JSON schema of the answer the prompt asks for (--json_mode=schema)."""
+    def strict_object(properties):
+        return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+    if types is None:
+        pair = strict_object({"drug": {"type": "string"}, "adverse_event": {"type": "string"}})
+        return strict_object({"pairs": {"type": "array", "items": pair}})
+    return strict_object({"entities": strict_object({t: {"type": "array", "items": {"type": "string"}} for t in types})})
+
+
 def request_body(text, cfg, shots, types=None):
     body = {"model": cfg.llm_model, "messages": messages_for(text, shots, types),
             "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
     if cfg.llm_seed >= 0:
         body["seed"] = cfg.llm_seed
-    if cfg.json_mode:
+    if cfg.json_mode == "true":
         body["response_format"] = {"type": "json_object"}
+    elif cfg.json_mode == "schema":
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "answer", "strict": True, "schema": answer_schema(types)}}
     return body
 
 
+def cost_usd(prompt_tokens, completion_tokens, cfg):
+    return (prompt_tokens * cfg.price_in + completion_tokens * cfg.price_out) / 1e6
+
+
+def prompt_tokens_estimate(body):
+    return len(json.dumps(body["messages"])) / 4  # about 4 characters a token in English text
+
+
+class Budget:
+    """--max_cost: a request reserves its worst case (its prompt and max_tokens) before it is sent and
+    settles to what the reply's usage says; no request starts whose worst case could pass the cap."""
+
+    def __init__(self, cfg):
+        self.cfg, self.spent, self.reserved, self.lock = cfg, 0.0, 0.0, threading.Lock()
+
+    def reserve(self, body):
+        worst = cost_usd(prompt_tokens_estimate(body), self.cfg.max_tokens, self.cfg)
+        with self.lock:
+            if self.cfg.max_cost and self.spent + self.reserved + worst > self.cfg.max_cost:
+                raise BudgetReached(f"stopped before the spend could pass --max_cost={self.cfg.max_cost:g} USD "
+                                    f"(spent about {self.spent:.4f} USD this run); every reply received is cached: "
+                                    "rerun with a higher --max_cost to continue, nothing is asked twice")
+            self.reserved += worst
+        return worst
+
+    def settle(self, worst, usage):
+        with self.lock:
+            self.reserved -= worst
+            self.spent += cost_usd(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), self.cfg)
+
+
 def label_llm(records, cfg, train, types=None):
-    """Label records with an LLM; -> (labels, stats). Cached replies are reused, never paid twice."""
+    """Label records with an LLM; -> (labels, stats), or (None, stats) with --dry_run. Cached replies are
+    reused, never paid twice. A request the server refuses (400: too long, filtered) fails alone: its
+    sentence gets an "error" and no labels, and a rerun asks only those."""
     if not cfg.llm_model:
         raise TeacherError("--teacher=llm needs --llm_model=NAME (and --base_url=... of the server)")
     shots = random.Random(cfg.shot_seed).sample(train, cfg.shots) if cfg.shots else []
@@ -259,11 +333,29 @@ def label_llm(records, cfg, train, types=None):
     todo = {k: b for k, b in zip(keys, bodies) if k not in cache.replies}
     print(f"teacher llm: {len(records)} sentences, {len(records) - len(todo)} cached, {len(todo)} to ask "
           f"{cfg.llm_model} at {url} ({cfg.concurrency} at a time)", file=sys.stderr)
-    t0, session = time.time(), requests.Session()
+    if cfg.dry_run:
+        cache.file.close()
+        answer_tokens = [len(json.dumps(answer_for(r, types))) / 4 for r in train] or [10]
+        prompt = sum(prompt_tokens_estimate(b) for b in todo.values())
+        completion = len(todo) * sum(answer_tokens) / len(answer_tokens)  # the train split's answers' length
+        print(f"dry run: nothing sent. {len(todo)} requests to send, {len(records) - len(todo)} cached; about "
+              f"{prompt:,.0f} prompt and {completion:,.0f} completion tokens (4 characters a token); about "
+              f"{cost_usd(prompt, completion, cfg):.2f} USD at --price_in={cfg.price_in:g} --price_out="
+              f"{cfg.price_out:g} per million tokens", file=sys.stderr)
+        return None, {"sentences": len(records), "requests": len(todo)}
+    t0, session, budget, refused = time.time(), requests.Session(), Budget(cfg), {}
     session.mount(url, requests.adapters.HTTPAdapter(pool_maxsize=cfg.concurrency))  # a connection per worker
 
     def ask(key, body):  # the worker writes its own reply: one in flight at Ctrl-C still lands in the cache
-        cache.put(key, post_chat(session, url, body, cfg))
+        worst = budget.reserve(body)
+        try:
+            reply = post_chat(session, url, body, cfg)
+        except Refused as e:
+            refused[key] = str(e)  # not cached: a rerun asks again
+            reply = {}
+        else:
+            cache.put(key, reply)
+        budget.settle(worst, reply.get("usage") or {})
 
     pool = ThreadPoolExecutor(max_workers=cfg.concurrency)
     try:
@@ -271,13 +363,22 @@ def label_llm(records, cfg, train, types=None):
         for done, future in enumerate(as_completed(futures), 1):
             future.result()  # re-raises a TeacherError of that request
             data.progress("  labeling", done, len(todo), t0, end=done == len(todo))
+    except BudgetReached:  # a clean stop: the replies in flight are paid for, so wait for them
+        pool.shutdown(wait=True, cancel_futures=True)
+        cache.file.close()
+        raise
     finally:  # on an error or Ctrl-C: drop the requests not yet started
         pool.shutdown(wait=False, cancel_futures=True)
     cache.file.close()  # every request answered: release the lock (on an error, workers in flight still write)
     elapsed = time.time() - t0
-    labels, stats = [], {"sentences": len(records), "requests": len(todo), "failed_replies": 0, "truncated": 0,
-                         "strings": 0, "aligned": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    labels, stats = [], {"sentences": len(records), "requests": len(todo), "refused": len(refused),
+                         "failed_replies": 0, "truncated": 0, "strings": 0, "aligned": 0, "prompt_tokens": 0,
+                         "completion_tokens": 0}
     for record, key in zip(records, keys):
+        label = {"id": record["id"], "text": record["text"], "teacher": "llm"}
+        if key in refused:
+            labels.append({**label, "error": refused[key]})
+            continue
         reply = cache.replies[key]
         choice = (reply.get("choices") or [{}])[0]
         content = (choice.get("message") or {}).get("content") or ""
@@ -286,18 +387,24 @@ def label_llm(records, cfg, train, types=None):
         fields, given, aligned = spans_from_reply(obj or {}, record["text"], types)
         well_formed = obj is not None and isinstance(obj.get("pairs" if types is None else "entities"),
                                                      list if types is None else dict)
-        stats["failed_replies"] += not well_formed  # counted, kept raw, never read as "no adverse event" silently
+        stats["failed_replies"] += not well_formed  # kept raw, never read as "no adverse event"
         stats["strings"] += given
         stats["aligned"] += aligned
-        labels.append({"id": record["id"], "text": record["text"], **fields, "teacher": "llm",
+        labels.append({**label, **(fields if well_formed else {"error": "the reply is not the JSON answer"}),
                        "raw": {"content": content, "finish_reason": choice.get("finish_reason"),
                                "usage": reply.get("usage")}})
-    for key in todo:  # the tokens this run paid for
+    for key in todo.keys() - refused.keys():  # the tokens this run paid for
         usage = cache.replies[key].get("usage") or {}
         stats["prompt_tokens"] += usage.get("prompt_tokens", 0)
         stats["completion_tokens"] += usage.get("completion_tokens", 0)
     stats["requests_per_s"] = len(todo) / elapsed if todo else 0.0
-    stats["cost_usd"] = (stats["prompt_tokens"] * cfg.price_in + stats["completion_tokens"] * cfg.price_out) / 1e6
+    stats["cost_usd"] = cost_usd(stats["prompt_tokens"], stats["completion_tokens"], cfg)
+    if refused:
+        print(f"note: the server refused {len(refused)} requests (first: {next(iter(refused.values()))[:200]}); "
+              "those sentences have no labels. Rerun the same command to ask only them.", file=sys.stderr)
+    if stats["failed_replies"]:
+        print(f"note: {stats['failed_replies']} replies are not the JSON answer (kept raw under \"raw\"; "
+              "those sentences have no labels)", file=sys.stderr)
     return labels, stats
 
 
@@ -406,6 +513,7 @@ if __name__ == "__main__":
         sys.exit("usage: python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl [--teacher=llm|lexicon|gold] "
                  "[--base_url=... --llm_model=... --shots=K ...]")
     args = override(Args(), argv)
+    check_llm_config(args)
     try:
         records = data.read_sentences(paths["in"])
     except (OSError, ValueError) as e:
@@ -418,6 +526,8 @@ if __name__ == "__main__":
                               splits["train"] + splits.get("negatives", []), types)
     except (TeacherError, OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    data.write_jsonl_file(labels, paths["out"])
     print(describe(stats), file=sys.stderr)
+    if labels is None:  # --dry_run
+        sys.exit(0)
+    data.write_jsonl_file(labels, paths["out"])
     print(f"wrote {len(labels)} labelled sentences to {paths['out']}", file=sys.stderr)

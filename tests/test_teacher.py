@@ -68,7 +68,8 @@ def test_reply_formats(server, tmp_path, content, pairs, failed):
     truncated = content.endswith("adverse_ev")
     server.handle = lambda h: server.reply(h, 200, chat_reply(content, "length" if truncated else "stop"))
     labels, stats = teacher.label_llm(SENTENCES[:1], config(server, tmp_path), [])
-    assert len(labels[0]["pairs"]) == pairs and stats["failed_replies"] == failed
+    assert stats["failed_replies"] == failed and ("error" in labels[0]) == failed  # no answer is not "no ADE"
+    assert len(labels[0].get("pairs", [])) == pairs and ("pairs" in labels[0]) != failed
     assert stats["truncated"] == truncated and labels[0]["raw"]["content"] == content
 
 
@@ -121,6 +122,64 @@ def test_errors_that_a_retry_cannot_fix_stop_at_once(server, tmp_path, status, b
     assert len(server.requests) == 1
     msg = str(error.value)
     assert f"{server.url}/v1/chat/completions" in msg and str(status) in msg and advice in msg
+
+
+def test_a_refused_sentence_fails_alone_and_a_rerun_asks_only_it(server, tmp_path, capsys):
+    def handle(h):
+        if "Patient 3 " in h.body.decode():
+            server.reply(h, 400, '{"error": {"message": "maximum context length exceeded"}}')
+        else:
+            server.reply(h, 200, chat_reply('{"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]}'))
+    server.handle = handle
+    labels, stats = teacher.label_llm(SENTENCES[:6], config(server, tmp_path), [])
+    assert stats["refused"] == 1 and "pairs" not in labels[3] and "maximum context length" in labels[3]["error"]
+    assert all(len(r["pairs"]) == 1 for i, r in enumerate(labels) if i != 3)
+    assert "the server refused 1 requests" in capsys.readouterr().err
+    teacher.label_llm(SENTENCES[:6], config(server, tmp_path), [])
+    assert len(server.requests) == 7 and "Patient 3 " in server.requests[-1][3].decode()
+
+
+def test_json_schema_mode_sends_the_answer_schema_and_a_refusal_names_the_fallback(server, tmp_path):
+    answer_pairs(server)
+    labels, _ = teacher.label_llm(SENTENCES[:1], config(server, tmp_path, json_mode="schema"), [])
+    response_format = json.loads(server.requests[0][3])["response_format"]
+    assert response_format["type"] == "json_schema" and response_format["json_schema"]["strict"] is True
+    schema = response_format["json_schema"]["schema"]
+    assert schema["required"] == ["pairs"] and schema["properties"]["pairs"]["items"]["required"] == \
+        ["drug", "adverse_event"]
+    assert len(labels[0]["pairs"]) == 1
+    server.handle = lambda h: server.reply(h, 400, '{"detail": "response_format: Input should be \'text\' or '
+                                                    '\'json_object\'"}')  # llama-cpp-python 0.3's answer
+    with pytest.raises(teacher.TeacherError, match="--json_mode=true"):
+        teacher.label_llm(SENTENCES[1:2], config(server, tmp_path, json_mode="schema"), [])
+    ner = teacher.answer_schema(["Chemical", "Disease"])["properties"]["entities"]
+    assert ner["required"] == ["Chemical", "Disease"]
+
+
+def test_dry_run_sends_nothing_and_estimates_the_cost(server, tmp_path, capsys):
+    answer_pairs(server)
+    teacher.label_llm(SENTENCES[:2], config(server, tmp_path), [])  # two cached
+    cfg = config(server, tmp_path, dry_run=True, price_in=2.0, price_out=8.0)
+    train = [{"id": "t", "text": "Lithium-induced tremor.", "pairs": [{"drug": [0, 7], "ade": [16, 22]}]}]
+    labels, stats = teacher.label_llm(SENTENCES[:10], cfg, train)
+    assert labels is None and stats["requests"] == 8 and len(server.requests) == 2
+    prompt = sum(len(json.dumps(teacher.messages_for(s["text"], []))) / 4 for s in SENTENCES[2:10])
+    completion = 8 * len(json.dumps({"pairs": [{"drug": "Lithium", "adverse_event": "tremor"}]})) / 4
+    err = capsys.readouterr().err
+    assert f"8 requests to send, 2 cached; about {prompt:,.0f} prompt and {completion:,.0f} completion" in err
+    assert f"about {(2 * prompt + 8 * completion) / 1e6:.2f} USD" in err
+
+
+def test_max_cost_stops_before_the_cap_and_a_rerun_goes_on(server, tmp_path):
+    server.handle = lambda h: server.reply(h, 200, chat_reply('{"pairs": []}', usage=(100, 20)))
+    # completion tokens cost 1 USD each: a request's worst case is 100 USD (max_tokens), its real cost 20
+    cfg = config(server, tmp_path, concurrency=1, max_tokens=100, price_out=1e6, max_cost=250)
+    with pytest.raises(teacher.BudgetReached, match="spent about 160.0000 USD"):
+        teacher.label_llm(SENTENCES[:20], cfg, [])
+    assert len(server.requests) == 8  # the 9th could have brought the spend to 160 + 100 > 250
+    assert len(open(tmp_path / "cache.jsonl").readlines()) == 8
+    labels, stats = teacher.label_llm(SENTENCES[:20], config(server, tmp_path, max_tokens=100), [])  # no cap
+    assert len(server.requests) == 20 and stats["requests"] == 12 and len(labels) == 20
 
 
 def test_slow_server_times_out_and_is_retried(server, tmp_path):
