@@ -153,6 +153,8 @@ class LLMConfig:
     cache: str = "cache/llm_replies.jsonl"
     dry_run: bool = False  # send nothing: print the requests to send, the estimated tokens and cost
     max_cost: float = 0.0  # USD: stop before this run's spend could pass it (0 = no cap; needs the prices)
+    batch_api: bool = False  # the OpenAI Batch API: half price, replies within 24 h; a killed run resumes its batch
+    batch_poll: float = 30.0  # seconds between polls of a batch
     lexicon_min_precision: float = 0.1  # the lexicon keeps terms this precise on train + ADE-free sentences
 
 
@@ -191,36 +193,37 @@ class BudgetReached(TeacherError):
     pass
 
 
-def post_chat(session, url, body, cfg):
-    """POST one chat completion; retries 429/5xx/connection errors/timeouts with backoff and jitter,
-    honouring Retry-After; raises TeacherError at once on anything a retry cannot fix."""
+def call(session, method, url, cfg, raw=False, **kwargs):
+    """One API call (a chat completion, or a Batch API step) -> its JSON (its text with raw=True); retries
+    429/5xx/connection errors/timeouts with backoff and jitter, honouring Retry-After; raises Refused for a
+    request the server will not take, TeacherError at once on anything else a retry cannot fix."""
     key = os.environ.get(cfg.api_key_env, "")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     for attempt in range(cfg.max_retries + 1):
         retry_after = None
         try:
-            r = session.post(url, json=body, headers=headers, timeout=cfg.timeout)
+            r = session.request(method, url, headers=headers, timeout=cfg.timeout, **kwargs)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             problem = f"{type(e).__name__}: {e}"
         else:
             if r.status_code == 200:
                 try:
-                    return r.json()
+                    return r.text if raw else r.json()
                 except ValueError:
-                    raise TeacherError(f"POST {url} answered 200 with a body that is not JSON: {r.text[:200]!r}. "
+                    raise TeacherError(f"{method} {url} answered 200 with a body that is not JSON: {r.text[:200]!r}. "
                                        "Is --base_url the OpenAI-compatible endpoint (often .../v1)?") from None
             problem = f"HTTP {r.status_code}: {r.text[:300]}"
             if "insufficient_quota" in r.text:
-                raise TeacherError(f"POST {url} answered {problem}. The account is out of quota: add credit or "
+                raise TeacherError(f"{method} {url} answered {problem}. The account is out of quota: add credit or "
                                    "use another key; the replies received so far are cached.")
             if r.status_code in REFUSED_STATUS and not re.search("response_format|json_schema", r.text):
                 raise Refused(problem)
             if r.status_code not in RETRY_STATUS:
-                raise TeacherError(f"POST {url} answered {problem}. "
+                raise TeacherError(f"{method} {url} answered {problem}. "
                                    f"{ADVICE.get(r.status_code, 'check the server log')}.")
             retry_after = r.headers.get("Retry-After")
         if attempt == cfg.max_retries:
-            raise TeacherError(f"POST {url} failed {attempt + 1} times; last: {problem}. Is the server up and "
+            raise TeacherError(f"{method} {url} failed {attempt + 1} times; last: {problem}. Is the server up and "
                                "reachable? Rerun to continue: the replies received so far are cached.")
         try:
             delay = float(retry_after)
@@ -288,7 +291,8 @@ def request_body(text, cfg, shots, types=None):
 
 
 def cost_usd(prompt_tokens, completion_tokens, cfg):
-    return (prompt_tokens * cfg.price_in + completion_tokens * cfg.price_out) / 1e6
+    """At --price_in / --price_out per million tokens; the Batch API charges half of them."""
+    return (prompt_tokens * cfg.price_in + completion_tokens * cfg.price_out) / 1e6 * (0.5 if cfg.batch_api else 1)
 
 
 def prompt_tokens_estimate(body):
@@ -318,6 +322,92 @@ class Budget:
             self.spent += cost_usd(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), self.cfg)
 
 
+def ask_live(todo, cfg, cache):
+    """Send the requests, cfg.concurrency at a time; every reply goes to the cache as it arrives.
+    -> {cache key: message} of the requests the server refused (not cached: a rerun asks them again)."""
+    url = cfg.base_url.rstrip("/") + "/chat/completions"
+    session, budget, refused = requests.Session(), Budget(cfg), {}
+    session.mount(url, requests.adapters.HTTPAdapter(pool_maxsize=cfg.concurrency))  # a connection per worker
+
+    def ask(key, body):  # the worker writes its own reply: one in flight at Ctrl-C still lands in the cache
+        worst = budget.reserve(body)
+        try:
+            reply = call(session, "POST", url, cfg, json=body)
+        except Refused as e:
+            refused[key] = str(e)
+            reply = {}
+        else:
+            cache.put(key, reply)
+        budget.settle(worst, reply.get("usage") or {})
+
+    t0, pool = time.time(), ThreadPoolExecutor(max_workers=cfg.concurrency)
+    try:
+        futures = [pool.submit(ask, key, body) for key, body in todo.items()]
+        for done, future in enumerate(as_completed(futures), 1):
+            future.result()  # re-raises a TeacherError of that request
+            data.progress("  labeling", done, len(todo), t0, end=done == len(todo))
+    except BudgetReached:  # a clean stop: the replies in flight are paid for, so wait for them
+        pool.shutdown(wait=True, cancel_futures=True)
+        cache.file.close()
+        raise
+    finally:  # on an error or Ctrl-C: drop the requests not yet started
+        pool.shutdown(wait=False, cancel_futures=True)
+    return refused
+
+
+def ask_batch(todo, cfg, cache):
+    """The OpenAI Batch API (half price, within 24 h): upload the requests as a JSONL file, create the batch,
+    poll it, and store every reply in the cache as the live path does. The batch id is saved beside the
+    cache before polling starts: a run killed while waiting resumes the same batch, never pays twice."""
+    base, session = cfg.base_url.rstrip("/"), requests.Session()
+    state_path = cfg.cache + ".batch.json"
+    if os.path.exists(state_path):
+        state = json.load(open(state_path))
+        print(f"resuming batch {state['batch_id']} (saved in {state_path})", file=sys.stderr)
+    elif not todo:
+        return {}
+    else:
+        worst = sum(cost_usd(prompt_tokens_estimate(b), cfg.max_tokens, cfg) for b in todo.values())
+        if cfg.max_cost and worst > cfg.max_cost:
+            raise BudgetReached(f"the batch's worst case (about {worst:.2f} USD: every reply at --max_tokens) "
+                                f"passes --max_cost={cfg.max_cost:g}; raise it, or label fewer sentences")
+        lines = "".join(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
+                                    "body": body}) + "\n" for key, body in todo.items())
+        file_id = call(session, "POST", f"{base}/files", cfg, data={"purpose": "batch"},
+                       files={"file": ("requests.jsonl", lines.encode())})["id"]
+        batch = call(session, "POST", f"{base}/batches", cfg, json={
+            "input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        state = {"batch_id": batch["id"], "input_file_id": file_id, "requests": len(todo)}
+        data.write_jsonl_file([state], state_path)  # written atomically: one JSON object
+        print(f"created batch {batch['id']} of {len(todo)} requests (id saved in {state_path})", file=sys.stderr)
+    t0 = time.time()
+    while True:
+        batch = call(session, "GET", f"{base}/batches/{state['batch_id']}", cfg)
+        counts = batch.get("request_counts") or {}
+        done = counts.get("completed", 0) + counts.get("failed", 0)
+        data.progress(f"  batch {batch.get('status')}", done, counts.get("total") or state["requests"], t0)
+        if batch.get("status") not in ("validating", "in_progress", "finalizing", "cancelling"):
+            break
+        time.sleep(cfg.batch_poll)
+    refused = {}
+    for file_id in (batch.get("output_file_id"), batch.get("error_file_id")):  # an expired batch keeps its part
+        for line in call(session, "GET", f"{base}/files/{file_id}/content", cfg, raw=True).splitlines() \
+                if file_id else []:
+            entry = json.loads(line)
+            response = entry.get("response") or {}
+            if response.get("status_code") == 200:
+                cache.put(entry["custom_id"], response["body"])
+            else:
+                refused[entry["custom_id"]] = json.dumps(entry.get("error") or response.get("body"))[:300]
+    if batch.get("status") != "completed" and not (batch.get("output_file_id") or batch.get("error_file_id")):
+        raise TeacherError(f"batch {state['batch_id']} ended {batch.get('status')}: {batch.get('errors')}; "
+                           f"delete {state_path} to create a new batch")
+    os.remove(state_path)
+    missing = {k: f"no reply in batch {state['batch_id']} ({batch.get('status')})" for k in todo
+               if k not in cache.replies and k not in refused}
+    return {**refused, **missing}
+
+
 def label_llm(records, cfg, train, types=None):
     """Label records with an LLM; -> (labels, stats), or (None, stats) with --dry_run. Cached replies are
     reused, never paid twice. A request the server refuses (400: too long, filtered) fails alone: its
@@ -332,7 +422,8 @@ def label_llm(records, cfg, train, types=None):
     keys = [hashlib.sha256(json.dumps([url, b], sort_keys=True).encode()).hexdigest() for b in bodies]
     todo = {k: b for k, b in zip(keys, bodies) if k not in cache.replies}
     print(f"teacher llm: {len(records)} sentences, {len(records) - len(todo)} cached, {len(todo)} to ask "
-          f"{cfg.llm_model} at {url} ({cfg.concurrency} at a time)", file=sys.stderr)
+          f"{cfg.llm_model} at {url} ({'Batch API' if cfg.batch_api else f'{cfg.concurrency} at a time'})",
+          file=sys.stderr)
     if cfg.dry_run:
         cache.file.close()
         answer_tokens = [len(json.dumps(answer_for(r, types))) / 4 for r in train] or [10]
@@ -341,34 +432,11 @@ def label_llm(records, cfg, train, types=None):
         print(f"dry run: nothing sent. {len(todo)} requests to send, {len(records) - len(todo)} cached; about "
               f"{prompt:,.0f} prompt and {completion:,.0f} completion tokens (4 characters a token); about "
               f"{cost_usd(prompt, completion, cfg):.2f} USD at --price_in={cfg.price_in:g} --price_out="
-              f"{cfg.price_out:g} per million tokens", file=sys.stderr)
+              f"{cfg.price_out:g} per million tokens{' (Batch API: half of that)' if cfg.batch_api else ''}",
+              file=sys.stderr)
         return None, {"sentences": len(records), "requests": len(todo)}
-    t0, session, budget, refused = time.time(), requests.Session(), Budget(cfg), {}
-    session.mount(url, requests.adapters.HTTPAdapter(pool_maxsize=cfg.concurrency))  # a connection per worker
-
-    def ask(key, body):  # the worker writes its own reply: one in flight at Ctrl-C still lands in the cache
-        worst = budget.reserve(body)
-        try:
-            reply = post_chat(session, url, body, cfg)
-        except Refused as e:
-            refused[key] = str(e)  # not cached: a rerun asks again
-            reply = {}
-        else:
-            cache.put(key, reply)
-        budget.settle(worst, reply.get("usage") or {})
-
-    pool = ThreadPoolExecutor(max_workers=cfg.concurrency)
-    try:
-        futures = [pool.submit(ask, key, body) for key, body in todo.items()]
-        for done, future in enumerate(as_completed(futures), 1):
-            future.result()  # re-raises a TeacherError of that request
-            data.progress("  labeling", done, len(todo), t0, end=done == len(todo))
-    except BudgetReached:  # a clean stop: the replies in flight are paid for, so wait for them
-        pool.shutdown(wait=True, cancel_futures=True)
-        cache.file.close()
-        raise
-    finally:  # on an error or Ctrl-C: drop the requests not yet started
-        pool.shutdown(wait=False, cancel_futures=True)
+    t0 = time.time()
+    refused = (ask_batch if cfg.batch_api else ask_live)(todo, cfg, cache)  # cache key -> the server's refusal
     cache.file.close()  # every request answered: release the lock (on an error, workers in flight still write)
     elapsed = time.time() - t0
     labels, stats = [], {"sentences": len(records), "requests": len(todo), "refused": len(refused),

@@ -169,7 +169,10 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, t
     ("--grad_accum=0", "--grad_accum=0: must be at least 1"), ("--log_every=0", "--log_every=0: must be at least 1"),
     ("--cv=2", "--cv=2: the protocol needs at least 3 folds"), ("--device=gpu", "--device=gpu: choose one of"),
     ("--head=Plain", "--head=Plain: choose one of drug, interaction, plain"), ("--task=nre", "--task=nre: choose"),
-    ("--api_key_env=sk-abc123", "--api_key_env takes the NAME"), ("--teacher=gpt", "--teacher=gpt: choose one of")])
+    ("--api_key_env=sk-abc123", "--api_key_env takes the NAME"), ("--teacher=gpt", "--teacher=gpt: choose one of"),
+    ("--json_mode=yes", "--json_mode=yes: choose one of true, false, schema"),
+    ("--max_cost=5", "--max_cost needs the prices"), ("--dry_run=true", "--dry_run=true is for --teacher=llm"),
+    ("--labels=/nonexistent.jsonl", "--labels=/nonexistent.jsonl: no such file")])
 def test_bad_options_stop_before_any_work(option, message, tmp_path):
     out = subprocess.run([sys.executable, "ade_distill.py", option, f"--out_dir={tmp_path}", "--data_dir=/nonexistent"],
                          capture_output=True, text=True)

@@ -182,6 +182,53 @@ def test_max_cost_stops_before_the_cap_and_a_rerun_goes_on(server, tmp_path):
     assert len(server.requests) == 20 and stats["requests"] == 12 and len(labels) == 20
 
 
+def test_batch_api_uploads_polls_downloads_and_a_killed_run_resumes_its_batch(server, tmp_path):
+    uploaded, polls = [], {"fail": True, "n": 0}
+
+    def handle(h):
+        if (h.command, h.path) == ("POST", "/v1/files"):
+            assert b'name="purpose"' in h.body and b"batch" in h.body
+            uploaded.extend(json.loads(line) for line in h.body.decode().splitlines() if line.startswith("{"))
+            return server.reply(h, 200, '{"id": "file-in", "purpose": "batch"}')
+        if (h.command, h.path) == ("POST", "/v1/batches"):
+            assert json.loads(h.body) == {"input_file_id": "file-in", "endpoint": "/v1/chat/completions",
+                                          "completion_window": "24h"}
+            return server.reply(h, 200, '{"id": "batch_1", "status": "validating"}')
+        if h.path == "/v1/batches/batch_1":
+            polls["n"] += 1
+            if polls["fail"]:  # the first run dies while it waits
+                return server.reply(h, 503, "unavailable")
+            status = "in_progress" if polls["n"] % 2 else "completed"
+            return server.reply(h, 200, json.dumps({"id": "batch_1", "status": status, "output_file_id": "file-out",
+                                                    "error_file_id": "file-err",
+                                                    "request_counts": {"total": 5, "completed": 4, "failed": 1}}))
+        ok, bad = uploaded[:4], uploaded[4:]
+        lines = ([{"custom_id": u["custom_id"], "response": {"status_code": 200, "body": json.loads(chat_reply(
+                  '{"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]}'))}} for u in ok]
+                 if h.path == "/v1/files/file-out/content" else
+                 [{"custom_id": u["custom_id"], "response": {"status_code": 400, "body": {"error": "too long"}}}
+                  for u in bad])
+        server.reply(h, 200, "".join(json.dumps(line) + "\n" for line in lines))
+    server.handle = handle
+    cfg = config(server, tmp_path, batch_api=True, batch_poll=0.01, max_retries=1, price_in=1.0, price_out=1.0)
+    with pytest.raises(teacher.TeacherError, match="503"):
+        teacher.label_llm(SENTENCES[:5], cfg, [])
+    state = json.load(open(cfg.cache + ".batch.json"))
+    assert state["batch_id"] == "batch_1" and len(uploaded) == 5
+    assert {(u["method"], u["url"], u["body"]["model"]) for u in uploaded} == {("POST", "/v1/chat/completions", "test-model")}
+
+    polls["fail"] = False
+    labels, stats = teacher.label_llm(SENTENCES[:5], cfg, [])
+    created = [(m, p) for m, p, _, _ in server.requests if m == "POST"]
+    assert created == [("POST", "/v1/files"), ("POST", "/v1/batches")]  # the same batch, never a second one
+    assert [len(r.get("pairs", [])) for r in labels] == [1, 1, 1, 1, 0] and "too long" in labels[4]["error"]
+    assert stats["refused"] == 1 and stats["cost_usd"] == 4 * 120 / 2 / 1e6  # the batch price: half
+    assert not os.path.exists(cfg.cache + ".batch.json")
+    n = len(server.requests)
+    teacher.label_llm(SENTENCES[:4], cfg, [])  # all cached now: nothing is sent
+    assert len(server.requests) == n
+
+
 def test_slow_server_times_out_and_is_retried(server, tmp_path):
     def handle(h):
         if len(server.requests) == 1:
