@@ -247,10 +247,10 @@ def score_rows(system, cfg, gold_sets, predicted, types, bootstrap=0):
 
 # ----------------------------------------------------------------------------- training
 
-def lr_at(step, total, cfg):
-    """Linear warmup, then linear decay to 0."""
-    warmup = max(1, int(cfg.warmup * total))
-    return cfg.lr * (step + 1) / warmup if step < warmup else cfg.lr * max(0.0, (total - step) / max(1, total - warmup))
+def lr_scale(step, total, warmup_fraction):
+    """The share of each group's peak learning rate at `step`: linear warmup, then linear decay to 0."""
+    warmup = max(1, int(warmup_fraction * total))
+    return (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
 
 
 def replace_dir(path, write):
@@ -270,8 +270,10 @@ def save_checkpoint(student, optimizer, scaler, state, path, tokenizer_dir, meta
     """Everything needed to resume: the student, the optimizer and scaler, the RNG, the step."""
     def write(tmp):
         model.save_student(student, tmp, tokenizer_dir, meta)
-        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
-                    **state}, os.path.join(tmp, "train_state.pt"))
+        rng = {"rng": torch.get_rng_state(), **({"cuda_rng": torch.cuda.get_rng_state_all()}
+                                                 if torch.cuda.is_available() else {})}
+        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), **rng, **state},
+                   os.path.join(tmp, "train_state.pt"))
     replace_dir(path, write)
 
 
@@ -305,6 +307,9 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
         optimizer.load_state_dict(saved.pop("optimizer"))
         scaler.load_state_dict(saved.pop("scaler"))
         torch.set_rng_state(saved.pop("rng"))
+        if "cuda_rng" in saved and torch.cuda.is_available():  # dropout masks on the GPU come from these
+            torch.cuda.set_rng_state_all(saved.pop("cuda_rng"))
+        saved.pop("cuda_rng", None)
         if saved.get("schedule") != schedule:
             raise SystemExit(f"error: {saved_at} was made with (sentences, --batch_size, --grad_accum, --epochs, "
                              f"--max_steps, --seed) = {saved.get('schedule')}, not {schedule}; resume with the same "
@@ -334,9 +339,9 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
                 loss_sum += loss.item()
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip).item()
-            lr = lr_at(state["step"], total, cfg)
+            scale = lr_scale(state["step"], total, cfg.warmup)
             for g in optimizer.param_groups:
-                g["lr"] = lr * g["peak_lr"] / cfg.lr
+                g["lr"] = g["peak_lr"] * scale
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -346,7 +351,7 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
             state["history"].append(round(loss_sum / n_labels, 5))
             if state["step"] % cfg.log_every == 0 or state["step"] == total:
                 dt = time.time() - t_log
-                print(f"step {state['step']}/{total} | loss {loss_sum / n_labels:.4f} | lr {lr:.2e} | "
+                print(f"step {state['step']}/{total} | loss {loss_sum / n_labels:.4f} | lr {cfg.lr * scale:.2e} | "
                       f"grad norm {grad_norm:.2f} | {1000 * dt / steps_since:.0f} ms/step | "
                       f"{sentences_since / dt:.1f} sentences/s", file=sys.stderr)
                 t_log, steps_since, sentences_since = time.time(), 0, 0
@@ -387,7 +392,9 @@ def run(cfg, splits):
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     types = data.entity_types(splits["train"]) if cfg.task == "ner" else None
-    gold_sets = {split: splits[split] for split in (["test"] if cfg.task == "ner" else ["test", "test+neg"])}
+    # With --given_drugs the ADE-free sentences have no drug to start from: test+neg would count no false positive.
+    gold_sets = {split: splits[split] for split in (["test"] if cfg.task == "ner" or cfg.given_drugs
+                                                   else ["test", "test+neg"])}
     if cfg.task == "ade":  # where the ADE head must tell the drugs of one sentence apart
         gold_sets["test 2+ drugs"] = [r for r in splits["test"]
                                       if len(data.drug_entities(r["text"], [p["drug"] for p in r["pairs"]])) >= 2]

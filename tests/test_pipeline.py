@@ -200,6 +200,17 @@ def test_a_kill_during_the_end_of_epoch_evaluation_resumes_into_it(tiny_bert_dir
     assert changed.returncode != 0 and "resume with the same options" in changed.stderr
 
 
+def test_lr_schedule_warms_up_then_decays_to_zero_for_every_group():
+    assert [ade_distill.lr_scale(step, 100, 0.1) for step in (0, 9, 10, 55, 100)] == [0.1, 1.0, 1.0, 0.5, 0.0]
+    assert ade_distill.lr_scale(0, 1, 0.0) == 1.0  # no warmup asked: one step at the peak
+
+
+def test_given_drugs_run_has_no_test_neg_row(tiny_bert_dir, data_dir, tmp_path):
+    rows = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path, "--given_drugs=true", "--max_pool=16",
+                                 "--epochs=1", "--bootstrap=0", "--lr=0"))  # lr 0: the schedule must not divide
+    assert {r["split"] for r in rows} == {"test", "test 2+ drugs"} and all(r["given_drugs"] for r in rows)
+
+
 def test_unknown_and_mistyped_options_are_errors():
     with pytest.raises(SystemExit, match="unknown option --epoch;.*--epochs"):
         ade_distill.main(["--epoch=3"])
