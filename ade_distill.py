@@ -277,6 +277,30 @@ def save_checkpoint(student, optimizer, scaler, state, path, tokenizer_dir, meta
     replace_dir(path, write)
 
 
+def resume_checkpoint(student, optimizer, scaler, last, schedule):
+    """--resume: load out_dir/last (or last.old, if a kill came between the two renames of a swap) into the
+    student, optimizer, scaler and RNGs -> the training state, or None when there is no checkpoint."""
+    saved_at = last if os.path.exists(os.path.join(last, "train_state.pt")) else last + ".old"
+    if not os.path.exists(os.path.join(saved_at, "train_state.pt")):
+        print(f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
+        return None
+    saved = torch.load(os.path.join(saved_at, "train_state.pt"), weights_only=True)
+    if saved.get("schedule") != schedule:
+        raise SystemExit(f"error: {saved_at} was made with (sentences, --batch_size, --grad_accum, --epochs, "
+                         f"--max_steps, --seed) = {saved.get('schedule')}, not {schedule}; resume with the same "
+                         "options, or start afresh without --resume")
+    resumed, _ = model.load_student(saved_at)
+    student.load_state_dict(resumed.state_dict())
+    optimizer.load_state_dict(saved.pop("optimizer"))
+    scaler.load_state_dict(saved.pop("scaler"))
+    torch.set_rng_state(saved.pop("rng"))
+    cuda_rng = saved.pop("cuda_rng", None)
+    if cuda_rng is not None and torch.cuda.is_available():  # dropout masks on the GPU come from these
+        torch.cuda.set_rng_state_all(cuda_rng)
+    print(f"resumed from {saved_at} at step {saved['step']}", file=sys.stderr)
+    return saved
+
+
 def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device, meta, types):
     """The handwritten loop: AdamW, warmup + linear decay, clipping, accumulation, AMP; the student with
     the best dev score (mean of strict and lenient F1) is saved to out_dir/student."""
@@ -295,29 +319,11 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
     lengths = [len(x["ids"]) for x in examples]
     steps_per_epoch = math.ceil(math.ceil(len(examples) / cfg.batch_size) / cfg.grad_accum)
     total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    # an epoch counts as done once it is evaluated: a kill during its evaluation resumes into that evaluation
     schedule = [len(examples), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.seed]
-    state = {"step": 0, "evaluated": 0, "best_score": -1.0, "history": [], "schedule": schedule}
     last = os.path.join(cfg.out_dir, "last")
-    saved_at = last if os.path.exists(os.path.join(last, "train_state.pt")) else last + ".old"
-    if cfg.resume and os.path.exists(os.path.join(saved_at, "train_state.pt")):
-        resumed, _ = model.load_student(saved_at)
-        student.load_state_dict(resumed.state_dict())
-        saved = torch.load(os.path.join(saved_at, "train_state.pt"), weights_only=True)
-        optimizer.load_state_dict(saved.pop("optimizer"))
-        scaler.load_state_dict(saved.pop("scaler"))
-        torch.set_rng_state(saved.pop("rng"))
-        if "cuda_rng" in saved and torch.cuda.is_available():  # dropout masks on the GPU come from these
-            torch.cuda.set_rng_state_all(saved.pop("cuda_rng"))
-        saved.pop("cuda_rng", None)
-        if saved.get("schedule") != schedule:
-            raise SystemExit(f"error: {saved_at} was made with (sentences, --batch_size, --grad_accum, --epochs, "
-                             f"--max_steps, --seed) = {saved.get('schedule')}, not {schedule}; resume with the same "
-                             "options, or start afresh without --resume")
-        state = saved
-        print(f"resumed from {saved_at} at step {state['step']}", file=sys.stderr)
-    elif cfg.resume:
-        print(f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
+    state = resume_checkpoint(student, optimizer, scaler, last, schedule) if cfg.resume else None
+    # an epoch counts as done once it is evaluated: a kill during its evaluation resumes into that evaluation
+    state = state or {"step": 0, "evaluated": 0, "best_score": -1.0, "history": [], "schedule": schedule}
     print(f"training: {len(examples)} sentences, {cfg.epochs} epochs, {total} steps of {cfg.batch_size}"
           f"{f' x {cfg.grad_accum}' if cfg.grad_accum > 1 else ''}", file=sys.stderr)
     t_log, steps_since, sentences_since = time.time(), 0, 0

@@ -482,12 +482,12 @@ def precise_terms(terms, records, spans_of, min_precision):
     """The terms whose matches in `records` (labelled sentences) are annotated spans at least `min_precision`
     of the time: "depression" or "infection" as an adverse event is mostly something else."""
     matched, annotated = Counter(), Counter()
-    pattern = data.term_pattern(terms)
+    term_list = data.TermList(terms)
     for r in records:
         gold = spans_of(r)
-        for m in pattern.finditer(r["text"]):
-            matched[m.group().lower()] += 1
-            annotated[m.group().lower()] += m.span() in gold
+        for s, e in term_list.spans(r["text"]):
+            matched[r["text"][s:e].lower()] += 1
+            annotated[r["text"][s:e].lower()] += (s, e) in gold
     return {t for t in terms if matched[t] and annotated[t] / matched[t] >= min_precision}
 
 
@@ -499,18 +499,18 @@ def label_lexicon(records, train, types=None, labelled=None, min_precision=0.0):
         return precise_terms(found, labelled or train, spans_of, min_precision) if min_precision else found
 
     if types is None:
-        drug_re = data.term_pattern(terms(lambda r: {tuple(p["drug"]) for p in r.get("pairs", [])}))
-        ade_re = data.term_pattern(terms(lambda r: {tuple(p["ade"]) for p in r.get("pairs", [])}))
+        drugs = data.TermList(terms(lambda r: {tuple(p["drug"]) for p in r.get("pairs", [])}))
+        ades = data.TermList(terms(lambda r: {tuple(p["ade"]) for p in r.get("pairs", [])}))
         labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
-                   "pairs": [{"drug": list(d.span()), "ade": list(a.span())}
-                             for d in drug_re.finditer(r["text"]) for a in ade_re.finditer(r["text"])]}
+                   "pairs": [{"drug": list(d), "ade": list(a)}
+                             for d in drugs.spans(r["text"]) for a in ades.spans(r["text"])]}
                   for r in records]
     else:
-        patterns = {t: data.term_pattern(terms(lambda r, t=t: {tuple(e["span"]) for e in r.get("entities", [])
-                                                          if e["type"] == t})) for t in types}
+        term_lists = {t: data.TermList(terms(lambda r, t=t: {tuple(e["span"]) for e in r.get("entities", [])
+                                                            if e["type"] == t})) for t in types}
         labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
-                   "entities": [{"span": list(m.span()), "type": t}
-                                for t, pattern in patterns.items() for m in pattern.finditer(r["text"])]}
+                   "entities": [{"span": list(span), "type": t}
+                                for t, term_list in term_lists.items() for span in term_list.spans(r["text"])]}
                   for r in records]
     return labels, {"sentences": len(records)}
 

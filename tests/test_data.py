@@ -143,8 +143,9 @@ def test_ade_example_and_collate(minilm_dir):
     assert pooled == "Aspirinaspirin", "the sub-words of both mentions are pooled"
     assert data.bio_to_spans(enc[0], example["labels"]) == [(0, 7, 0), (30, 37, 0), (49, 56, 0)]
     batch = data.collate([example, data.ade_example(enc[1], {"text": "Heparin.", "pairs": []})])
-    T = len(enc[0]["ids"])
+    T = -(-len(enc[0]["ids"]) // 8) * 8  # padded to a multiple of 8
     assert batch["input_ids"].shape == (2, T) and batch["attention_mask"][1].sum() == len(enc[1]["ids"])
+    assert batch["attention_mask"][0].sum() == len(enc[0]["ids"]) < T and (batch["labels"][0, -1] == -100)
     assert batch["drug_sentence"].tolist() == [0, 0] and batch["drug_token_mask"].shape == (2, T)
     assert batch["drug_token_mask"][0].sum() == len(aspirin) and (batch["ade_labels"][1] == 1).sum() == 1
 
