@@ -45,7 +45,7 @@ class Config(teacher.LLMConfig):  # the LLM teacher's options (--base_url, --llm
     max_pool: int = 0  # a cap on the unlabeled sentences the teacher labels, drawn with --seed (0 = all 17,096)
     pool: str = ""  # a sentences file (e.g. `python data.py --pubmed=...`) instead of the corpus's own pool
     labels: str = ""  # a labels file (teacher.py's, or any tool's): train on it, no teacher is called
-    empty_ratio: float = 1.0  # sentences the teacher found nothing in, kept per sentence it labelled (-1 = all)
+    empty_ratio: float = 0.5  # sentences the teacher found nothing in, kept per sentence it labelled (-1 = all)
     eval_teacher_only: bool = False
     # student
     init_from: str = ""  # a Hugging Face BERT directory, or hf:ORG/NAME; default: all-MiniLM-L6-v2

@@ -253,6 +253,45 @@ def prediction_row(path, texts):
         + ("" if os.environ.get("BENCH_STUDENT") else "; untrained heads"))
 
 
+def decoding_row(path, encs):
+    """Constrained (Viterbi) decoding of the drug head's BIO tags against the encoder pass that feeds it."""
+    student = model.AdeModel(model.load_encoder(path)).eval()
+    inputs = [(b, *padded(encs, b)) for b in data.length_batches([len(e["ids"]) for e in encs], 64)]
+    with torch.no_grad():
+        log_probs = [(b, ade_distill.log_softmax(student.drug_head(student.encoder(ids, mask))))
+                     for b, ids, mask in inputs]
+
+    @torch.no_grad()
+    def encoder_only():
+        for _, ids, mask in inputs:
+            student.encoder(ids, mask)
+
+    def decode():
+        for b, lp in log_probs:
+            for row_, i in enumerate(b):
+                data.decode_spans(encs[i], lp[row_])
+
+    t_enc, t_dec = seconds(encoder_only, decode)
+    row("8. constrained decoding vs the encoder pass (s)", f"{t_dec:.2f} s decoding", f"{t_enc:.2f} s encoder",
+        f"{t_dec / t_enc:.1%}", f"{len(encs)} sentences, drug head (the ADE head decodes as many again per drug)")
+
+
+def lexicon_row(splits):
+    """The lexicon teacher's matcher (data.TermList) against the one-regex alternation of its terms."""
+    import re
+    terms = {r["text"][slice(*p["ade"])].lower() for r in splits["train"] for p in r["pairs"]}
+    texts = [r["text"] for r in splits["pool"]]
+    alternation = sorted({t for t in terms if len(t) >= 3}, key=lambda t: (-len(t), t))
+    regex = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, alternation)) + r")(?![A-Za-z0-9])", re.I)
+    term_list = data.TermList(terms)
+    same = all([m.span() for m in regex.finditer(x)] == term_list.spans(x) for x in texts)
+    t_ours, t_regex = seconds(lambda: [term_list.spans(x) for x in texts],
+                              lambda: [list(regex.finditer(x)) for x in texts], repeat=1)
+    row("9. lexicon matching, ADE terms over the pool (sentences/s)", f"{len(texts) / t_ours:.0f}",
+        f"one regex {len(texts) / t_regex:.0f}", t_regex / t_ours,
+        f"{len(alternation)} terms, {len(texts)} sentences; same matches: {same}")
+
+
 def gpu_rows(path):
     if not torch.cuda.is_available():
         row("7. GPU training throughput and MFU", "-", "-", "-", "skipped: no CUDA device here")
@@ -309,6 +348,8 @@ def main():
     teacher_rows()
     sentences = [r["text"] for r in splits["pool"] + splits["test+neg"]][: 1000 if QUICK else 10000]
     prediction_row(path, sentences)
+    decoding_row(path, data.encode(tokenizer, [r["text"] for r in splits["test+neg"]], 128))
+    lexicon_row(splits)
     gpu_rows(path)
     print(f"\n| row | ade_distill | reference | ratio | note |\n| --- | ---: | ---: | ---: | --- |")
     for r in ROWS:
