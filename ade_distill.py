@@ -408,8 +408,8 @@ def run(cfg, splits):
 
     # 1. The teacher labels the test sentences (to be scored beside the student) and the unlabeled pool, in
     #    one call: one progress line, one cost figure, and the lexicon is built once.
-    held_texts = {r["text"] for r in splits["dev"] + splits["test+neg" if cfg.task == "ade" else "test"]}
     to_score = splits["test+neg"] if cfg.task == "ade" else splits["test"]  # holds every scored sentence
+    held_texts = {r["text"] for r in splits["dev"] + to_score}  # never in a pool or a labels file's training part
     if cfg.labels:
         test_labels, labels = labels_from_file(cfg.labels, to_score, held_texts)
         cfg = replace(cfg, teacher="labels")  # the name of the teacher in the results
