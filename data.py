@@ -105,8 +105,9 @@ class TermList:
         found, i = [], 0
         while i < len(text):
             if i == 0 or not is_word_char(text[i - 1]):
-                end = next((i + n for n in self.lengths.get(lower[i:i + 2], ()) if lower[i:i + n] in self.terms
-                            and (i + n == len(text) or not is_word_char(text[i + n]))), None)
+                end = next((i + n for n in self.lengths.get(lower[i:i + 2], ()) if i + n <= len(text)
+                            and lower[i:i + n] in self.terms and (i + n == len(text) or not is_word_char(text[i + n]))),
+                           None)
                 if end:
                     found.append((i, end))
                     i = end

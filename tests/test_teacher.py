@@ -341,6 +341,9 @@ def test_lexicon_teacher_whole_words_longest_match():
     labels, _ = teacher.label_lexicon([{"id": "x", "text": "ASPIRIN skin rash; no rashes; aspirinate."}], train)
     # "it" is under 3 characters (left out); "skin rash" beats "rash"; "rashes", "aspirinate" are other words
     assert labels[0]["pairs"] == [{"drug": [0, 7], "ade": [8, 17]}]
+    # a longer term cut by the end of the text is no match; the shorter one that fits is (the regex's answer)
+    terms = data.TermList(["skin rash", "skin rashes", "ras"])
+    assert terms.spans("a skin rash") == [(2, 11)] and terms.spans("ras") == [(0, 3)]
 
 
 def test_lexicon_drops_terms_that_are_rarely_annotated():
