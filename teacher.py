@@ -361,6 +361,13 @@ def ask_batch(todo, cfg, cache):
     cache before polling starts: a run killed while waiting resumes the same batch, never pays twice."""
     base, session = cfg.base_url.rstrip("/"), requests.Session()
     state_path = cfg.cache + ".batch.json"
+
+    def api(method, path, **kwargs):  # a refused Batch API step is the whole batch's problem: fatal
+        try:
+            return call(session, method, base + path, cfg, **kwargs)
+        except Refused as e:
+            raise TeacherError(f"{method} {base}{path} answered {e}") from None
+
     if os.path.exists(state_path):
         state = json.load(open(state_path))
         print(f"resuming batch {state['batch_id']} (saved in {state_path})", file=sys.stderr)
@@ -373,16 +380,16 @@ def ask_batch(todo, cfg, cache):
                                 f"passes --max_cost={cfg.max_cost:g}; raise it, or label fewer sentences")
         lines = "".join(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
                                     "body": body}) + "\n" for key, body in todo.items())
-        file_id = call(session, "POST", f"{base}/files", cfg, data={"purpose": "batch"},
-                       files={"file": ("requests.jsonl", lines.encode())})["id"]
-        batch = call(session, "POST", f"{base}/batches", cfg, json={
+        file_id = api("POST", "/files", data={"purpose": "batch"},
+                      files={"file": ("requests.jsonl", lines.encode())})["id"]
+        batch = api("POST", "/batches", json={
             "input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
         state = {"batch_id": batch["id"], "input_file_id": file_id, "requests": len(todo)}
         data.write_jsonl_file([state], state_path)  # written atomically: one JSON object
         print(f"created batch {batch['id']} of {len(todo)} requests (id saved in {state_path})", file=sys.stderr)
     t0 = time.time()
     while True:
-        batch = call(session, "GET", f"{base}/batches/{state['batch_id']}", cfg)
+        batch = api("GET", f"/batches/{state['batch_id']}")
         counts = batch.get("request_counts") or {}
         done = counts.get("completed", 0) + counts.get("failed", 0)
         data.progress(f"  batch {batch.get('status')}", done, counts.get("total") or state["requests"], t0)
@@ -390,9 +397,9 @@ def ask_batch(todo, cfg, cache):
             break
         time.sleep(cfg.batch_poll)
     refused = {}
-    for file_id in (batch.get("output_file_id"), batch.get("error_file_id")):  # an expired batch keeps its part
-        for line in call(session, "GET", f"{base}/files/{file_id}/content", cfg, raw=True).splitlines() \
-                if file_id else []:
+    # the output and the error file (an expired batch keeps the part it finished)
+    for file_id in filter(None, (batch.get("output_file_id"), batch.get("error_file_id"))):
+        for line in api("GET", f"/files/{file_id}/content", raw=True).splitlines():
             entry = json.loads(line)
             response = entry.get("response") or {}
             if response.get("status_code") == 200:
