@@ -100,8 +100,9 @@ class TermList:
         self.lengths = {start: sorted(ls, reverse=True) for start, ls in lengths.items()}
 
     def spans(self, text):
-        lower = text.lower() if len(text.lower()) == len(text) else "".join(
-            c.lower() if len(c.lower()) == 1 else c for c in text)  # offsets must stay those of `text`
+        lower = text.lower()
+        if len(lower) != len(text):  # offsets must stay those of `text` ("İ" lowercases to two characters)
+            lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
         found, i = [], 0
         while i < len(text):
             if i == 0 or not is_word_char(text[i - 1]):
@@ -273,7 +274,8 @@ def split_sentences(text):
         if not abbreviation:
             sentences.append(text[start:m.end()].strip())
             start = m.end()
-    return sentences + ([text[start:].strip()] if text[start:].strip() else [])
+    rest = text[start:].strip()
+    return sentences + ([rest] if rest else [])
 
 
 def pubmed_pool(paths, splits):

@@ -508,10 +508,12 @@ def label_lexicon(records, train, types=None, labelled=None, min_precision=0.0):
     if types is None:
         drugs = data.TermList(terms(lambda r: {tuple(p["drug"]) for p in r.get("pairs", [])}))
         ades = data.TermList(terms(lambda r: {tuple(p["ade"]) for p in r.get("pairs", [])}))
-        labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
-                   "pairs": [{"drug": list(d), "ade": list(a)}
-                             for d in drugs.spans(r["text"]) for a in ades.spans(r["text"])]}
-                  for r in records]
+        labels = []
+        for r in records:
+            ade_spans = ades.spans(r["text"])  # once per sentence, not once per drug
+            labels.append({"id": r["id"], "text": r["text"], "teacher": "lexicon",
+                           "pairs": [{"drug": list(d), "ade": list(a)}
+                                     for d in drugs.spans(r["text"]) for a in ade_spans]})
     else:
         term_lists = {t: data.TermList(terms(lambda r, t=t: {tuple(e["span"]) for e in r.get("entities", [])
                                                             if e["type"] == t})) for t in types}
