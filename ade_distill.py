@@ -426,7 +426,13 @@ def run(cfg, splits):
         print(teacher.describe(stats) + f" ({len(scored)} test and {len(all_labels) - len(scored)} pool "
               "sentences)", file=sys.stderr)
         test_labels, labels = all_labels[:len(scored)], all_labels[len(scored):]
-    rows = score_rows("teacher", cfg, gold_sets, test_labels, types, cfg.bootstrap) if test_labels else []
+    # the teacher's rows: each test set whose every sentence it labelled (a labels file may hold test, not test+neg)
+    labelled_ids = {r["id"] for r in test_labels}
+    teacher_sets = {split: gold for split, gold in gold_sets.items() if all(r["id"] in labelled_ids for r in gold)}
+    if cfg.labels and set(teacher_sets) != set(gold_sets):
+        print(f"note: {cfg.labels} does not label every sentence of "
+              f"{', '.join(sorted(set(gold_sets) - set(teacher_sets)))}: no teacher row there", file=sys.stderr)
+    rows = score_rows("teacher", cfg, teacher_sets, test_labels, types, cfg.bootstrap)
     if cfg.eval_teacher_only:
         return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
     data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
@@ -471,19 +477,14 @@ def run(cfg, splits):
 
 
 def labels_from_file(path, scored, held_texts):
-    """--labels: a labels file -> (its labels of the scored sentences when it has every one of them, else [];
-    the training labels: all its other sentences, except any whose text is a dev or test sentence)."""
+    """--labels: a labels file -> (its labels of the scored sentences it holds; the training labels: all its
+    other sentences, except any whose text is a dev or test sentence)."""
     records = data.read_sentences(path)
     for n, r in enumerate(records, 1):
         evaluate.check_record(r, f"{path}: sentence {n} (id {r['id']})")
-    by_id = {r["id"]: r for r in records}
-    test_labels = [by_id.get(r["id"]) for r in scored]
-    if not all(label and label["text"] == r["text"] for label, r in zip(test_labels, scored)):
-        print(f"note: {path} does not label every test sentence, so the results have no teacher rows",
-              file=sys.stderr)
-        test_labels = []
-    scored_ids = {r["id"] for r in scored}
-    labels = data.without_held_out([r for r in records if r["id"] not in scored_ids], held_texts, path)
+    scored_texts = {r["id"]: r["text"] for r in scored}
+    test_labels = [r for r in records if scored_texts.get(r["id"]) == r["text"]]
+    labels = data.without_held_out([r for r in records if r["id"] not in scored_texts], held_texts, path)
     print(f"labels from {path}: {len(labels)} training sentences, {len(test_labels)} test sentences",
           file=sys.stderr)
     return test_labels, labels

@@ -94,6 +94,14 @@ def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_
                                  "--epochs=1", "--bootstrap=0"))
     err = capsys.readouterr().err
     assert [(r["system"], r["teacher"]) for r in rows] == [("student", "labels")] * 3  # the file has no test labels
+    # with the test split's sentences (not the ADE-free ones): teacher rows on test and test 2+ drugs only
+    test_file = tmp_path / "with_test.jsonl"
+    test_file.write_text(data_file.read_text() + "".join(json.dumps(r) + "\n" for r in ade_splits["test"]))
+    rows = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "with_test", f"--labels={test_file}",
+                                 "--epochs=1", "--bootstrap=0"))
+    teacher_rows = {r["split"]: r for r in rows if r["system"] == "teacher"}
+    assert sorted(teacher_rows) == ["test", "test 2+ drugs"] and teacher_rows["test"]["lenient"]["f1"] == 1.0
+    assert "labels from " + str(test_file) + ": 31 training sentences, 428 test sentences" in capsys.readouterr().err
     assert "1 " + str(data_file) + " sentences also occur in dev/test and are left out" in err
     assert "1 sentences have no teacher answer" in err and "training set: " in err
     n_labelled = sum(bool(r["pairs"]) for r in labels)
