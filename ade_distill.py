@@ -32,16 +32,11 @@ import teacher
 
 
 @dataclass
-class Config(teacher.LLMConfig):  # the LLM teacher's options (--base_url, --llm_model, ...) come with it
-    # task and data
-    task: str = "ade"  # ade | ner
-    dataset: str = "ade"  # for --task=ner: bc5cdr | ncbi_disease
-    data_dir: str = ""  # default: $ADE_DISTILL_DATA, else ./data
+class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task, --base_url, ...) come with it
     out_dir: str = "out"
     cv: int = 0  # 10: the 10-fold protocol by PubMed ID; per-fold and mean +- sd strict and lenient F1
     cv_folds: str = ""  # with --cv: the folds to run, e.g. "0,1" (default: all; split the work across machines)
-    # teacher
-    teacher: str = "lexicon"  # lexicon | gold | llm
+    # the teacher's data
     max_pool: int = 0  # a cap on the unlabeled sentences the teacher labels, drawn with --seed (0 = all 17,096)
     pool: str = ""  # a sentences file (e.g. `python data.py --pubmed=...`) instead of the corpus's own pool
     labels: str = ""  # a labels file (teacher.py's, or any tool's): train on it, no teacher is called
@@ -55,7 +50,7 @@ class Config(teacher.LLMConfig):  # the LLM teacher's options (--base_url, --llm
     max_len: int = 128
     o_bias: float = -1.0  # added to the O tag's log-probability before decoding (> 0: fewer, surer spans);
     #                       -1: the value of O_BIAS_GRID with the best dev score, chosen after training
-    dropout: float = 0.1
+    dropout: float = 0.1  # the student's dropout rate: encoder (in place of its checkpoint's) and heads
     # training
     epochs: int = 2  # the default run; the supervised row uses --epochs=6 (README)
     max_steps: int = 0  # a cap on optimizer steps (0 = none)
@@ -112,9 +107,9 @@ def make_examples(records, tokenizer, cfg, types):
         examples = [data.ner_example(e, as_entities(r), ["drug", "ade"]) for e, r in zip(encoded, records)]
     else:
         examples = [data.ade_example(e, r) for e, r in zip(encoded, records)]
-    off = sum(x["off_boundary"] for x in examples)
-    if off:
-        print(f"note: {off} labelled spans do not fall on token boundaries (tagged to the tokens they touch)",
+    off_boundary = sum(x["off_boundary"] for x in examples)
+    if off_boundary:
+        print(f"note: {off_boundary} labelled spans do not fall on token boundaries (tagged to the tokens they touch)",
               file=sys.stderr)
     return examples
 
@@ -161,8 +156,8 @@ def predict(student, tokenizer, records, cfg, device, types=None, given=None, o_
     biases = [max(cfg.o_bias, 0.0)] if o_biases is None else o_biases  # -1 (not chosen yet) decodes with 0
     outs = [[{"id": r["id"], "text": r["text"]} for r in records] for _ in biases]
     for batch_ids in data.length_batches([len(e["ids"]) for e in encoded], cfg.batch_size * 2):
-        encs = [encoded[i] for i in batch_ids]
-        batch = to_device(data.collate([{"ids": e["ids"]} for e in encs]), device)
+        encodings = [encoded[i] for i in batch_ids]
+        batch = to_device(data.collate([{"ids": enc["ids"]} for enc in encodings]), device)
         texts = [records[i]["text"] for i in batch_ids]
         drugs = [[p["drug"] for p in given[i]["pairs"]] for i in batch_ids] if given else None
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
@@ -172,11 +167,11 @@ def predict(student, tokenizer, records, cfg, device, types=None, given=None, o_
                 hidden = student.encoder(batch["input_ids"], batch["attention_mask"])
             for out, bias in zip(outs, biases):
                 if isinstance(student, model.NerModel):
-                    found = [ner_fields(data.decode_spans(enc, lp), cfg, types)
-                             for enc, lp in zip(encs, log_softmax(logits, bias))]
+                    row_fields = [ner_fields(data.decode_spans(enc, log_probs), cfg, types)
+                                  for enc, log_probs in zip(encodings, log_softmax(logits, bias))]
                 else:
-                    found = ade_fields(student, hidden, encs, texts, drugs, bias)
-                for i, fields in zip(batch_ids, found):
+                    row_fields = ade_fields(student, hidden, encodings, texts, drugs, bias)
+                for i, fields in zip(batch_ids, row_fields):
                     out[i].update(fields)
     return outs[0] if o_biases is None else outs
 
@@ -210,30 +205,30 @@ def ner_fields(spans, cfg, types):
     if cfg.task == "ner":
         return {"entities": [{"span": [s, e], "type": types[k]} for s, e, k in spans]}
     # the plain-head ablation: every predicted ADE paired with every predicted drug of the sentence
-    return {"pairs": [{"drug": [ds, de], "ade": [s, e]} for ds, de, dk in spans if dk == 0
-                      for s, e, k in spans if k == 1]}
+    return {"pairs": [{"drug": [d_start, d_end], "ade": [start, end]} for d_start, d_end, d_type in spans
+                      if d_type == 0 for start, end, a_type in spans if a_type == 1]}
 
 
-def ade_fields(student, hidden, encs, texts, given_drugs=None, o_bias=0.0):
+def ade_fields(student, hidden, encodings, texts, given_drugs=None, o_bias=0.0):
     """Hidden states (B, T, D) -> the drug head's spans (or the given ones) -> drug entities -> the ADE
     head once for all of them."""
     drug_log_probs = log_softmax(student.drug_head(hidden), o_bias)
     drugs = []  # (row in the batch, all mentions of one drug)
-    for row, (enc, text) in enumerate(zip(encs, texts)):
+    for row, (enc, text) in enumerate(zip(encodings, texts)):
         spans = given_drugs[row] if given_drugs else [s[:2] for s in data.decode_spans(enc, drug_log_probs[row])]
         drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
     token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
     for m, (row, mentions) in enumerate(drugs):
-        token_mask[m, data.token_mask(encs[row], mentions)] = 1.0
+        token_mask[m, data.token_mask(encodings[row], mentions)] = 1.0
     sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=hidden.device)
     ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
-    found = [{"pairs": []} for _ in encs]
+    row_fields = [{"pairs": []} for _ in encodings]
     for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits, o_bias)):
-        for s, e, _ in data.decode_spans(encs[row], log_probs):
-            pair = {"drug": list(mentions[0]), "ade": [s, e]}
-            if pair not in found[row]["pairs"]:
-                found[row]["pairs"].append(pair)
-    return found
+        for start, end, _ in data.decode_spans(encodings[row], log_probs):
+            pair = {"drug": list(mentions[0]), "ade": [start, end]}
+            if pair not in row_fields[row]["pairs"]:
+                row_fields[row]["pairs"].append(pair)
+    return row_fields
 
 
 def score_rows(system, cfg, gold_sets, predicted, types, bootstrap=0):
@@ -334,13 +329,13 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
         for group in groups[state["step"] - epoch * steps_per_epoch:]:
             if state["step"] >= total:
                 break
-            arrays = [data.collate([examples[i] for i in ids]) for ids in group]
+            micro_batches = [data.collate([examples[i] for i in ids]) for ids in group]
             # Normalise by the real labels of the whole accumulated batch, not per micro-batch.
-            n_labels = sum(int((a["labels"] != -100).sum() + (a["ade_labels"] != -100).sum()) for a in arrays)
+            n_labels = sum(int((b["labels"] != -100).sum() + (b["ade_labels"] != -100).sum()) for b in micro_batches)
             loss_sum = 0.0
-            for a in arrays:
+            for micro_batch in micro_batches:
                 with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                    loss, _ = batch_loss(forward, to_device(a, device), meta["model"])
+                    loss, _ = batch_loss(forward, to_device(micro_batch, device), meta["model"])
                 scaler.scale(loss / n_labels).backward()
                 loss_sum += loss.item()
             scaler.unscale_(optimizer)
@@ -444,7 +439,7 @@ def run(cfg, splits):
     if init.startswith("hf:"):
         init = model.download_hf(init, os.path.join("cache", "models"))
     tokenizer = model.load_tokenizer(init)
-    encoder = model.load_encoder(init)
+    encoder = model.load_encoder(init, cfg.dropout)
     n_types = len(types) if cfg.task == "ner" else 2
     kind = student_kind(cfg)
     student = (model.AdeModel(encoder, cfg.dropout, interaction=cfg.head == "interaction") if kind == "ade"

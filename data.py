@@ -474,19 +474,20 @@ def ade_example(enc, record):
     the labels of its adverse events."""
     text, pairs = record["text"], record.get("pairs", [])
     entities = drug_entities(text, [p["drug"] for p in pairs])
-    drug_labels, off = spans_to_bio(enc, [(s, e, 0) for mentions in entities.values() for s, e in mentions])
+    drug_labels, off_boundary = spans_to_bio(enc, [(s, e, 0) for mentions in entities.values() for s, e in mentions])
     drugs = []
     for key, mentions in entities.items():
         ades = sorted({tuple(p["ade"]) for p in pairs if text[p["drug"][0]:p["drug"][1]].lower() == key})
         ade_labels, ade_off = spans_to_bio(enc, [(s, e, 0) for s, e in ades])
-        off += ade_off
+        off_boundary += ade_off
         drugs.append({"tokens": token_mask(enc, mentions), "labels": ade_labels})
-    return {"ids": enc["ids"], "labels": drug_labels, "drugs": drugs, "off_boundary": off}
+    return {"ids": enc["ids"], "labels": drug_labels, "drugs": drugs, "off_boundary": off_boundary}
 
 
 def ner_example(enc, record, types):
-    labels, off = spans_to_bio(enc, [(*e["span"], types.index(e["type"])) for e in record.get("entities", [])])
-    return {"ids": enc["ids"], "labels": labels, "drugs": [], "off_boundary": off}
+    spans = [(*e["span"], types.index(e["type"])) for e in record.get("entities", [])]
+    labels, off_boundary = spans_to_bio(enc, spans)
+    return {"ids": enc["ids"], "labels": labels, "drugs": [], "off_boundary": off_boundary}
 
 
 # ----------------------------------------------------------------------------- batching

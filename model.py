@@ -198,8 +198,9 @@ def load_state(model, tensors, source, ignore=IGNORED_KEYS):
             v.copy_(found[k])  # floating-point checkpoints in fp16/bf16 are cast to the model's dtype
 
 
-def load_encoder(path):
-    """A Hugging Face BERT directory (config.json + model.safetensors) -> BertModel in eval mode."""
+def load_encoder(path, dropout=None):
+    """A Hugging Face BERT directory (config.json + model.safetensors) -> BertModel in eval mode.
+    `dropout`: replaces the checkpoint's hidden and attention dropout rates (for fine-tuning)."""
     path = str(path)
     weights = os.path.join(path, "model.safetensors")
     if not os.path.exists(weights):
@@ -207,7 +208,10 @@ def load_encoder(path):
                 if os.path.exists(os.path.join(path, "pytorch_model.bin"))
                 else "pass a Hugging Face BERT directory, or --init_from=hf:ORG/NAME to download one")
         raise FileNotFoundError(f"{weights} not found; {hint}.")
-    model = BertModel(BertConfig.from_json(os.path.join(path, "config.json")))
+    config = BertConfig.from_json(os.path.join(path, "config.json"))
+    if dropout is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
+    model = BertModel(config)
     load_state(model, load_file(weights), weights)
     return model.eval()
 

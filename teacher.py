@@ -131,10 +131,17 @@ def spans_from_reply(obj, text, types=None):
     return {"entities": entities}, given, aligned
 
 
-# ----------------------------------------------------------------------------- the HTTP client
+# ----------------------------------------------------------------------------- the options
 
 @dataclass
-class LLMConfig:
+class TeacherConfig:
+    """The teacher's options (teacher.py's command line); ade_distill.Config adds the student's."""
+    teacher: str = "lexicon"  # lexicon | gold | llm
+    task: str = "ade"  # ade | ner
+    dataset: str = "ade"  # for --task=ner: bc5cdr | ncbi_disease
+    data_dir: str = ""  # default: $ADE_DISTILL_DATA, else ./data
+    lexicon_min_precision: float = 0.1  # the lexicon keeps terms this precise on train + ADE-free sentences
+    # the LLM teacher
     base_url: str = "http://localhost:8000/v1"
     llm_model: str = ""
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never written anywhere
@@ -155,8 +162,9 @@ class LLMConfig:
     max_cost: float = 0.0  # USD: stop before this run's spend could pass it (0 = no cap; needs the prices)
     batch_api: bool = False  # the OpenAI Batch API: half price, replies within 24 h; a killed run resumes its batch
     batch_poll: float = 30.0  # seconds between polls of a batch
-    lexicon_min_precision: float = 0.1  # the lexicon keeps terms this precise on train + ADE-free sentences
 
+
+# ----------------------------------------------------------------------------- the HTTP client
 
 class TeacherError(RuntimeError):
     pass
@@ -575,21 +583,13 @@ def override(config, argv):
     return config
 
 
-@dataclass
-class Args(LLMConfig):
-    teacher: str = "lexicon"
-    task: str = "ade"
-    dataset: str = "ade"
-    data_dir: str = ""
-
-
 if __name__ == "__main__":
     argv = [a for a in sys.argv[1:] if not a.startswith(("--in=", "--out="))]
     paths = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith(("--in=", "--out=")))
     if set(paths) != {"in", "out"}:
         sys.exit("usage: python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl [--teacher=llm|lexicon|gold] "
                  "[--base_url=... --llm_model=... --shots=K ...]")
-    args = override(Args(), argv)
+    args = override(TeacherConfig(), argv)
     check_llm_config(args)
     try:
         records = data.read_sentences(paths["in"])

@@ -208,7 +208,7 @@ def teacher_rows():
         for c in (1, 4, 16, 64):
             n = max(16, c * 4)
             sentences = [{"id": f"{c}:{i}", "text": f"Sentence {c} {i} with aspirin."} for i in range(n)]
-            cfg = teacher.LLMConfig(base_url=url, llm_model="m", concurrency=c, cache=os.path.join(tmp, f"{c}.jsonl"))
+            cfg = teacher.TeacherConfig(base_url=url, llm_model="m", concurrency=c, cache=os.path.join(tmp, f"{c}.jsonl"))
             t0 = time.perf_counter()
             teacher.label_llm(sentences, cfg, [])
             rate = n / (time.perf_counter() - t0)

@@ -23,7 +23,7 @@ def chat_reply(content, finish_reason="stop", usage=(100, 20)):
 
 
 def config(server, tmp_path, **kw):
-    return teacher.LLMConfig(base_url=server.url + "/v1", llm_model="test-model", backoff=0.01,
+    return teacher.TeacherConfig(base_url=server.url + "/v1", llm_model="test-model", backoff=0.01,
                              cache=str(tmp_path / "cache.jsonl"), **kw)
 
 
@@ -240,7 +240,7 @@ def test_slow_server_times_out_and_is_retried(server, tmp_path):
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
-    cfg = teacher.LLMConfig(base_url="http://127.0.0.1:9/v1", llm_model="m", max_retries=1, backoff=0.01,
+    cfg = teacher.TeacherConfig(base_url="http://127.0.0.1:9/v1", llm_model="m", max_retries=1, backoff=0.01,
                             cache=str(tmp_path / "c.jsonl"))
     with pytest.raises(teacher.TeacherError, match="failed 2 times; last: ConnectionError.*Is the server up"):
         teacher.label_llm(SENTENCES[:1], cfg, [])
