@@ -296,16 +296,22 @@ def resume_checkpoint(student, optimizer, scaler, last, schedule):
     return saved
 
 
+def make_optimizer(student, cfg, device):
+    """AdamW over four groups: (encoder or head) x (decayed or not; no decay on biases and LayerNorm).
+    Each group keeps its peak learning rate; the schedule scales it step by step."""
+    groups = {}
+    for name, p in student.named_parameters():
+        groups.setdefault((name.startswith("encoder."), p.ndim >= 2), []).append(p)
+    return torch.optim.AdamW([{"params": params, "weight_decay": cfg.weight_decay if decayed else 0.0,
+                               "peak_lr": cfg.lr if in_encoder or not cfg.head_lr else cfg.head_lr}
+                              for (in_encoder, decayed), params in groups.items()],
+                             lr=cfg.lr, fused=device.type == "cuda")
+
+
 def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device, meta, types):
     """The handwritten loop: AdamW, warmup + linear decay, clipping, accumulation, AMP; the student with
     the best dev score (mean of strict and lenient F1) is saved to out_dir/student."""
-    groups = {}  # (encoder or head, decayed or not) -> parameters; no decay on biases and LayerNorm
-    for name, p in student.named_parameters():
-        groups.setdefault((name.startswith("encoder."), p.ndim >= 2), []).append(p)
-    optimizer = torch.optim.AdamW([{"params": params, "weight_decay": cfg.weight_decay if decayed else 0.0,
-                                    "peak_lr": cfg.lr if in_encoder or not cfg.head_lr else cfg.head_lr}
-                                   for (in_encoder, decayed), params in groups.items()],
-                                  lr=cfg.lr, fused=device.type == "cuda")
+    optimizer = make_optimizer(student, cfg, device)
     dtype, use_scaler = choose_precision(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     print(f"precision: {'fp32' if dtype is None else str(dtype).removeprefix('torch.')}"

@@ -194,3 +194,15 @@ def test_download_hf_over_http_resumes_a_partial_file(server, tiny_bert_dir, tmp
     assert model.load_tokenizer(path).encode("aspirin").ids == model.load_tokenizer(tiny_bert_dir).encode("aspirin").ids
     with pytest.raises(RuntimeError, match="answered 404.*Check the model name"):
         model.download_hf("hf:org/missing", str(tmp_path), endpoint=server.url)
+
+
+def test_dropout_option_replaces_the_checkpoints_rates(tiny_bert_dir):
+    ids = torch.randint(5, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    as_saved = model.load_encoder(tiny_bert_dir).train()
+    assert as_saved.config.hidden_dropout_prob > 0  # so two training-mode passes differ
+    assert not torch.equal(as_saved(ids, mask), as_saved(ids, mask))
+    without = model.load_encoder(tiny_bert_dir, dropout=0.0).train()
+    assert without.config.attention_probs_dropout_prob == 0.0
+    assert torch.equal(without(ids, mask), without(ids, mask))
+    assert torch.allclose(without(ids, mask), without.eval()(ids, mask), atol=1e-6)
