@@ -56,6 +56,7 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     max_steps: int = 0  # a cap on optimizer steps (0 = none)
     batch_size: int = 32
     grad_accum: int = 1
+    max_batch_tokens: int = 2048  # a batch with more padded tokens runs as micro-batches of one step (memory)
     lr: float = 1e-4
     head_lr: float = 0.0  # learning rate of the freshly initialised heads (0 = --lr)
     weight_decay: float = 0.01
@@ -335,7 +336,8 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
         for group in groups[state["step"] - epoch * steps_per_epoch:]:
             if state["step"] >= total:
                 break
-            micro_batches = [data.collate([examples[i] for i in ids]) for ids in group]
+            micro_batches = [data.collate([examples[i] for i in part]) for ids in group
+                             for part in data.split_by_tokens(ids, lengths, cfg.max_batch_tokens)]
             # Normalise by the real labels of the whole accumulated batch, not per micro-batch.
             n_labels = sum(int((b["labels"] != -100).sum() + (b["ade_labels"] != -100).sum()) for b in micro_batches)
             loss_sum = 0.0
@@ -555,7 +557,7 @@ def check_config(cfg):
     for key, choices in CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise SystemExit(f"error: --{key}={getattr(cfg, key)}: choose one of {', '.join(choices)}")
-    for key in ("epochs", "batch_size", "grad_accum", "log_every", "max_len"):
+    for key in ("epochs", "batch_size", "grad_accum", "log_every", "max_len", "max_batch_tokens"):
         if getattr(cfg, key) < 1:
             raise SystemExit(f"error: --{key}={getattr(cfg, key)}: must be at least 1")
     if cfg.cv and cfg.cv < 3:

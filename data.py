@@ -509,6 +509,15 @@ def length_batches(lengths, batch_size, shuffle=False, seed=0):
     return batches
 
 
+def split_by_tokens(batch, lengths, max_tokens, multiple=8):
+    """One batch of indices -> consecutive parts of at most `max_tokens` padded tokens each (sentences x
+    the longest one, rounded up to `multiple`), to be run as micro-batches of one optimizer step: a batch
+    of long sentences then never holds more activations than a batch of short ones."""
+    longest = -(-max(lengths[i] for i in batch) // multiple) * multiple
+    per_part = max(1, max_tokens // longest)
+    return [batch[k:k + per_part] for k in range(0, len(batch), per_part)]
+
+
 def collate(examples, pad_id=0, multiple=8):
     """Examples from ade_example/ner_example (or bare {"ids"} to predict) -> numpy arrays padded to a multiple
     of 8 tokens: fewer distinct shapes, so fewer of the per-shape buffers that CPU kernels keep."""

@@ -157,6 +157,13 @@ def test_length_batches_cover_everything_once():
     assert all(abs(lengths[b[0]] - lengths[b[-1]]) <= 2 for b in batches)
 
 
+def test_split_by_tokens_bounds_the_padded_size():
+    lengths = [10, 100, 30, 9]
+    assert data.split_by_tokens([0, 1, 2], lengths, 256) == [[0, 1], [2]]  # 104 padded tokens each: 2 a part
+    assert data.split_by_tokens([0, 3], lengths, 256) == [[0, 3]]  # 2 x 16 fits
+    assert data.split_by_tokens([1, 2], lengths, 50) == [[1], [2]]  # never fewer than one sentence a part
+
+
 def test_iob_reader(tmp_path):
     path = tmp_path / "train.tsv"
     path.write_text("Selegiline\tB-Chemical\n-\tO\ninduced\tO\nhypotension\tI-Disease\n\n"

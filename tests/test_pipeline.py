@@ -256,3 +256,24 @@ def test_ner_and_plain_head_ablation(tiny_bert_dir, data_dir, tmp_path):
     assert rows[-1]["system"] == "student" and rows[-1]["strict"]["n_gold"] > 0
     student, meta = ade_distill.model.load_student(str(tmp_path / "plain" / "student"))
     assert meta["model"] == "ner" and meta["types"] == ["drug", "ade"]
+
+
+def test_token_budget_micro_batches_take_the_same_steps(tiny_bert_dir, ade_splits, tmp_path):
+    """--max_batch_tokens runs a batch of long sentences as micro-batches of one optimizer step: with dropout
+    off, the losses of two steps are those of the whole batches, up to floating-point summation order."""
+    model, data = ade_distill.model, ade_distill.data
+    tokenizer = model.load_tokenizer(tiny_bert_dir)
+    meta = {"task": "ade", "head": "drug", "model": "ade", "types": ["drug", "ade"], "max_len": 128}
+    histories = []
+    for budget in (4096, 64):
+        cfg = ade_distill.Config(out_dir=str(tmp_path / str(budget)), batch_size=8, epochs=1, max_steps=2,
+                                 dropout=0.0, max_batch_tokens=budget, lr=1e-3)
+        examples = ade_distill.make_examples(ade_splits["train"][:16], tokenizer, cfg, None)
+        lengths = [len(x["ids"]) for x in examples]
+        assert len(data.split_by_tokens(list(range(8)), lengths, budget)) == (1 if budget == 4096 else 8)
+        torch.manual_seed(0)  # the same fresh heads
+        student = model.AdeModel(model.load_encoder(tiny_bert_dir, 0.0), 0.0)
+        state = ade_distill.train(student, examples, ade_splits["dev"][:4], tokenizer, tiny_bert_dir, cfg,
+                                  torch.device("cpu"), meta, None)
+        histories.append(state["history"])
+    assert len(histories[0]) == 2 and histories[0] == pytest.approx(histories[1], rel=1e-5)
