@@ -11,15 +11,19 @@ import threading
 import time
 
 
-def rss_mb(pid):
-    """(resident, peak resident) in MB of a live process, from /proc/PID/status."""
+def read_rss(pid, last):
+    """Update `last` = [resident, peak resident] in MB from /proc/PID/status (an exited process has none)."""
     fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0]) / 1024
-    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    fields[key] = int(value.split()[0]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return
+    if "VmHWM" in fields:
+        last[:] = fields["VmRSS"], max(last[1], fields["VmHWM"])
 
 
 def main(argv):
@@ -29,22 +33,16 @@ def main(argv):
 
     def sample():  # the peak between lines, for the summary
         while proc.poll() is None:
-            try:
-                last[:] = rss_mb(proc.pid)
-            except (FileNotFoundError, ProcessLookupError):
-                return
+            read_rss(proc.pid, last)
             time.sleep(0.2)
 
     threading.Thread(target=sample, daemon=True).start()
     for line in proc.stderr:
-        try:
-            last[:] = rss_mb(proc.pid)
-        except (FileNotFoundError, ProcessLookupError):
-            pass
+        read_rss(proc.pid, last)
         print(f"[{time.time() - t0:7.1f} s | RSS {last[0]:6.0f} MB | peak {last[1]:6.0f} MB] {line}", end="",
               file=sys.stderr, flush=True)
     proc.wait()
-    print(f"[{time.time() - t0:7.1f} s] exit {proc.returncode}; peak RSS {last[1]:.0f} MB (last reading)",
+    print(f"[{time.time() - t0:7.1f} s] exit {proc.returncode}; peak RSS {last[1]:.0f} MB (at the last reading)",
           file=sys.stderr)
     return proc.returncode
 
