@@ -1,7 +1,7 @@
 """Speed and memory of ade_distill's parts: one table, every ratio against a reference measured in the
 same run. Not collected by pytest (no test_ prefix); run it as
 
-    python tests/benchmark.py [--quick]
+    python tests/benchmark.py [--quick] [--row=10]
 
 Rows 1-2 compare with Hugging Face's BertModel when `transformers` is installed (dev only; the row
 says so when it is not). Row 7 runs only where CUDA is present.
@@ -169,6 +169,43 @@ def bucketing_row(path, pool_encs):
     (pad_b, speed_b), (pad_r, speed_r) = results["bucketed"], results["random"]
     row("4. length bucketing vs random batches (train sentences/s)", f"{speed_b:.0f} ({pad_b:.0%} padding)",
         f"{speed_r:.0f} ({pad_r:.0%} padding)", speed_b / speed_r, f"{len(lengths)} pool sentences, batch 32")
+
+
+BUDGET_CHILD = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+import data, model
+encoder, encs = model.load_encoder({path!r}).train(), {encs!r}
+for part in data.split_by_tokens(list(range(len(encs))), [len(e) for e in encs], {budget}):
+    n = -(-max(len(encs[i]) for i in part) // 8) * 8
+    ids = torch.tensor([encs[i] + [0] * (n - len(encs[i])) for i in part])
+    encoder(ids, (ids > 0).long()).pow(2).mean().backward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def token_budget_row(path, pool_encs):
+    """Row 10: forward + backward of the longest batch of 32 whole, and as micro-batches of at most 2,048
+    and 1,024 padded tokens (--max_batch_tokens): time (the sides take turns) and peak memory (each side
+    once in a fresh process)."""
+    encoder = model.load_encoder(path).train()
+    longest = sorted(range(len(pool_encs)), key=lambda i: -len(pool_encs[i]["ids"]))[:32]
+    lengths = {i: len(pool_encs[i]["ids"]) for i in longest}
+    sides = {budget: [padded(pool_encs, part) for part in data.split_by_tokens(longest, lengths, budget)]
+             for budget in (10 ** 6, 2048, 1024)}
+
+    def step(inputs):
+        return lambda: [encoder(ids, mask).pow(2).mean().backward() for ids, mask in inputs]
+
+    times = seconds(*(step(inputs) for inputs in sides.values()), repeat=2 if QUICK else 3)
+    peaks = [int(subprocess.run([sys.executable, "-c", BUDGET_CHILD.format(
+        root=ROOT, path=path, budget=budget, encs=[pool_encs[i]["ids"] for i in longest])],
+        capture_output=True, text=True, check=True).stdout) for budget in sides]
+    T = max(lengths.values())
+    for (budget, inputs), t, peak in list(zip(sides.items(), times, peaks))[1:]:
+        row(f"10. longest batch (32 x {T} tokens) as micro-batches of <= {budget} tokens (s, peak MB)",
+            f"{t:.2f} s, {peak} MB ({len(inputs)} parts)", f"{times[0]:.2f} s, {peaks[0]} MB whole",
+            times[0] / t, "fwd+bwd; the same gradient")
 
 
 def serve_slow_replies(port_queue):
@@ -341,16 +378,20 @@ def main():
     batches = data.length_batches([len(e["ids"]) for e in test_encs], 32)
     print(f"benchmark on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
-    encoder_rows(path, test_encs, batches)
-    fan_out_rows(path, test, test_encs)
+    if "--row=10" not in sys.argv:
+        encoder_rows(path, test_encs, batches)
+        fan_out_rows(path, test, test_encs)
     pool = splits["pool"][: 1000 if QUICK else 4000]
-    bucketing_row(path, data.encode(tokenizer, [r["text"] for r in pool], 128))
-    teacher_rows()
-    sentences = [r["text"] for r in splits["pool"] + splits["test+neg"]][: 1000 if QUICK else 10000]
-    prediction_row(path, sentences)
-    decoding_row(path, data.encode(tokenizer, [r["text"] for r in splits["test+neg"]], 128))
-    lexicon_row(splits)
-    gpu_rows(path)
+    pool_encs = data.encode(tokenizer, [r["text"] for r in pool], 128)
+    if "--row=10" not in sys.argv:  # else that row alone
+        bucketing_row(path, pool_encs)
+        teacher_rows()
+        sentences = [r["text"] for r in splits["pool"] + splits["test+neg"]][: 1000 if QUICK else 10000]
+        prediction_row(path, sentences)
+        decoding_row(path, data.encode(tokenizer, [r["text"] for r in splits["test+neg"]], 128))
+        lexicon_row(splits)
+        gpu_rows(path)
+    token_budget_row(path, pool_encs)
     print(f"\n| row | ade_distill | reference | ratio | note |\n| --- | ---: | ---: | ---: | --- |")
     for r in ROWS:
         print("| " + " | ".join(r) + " |")
