@@ -41,7 +41,6 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     pool: str = ""  # a sentences file (e.g. `python data.py --pubmed=...`) instead of the corpus's own pool
     labels: str = ""  # a labels file (teacher.py's, or any tool's): train on it, no teacher is called
     empty_ratio: float = 0.5  # sentences the teacher found nothing in, kept per sentence it labelled (-1 = all)
-    empty_with_mention: bool = True  # draw first the empty sentences that mention a drug the teacher labelled
     eval_teacher_only: bool = False
     # student
     init_from: str = ""  # a Hugging Face BERT directory, or hf:ORG/NAME; default: all-MiniLM-L6-v2
@@ -440,7 +439,7 @@ def run(cfg, splits):
     if cfg.eval_teacher_only:
         return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
     data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
-    labels = training_set(labels, cfg.empty_ratio, cfg.seed, cfg.empty_with_mention)
+    labels = training_set(labels, cfg.empty_ratio, cfg.seed)
 
     # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
     device = pick_device(cfg)
@@ -494,29 +493,18 @@ def labels_from_file(path, scored, held_texts):
     return test_labels, labels
 
 
-def training_set(labels, empty_ratio, seed, empty_with_mention=True):
+def training_set(labels, empty_ratio, seed):
     """Every sentence the teacher labelled, plus `empty_ratio` sentences it found nothing in per labelled
-    sentence (drawn with the seed; -1 keeps them all). `empty_with_mention`: draw first the empty sentences
-    that mention a drug (or entity) string the teacher labelled elsewhere: the negatives that teach the
-    student when a named drug has no adverse event. With the gold teacher and ratio 0 this is exactly the
-    train split: the paper's supervised setting."""
+    sentence (drawn with the seed; -1 keeps them all). With the gold teacher and ratio 0 this is exactly
+    the train split: the paper's supervised setting."""
     answered = [r for r in labels if "pairs" in r or "entities" in r]  # a failed LLM reply has neither
     labelled = [r for r in answered if r.get("pairs") or r.get("entities")]
     empty = [r for r in answered if not (r.get("pairs") or r.get("entities"))]
     if len(answered) < len(labels):
         print(f"note: {len(labels) - len(answered)} sentences have no teacher answer and are left out", file=sys.stderr)
-    n_mention = 0
     if empty_ratio >= 0:
-        n, rng = min(len(empty), round(empty_ratio * len(labelled))), random.Random(seed)
-        mentioned = data.TermList({r["text"][slice(*span)] for r in labelled for span in
-                                   ([p["drug"] for p in r.get("pairs", [])] + [e["span"] for e in r.get("entities", [])])})
-        has_mention = [empty_with_mention and bool(mentioned.spans(r["text"])) for r in empty]
-        first = [r for r, m in zip(empty, has_mention) if m]
-        rest = [r for r, m in zip(empty, has_mention) if not m]
-        n_mention = min(n, len(first))
-        empty = rng.sample(first, n_mention) + rng.sample(rest, n - n_mention)
-    print(f"training set: {len(labelled)} sentences with teacher labels + {len(empty)} without"
-          f"{f' ({n_mention} of them mention a labelled drug or entity)' if n_mention else ''}", file=sys.stderr)
+        empty = random.Random(seed).sample(empty, min(len(empty), round(empty_ratio * len(labelled))))
+    print(f"training set: {len(labelled)} sentences with teacher labels + {len(empty)} without", file=sys.stderr)
     return labelled + empty
 
 

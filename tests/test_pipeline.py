@@ -124,20 +124,6 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     assert ade_distill.training_set(labels, 0.5, seed=0) == ade_distill.training_set(labels, 0.5, seed=0)
 
 
-def test_empty_sentences_that_mention_a_labelled_drug_come_first(capsys):
-    labelled = [{"id": f"l{i}", "text": "Aspirin gave rash.", "pairs": [{"drug": [0, 7], "ade": [13, 17]}]}
-                for i in range(2)]
-    with_drug = [{"id": f"d{i}", "text": f"We gave ASPIRIN to {i} patients.", "pairs": []} for i in range(3)]
-    without = [{"id": f"n{i}", "text": f"Ibuprofen, not aspirins, for {i}.", "pairs": []} for i in range(5)]
-    labels = labelled + without + with_drug
-    assert {r["id"][0] for r in ade_distill.training_set(labels, 1, seed=0)[2:]} == {"d"}  # 2 of the 3
-    assert "+ 2 without (2 of them mention a labelled drug or entity)" in capsys.readouterr().err
-    kept = ade_distill.training_set(labels, 3, seed=0)[2:]  # all 3 with the drug, then 3 of the others
-    assert sorted(r["id"][0] for r in kept) == ["d"] * 3 + ["n"] * 3
-    drawn = {r["id"][0] for seed in range(20) for r in ade_distill.training_set(labels, 1, seed, False)[2:]}
-    assert drawn == {"d", "n"}  # without the preference: a random draw of all empty sentences
-
-
 def test_given_drugs_uses_the_gold_drug_spans(tiny_run, ade_splits):
     student, meta = ade_distill.model.load_student(os.path.join(tiny_run[0], "student"))
     cfg = ade_distill.Config()
