@@ -187,12 +187,13 @@ def assemble_splits(train, dev, test, negatives):
     """train/dev/test of positive sentences + ADE-NEG -> every set the pipeline uses."""
     held_pmids = {r["pmid"] for r in dev + test}
     held_texts = {r["text"] for r in dev + test}
-    test_pmids = {r["pmid"] for r in test}
+    test_pmids, dev_pmids = {r["pmid"] for r in test}, {r["pmid"] for r in dev}
     # One sentence text is in the corpus under two PubMed IDs; held-out text never reaches training.
     train = without_held_out(train, held_texts, "train")
     free_negatives = [r for r in negatives if r["pmid"] not in held_pmids and r["text"] not in held_texts]
     return {"train": train, "dev": dev, "test": test,
             "test+neg": test + [r for r in negatives if r["pmid"] in test_pmids],
+            "dev+neg": dev + [r for r in negatives if r["pmid"] in dev_pmids],  # for --o_bias_on=dev+neg
             "negatives": free_negatives,  # labelled (no ADE) sentences allowed in training
             "pool": unlabeled(train + free_negatives)}
 
@@ -593,7 +594,7 @@ if __name__ == "__main__":
     pubmed = [value for key, _, value in options if key == "pubmed"]
     if (not all(a.startswith("--") and eq for a, (_, eq, _) in zip(sys.argv[1:], options))
             or set(args) - {"split", "data_dir", "dataset"} or ("split" in args) == bool(pubmed)):
-        sys.exit("usage: python data.py --split=train|dev|test|test+neg|pool [--dataset=ade|bc5cdr|ncbi_disease] "
+        sys.exit("usage: python data.py --split=train|dev|dev+neg|test|test+neg|pool [--dataset=ade|bc5cdr|ncbi_disease] "
                  "[--data_dir=DIR]\n       python data.py --pubmed=FILE.xml.gz [--pubmed=FILE2.xml.gz ...] > pool.jsonl")
     root, dataset = data_root(args.get("data_dir", "")), args.get("dataset", "ade")
     try:

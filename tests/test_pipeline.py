@@ -98,10 +98,12 @@ def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_
     test_file = tmp_path / "with_test.jsonl"
     test_file.write_text(data_file.read_text() + "".join(json.dumps(r) + "\n" for r in ade_splits["test"]))
     rows = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "with_test", f"--labels={test_file}",
-                                 "--epochs=1", "--bootstrap=0"))
+                                 "--epochs=1", "--bootstrap=0", "--o_bias_on=dev+neg"))
     teacher_rows = {r["split"]: r for r in rows if r["system"] == "teacher"}
     assert sorted(teacher_rows) == ["test", "test 2+ drugs"] and teacher_rows["test"]["lenient"]["f1"] == 1.0
-    assert "labels from " + str(test_file) + ": 31 training sentences, 428 test sentences" in capsys.readouterr().err
+    with_test_err = capsys.readouterr().err
+    assert "labels from " + str(test_file) + ": 31 training sentences, 428 test sentences" in with_test_err
+    assert "dev+neg score by O bias: 0: " in with_test_err  # chosen on dev and its ADE-free sentences
     assert "1 " + str(data_file) + " sentences also occur in dev/test and are left out" in err
     assert "1 sentences have no teacher answer" in err and "training set: " in err
     n_labelled = sum(bool(r["pairs"]) for r in labels)
@@ -180,9 +182,11 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, t
     ("--api_key_env=sk-abc123", "--api_key_env takes the NAME"), ("--teacher=gpt", "--teacher=gpt: choose one of"),
     ("--json_mode=yes", "--json_mode=yes: choose one of true, false, schema"),
     ("--max_cost=5", "--max_cost needs the prices"), ("--dry_run=true", "--dry_run=true is for --teacher=llm"),
-    ("--labels=/nonexistent.jsonl", "--labels=/nonexistent.jsonl: no such file")])
+    ("--labels=/nonexistent.jsonl", "--labels=/nonexistent.jsonl: no such file"),
+    ("--o_bias_on=test", "--o_bias_on=test: choose one of dev, dev+neg"),
+    ("--task=ner --o_bias_on=dev+neg", "--o_bias_on=dev+neg is for --task=ade")])
 def test_bad_options_stop_before_any_work(option, message, tmp_path):
-    out = subprocess.run([sys.executable, "ade_distill.py", option, f"--out_dir={tmp_path}", "--data_dir=/nonexistent"],
+    out = subprocess.run([sys.executable, "ade_distill.py", *option.split(), f"--out_dir={tmp_path}", "--data_dir=/nonexistent"],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith(f"error: {message}"), out.stderr
