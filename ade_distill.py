@@ -191,8 +191,8 @@ def choose_o_bias(student, tokenizer, dev_records, cfg, device, types):
     """The O bias of the best dev score (on --o_bias_on), from one encoder pass over those sentences."""
     outs = predict(student, tokenizer, dev_records, cfg, device, types, o_biases=O_BIAS_GRID)
     scores = [dev_score(score_rows("student", cfg, {"dev": dev_records}, out, types)[0]) for out in outs]
-    print(f"{cfg.o_bias_on} score by O bias: " + ", ".join(f"{b:g}: {100 * s:.2f}" for b, s in zip(O_BIAS_GRID, scores)),
-          file=sys.stderr)
+    print(f"{cfg.o_bias_on} score by O bias: " + ", ".join(f"{b:g}: {100 * s:.2f}"
+                                                             for b, s in zip(O_BIAS_GRID, scores)), file=sys.stderr)
     return O_BIAS_GRID[int(np.argmax(scores))]
 
 
@@ -549,7 +549,8 @@ def predict_main(cfg):
         print(json.dumps(r))
 
 
-CHOICES = {"task": ("ade", "ner"), "o_bias_on": ("dev", "dev+neg"), "dataset": ("ade", *data.NER_DATASETS), "teacher": ("lexicon", "gold", "llm"),
+CHOICES = {"task": ("ade", "ner"), "dataset": ("ade", *data.NER_DATASETS), "teacher": ("lexicon", "gold", "llm"),
+           "o_bias_on": ("dev", "dev+neg"),
            "head": ("drug", "interaction", "plain"), "device": ("auto", "cpu", "cuda"),
            "amp": ("auto", "bf16", "fp16", "fp32")}
 

@@ -594,8 +594,8 @@ if __name__ == "__main__":
     pubmed = [value for key, _, value in options if key == "pubmed"]
     if (not all(a.startswith("--") and eq for a, (_, eq, _) in zip(sys.argv[1:], options))
             or set(args) - {"split", "data_dir", "dataset"} or ("split" in args) == bool(pubmed)):
-        sys.exit("usage: python data.py --split=train|dev|dev+neg|test|test+neg|pool [--dataset=ade|bc5cdr|ncbi_disease] "
-                 "[--data_dir=DIR]\n       python data.py --pubmed=FILE.xml.gz [--pubmed=FILE2.xml.gz ...] > pool.jsonl")
+        sys.exit("usage: python data.py --split=train|dev|dev+neg|test|test+neg|pool "
+                 "[--dataset=ade|bc5cdr|ncbi_disease] [--data_dir=DIR]\n       python data.py --pubmed=FILE.xml.gz [--pubmed=FILE2.xml.gz ...] > pool.jsonl")
     root, dataset = data_root(args.get("data_dir", "")), args.get("dataset", "ade")
     try:
         splits = ade_splits(root) if dataset == "ade" or pubmed else ner_splits(root, dataset)
