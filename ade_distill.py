@@ -105,11 +105,11 @@ def make_examples(records, tokenizer, cfg, types):
     """Labelled records -> token-level examples for the student's heads."""
     encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len)
     if cfg.task == "ner":
-        examples = [data.ner_example(e, r, types) for e, r in zip(encoded, records)]
+        examples = [data.ner_example(enc, r, types) for enc, r in zip(encoded, records)]
     elif cfg.head == "plain":  # drug = type 0, ADE = type 1, no drug conditioning
-        examples = [data.ner_example(e, as_entities(r), ["drug", "ade"]) for e, r in zip(encoded, records)]
+        examples = [data.ner_example(enc, as_entities(r), ["drug", "ade"]) for enc, r in zip(encoded, records)]
     else:
-        examples = [data.ade_example(e, r) for e, r in zip(encoded, records)]
+        examples = [data.ade_example(enc, r) for enc, r in zip(encoded, records)]
     off_boundary = sum(x["off_boundary"] for x in examples)
     if off_boundary:
         print(f"note: {off_boundary} labelled spans do not fall on token boundaries (tagged to the tokens they touch)",
@@ -158,7 +158,7 @@ def predict(student, tokenizer, records, cfg, device, types=None, given=None, o_
     dtype, _ = choose_precision(device, cfg.amp)
     biases = [max(cfg.o_bias, 0.0)] if o_biases is None else o_biases  # -1 (not chosen yet) decodes with 0
     outs = [[{"id": r["id"], "text": r["text"]} for r in records] for _ in biases]
-    for batch_ids in data.length_batches([len(e["ids"]) for e in encoded], cfg.batch_size * 2):
+    for batch_ids in data.length_batches([len(enc["ids"]) for enc in encoded], cfg.batch_size * 2):
         encodings = [encoded[i] for i in batch_ids]
         batch = to_device(data.collate([{"ids": enc["ids"]} for enc in encodings]), device)
         texts = [records[i]["text"] for i in batch_ids]
