@@ -58,7 +58,7 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     max_steps: int = 0  # a cap on optimizer steps (0 = none)
     batch_size: int = 32
     grad_accum: int = 1
-    max_batch_tokens: int = 2048  # a batch with more padded tokens runs as micro-batches of one step (memory)
+    max_batch_tokens: int = 1024  # a batch with more padded tokens runs as micro-batches of one step (memory)
     lr: float = 1e-4
     head_lr: float = 0.0  # learning rate of the freshly initialised heads (0 = --lr)
     weight_decay: float = 0.01
