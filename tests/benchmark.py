@@ -185,27 +185,29 @@ print(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 102
 
 
 def token_budget_row(path, pool_encs):
-    """Row 10: forward + backward of the longest batch of 32 whole, and as micro-batches of at most 2,048
-    and 1,024 padded tokens (--max_batch_tokens): time (the sides take turns) and peak memory (each side
-    once in a fresh process)."""
+    """Row 10: forward + backward of a batch of 32 (the longest sentences, and sentences of the median
+    length) whole, and as micro-batches of at most 2,048 and 1,024 padded tokens (--max_batch_tokens):
+    time (the sides take turns) and peak memory (each side once in a fresh process)."""
     encoder = model.load_encoder(path).train()
-    longest = sorted(range(len(pool_encs)), key=lambda i: -len(pool_encs[i]["ids"]))[:32]
-    lengths = {i: len(pool_encs[i]["ids"]) for i in longest}
-    sides = {budget: [padded(pool_encs, part) for part in data.split_by_tokens(longest, lengths, budget)]
-             for budget in (10 ** 6, 2048, 1024)}
+    by_length = sorted(range(len(pool_encs)), key=lambda i: -len(pool_encs[i]["ids"]))
+    middle = len(by_length) // 2
+    for name, batch in (("longest", by_length[:32]), ("median-length", by_length[middle:middle + 32])):
+        lengths = {i: len(pool_encs[i]["ids"]) for i in batch}
+        sides = {budget: [padded(pool_encs, part) for part in data.split_by_tokens(batch, lengths, budget)]
+                 for budget in (10 ** 6, 2048, 1024)}
 
-    def step(inputs):
-        return lambda: [encoder(ids, mask).pow(2).mean().backward() for ids, mask in inputs]
+        def step(inputs):
+            return lambda: [encoder(ids, mask).pow(2).mean().backward() for ids, mask in inputs]
 
-    times = seconds(*(step(inputs) for inputs in sides.values()), repeat=2 if QUICK else 3)
-    peaks = [int(subprocess.run([sys.executable, "-c", BUDGET_CHILD.format(
-        root=ROOT, path=path, budget=budget, encs=[pool_encs[i]["ids"] for i in longest])],
-        capture_output=True, text=True, check=True).stdout) for budget in sides]
-    T = max(lengths.values())
-    for (budget, inputs), t, peak in list(zip(sides.items(), times, peaks))[1:]:
-        row(f"10. longest batch (32 x {T} tokens) as micro-batches of <= {budget} tokens (s, peak MB)",
-            f"{t:.2f} s, {peak} MB ({len(inputs)} parts)", f"{times[0]:.2f} s, {peaks[0]} MB whole",
-            times[0] / t, "fwd+bwd; the same gradient")
+        times = seconds(*(step(inputs) for inputs in sides.values()), repeat=2 if QUICK else 5)
+        peaks = [int(subprocess.run([sys.executable, "-c", BUDGET_CHILD.format(
+            root=ROOT, path=path, budget=budget, encs=[pool_encs[i]["ids"] for i in batch])],
+            capture_output=True, text=True, check=True).stdout) for budget in sides]
+        T = -(-max(lengths.values()) // 8) * 8
+        for (budget, inputs), t, peak in list(zip(sides.items(), times, peaks))[1:]:
+            row(f"10. {name} batch (32 x {T} tokens) as micro-batches of <= {budget} tokens (s, peak MB)",
+                f"{t:.2f} s, {peak} MB ({len(inputs)} parts)", f"{times[0]:.2f} s, {peaks[0]} MB whole",
+                times[0] / t, "fwd+bwd; the same gradient")
 
 
 def serve_slow_replies(port_queue):
