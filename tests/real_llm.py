@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 import data  # noqa: E402
 
 OPTIONS = {"server_python": "", "gguf": "", "out": "runs/real_llm", "pool": "1000", "port": "8765",
-           "model_name": "smollm2-135m-instruct-q4_1", "max_tokens": "256", "concurrency": "2", "epochs": "6"}
+           "model_name": "smollm2-135m-instruct-q4_1", "max_tokens": "256", "concurrency": "2", "epochs": "12"}
 
 
 def command(args, log):
