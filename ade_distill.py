@@ -410,6 +410,9 @@ def run(cfg, splits):
         gold_sets["test 2+ drugs"] = [r for r in splits["test"]
                                       if len(data.drug_entities(r["text"], [p["drug"] for p in r["pairs"]])) >= 2]
     gold_pool = splits["train"] + splits.get("negatives", [])
+    init = cfg.init_from or default_student()  # downloaded (hf:) before the teacher is paid, not after
+    if init.startswith("hf:") and not cfg.eval_teacher_only:
+        init = model.download_hf(init, os.path.join("cache", "models"))
 
     # 1. The teacher labels the test sentences (to be scored beside the student) and the unlabeled pool, in
     #    one call: one progress line, one cost figure, and the lexicon is built once.
@@ -445,9 +448,6 @@ def run(cfg, splits):
 
     # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
     device = pick_device(cfg)
-    init = cfg.init_from or default_student()
-    if init.startswith("hf:"):
-        init = model.download_hf(init, os.path.join("cache", "models"))
     tokenizer = model.load_tokenizer(init)
     encoder = model.load_encoder(init, cfg.dropout)
     n_types = len(types) if cfg.task == "ner" else 2
@@ -577,6 +577,10 @@ def check_config(cfg):
     for key in ("pool", "labels", "predict_file"):
         if getattr(cfg, key) and not os.path.isfile(getattr(cfg, key)):
             raise SystemExit(f"error: --{key}={getattr(cfg, key)}: no such file")
+    if cfg.init_from and not cfg.init_from.startswith("hf:") and \
+            not os.path.isfile(os.path.join(cfg.init_from, "config.json")):
+        raise SystemExit(f"error: --init_from={cfg.init_from}: no config.json there; pass a Hugging Face BERT "
+                         "directory, or hf:ORG/NAME to download one")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device=cuda, but torch sees no CUDA device; use --device=cpu (or auto)")
 
@@ -616,7 +620,7 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (teacher.TeacherError, FileNotFoundError, ValueError) as e:
+    except (teacher.TeacherError, OSError, ValueError) as e:  # OSError: files, and the hf: download
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("\ninterrupted: teacher replies received so far are cached; rerun with --resume to continue "

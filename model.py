@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 # ----------------------------------------------------------------------------- the encoder
@@ -198,6 +199,15 @@ def load_state(model, tensors, source, ignore=IGNORED_KEYS):
             v.copy_(found[k])  # floating-point checkpoints in fp16/bf16 are cast to the model's dtype
 
 
+def read_safetensors(path):
+    """The tensors of a safetensors file; a truncated or foreign file is a ValueError naming it."""
+    try:
+        return load_file(path)
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); was its writing cut short? "
+                         "Train again, or copy the file again.") from None
+
+
 def load_encoder(path, dropout=None):
     """A Hugging Face BERT directory (config.json + model.safetensors) -> BertModel in eval mode.
     `dropout`: replaces the checkpoint's hidden and attention dropout rates (for fine-tuning)."""
@@ -212,7 +222,7 @@ def load_encoder(path, dropout=None):
     if dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     model = BertModel(config)
-    load_state(model, load_file(weights), weights)
+    load_state(model, read_safetensors(weights), weights)
     return model.eval()
 
 
@@ -283,12 +293,12 @@ def download_hf(spec, cache_dir, endpoint=None):
             r = requests.get(url, headers={**headers, **({"Range": f"bytes={have}-"} if have else {})},
                              stream=True, timeout=60)
         except requests.RequestException as e:
-            raise RuntimeError(f"cannot reach {url}: {e}. Are you online? Else download the files by hand "
+            raise ConnectionError(f"cannot reach {url}: {e}. Are you online? Else download the files by hand "
                                f"and pass --init_from=DIR.") from None
         if r.status_code == 404 and not required:
             continue
         if r.status_code not in (200, 206):
-            raise RuntimeError(f"GET {url} answered {r.status_code}: {r.text[:200]!r}. "
+            raise ConnectionError(f"GET {url} answered {r.status_code}: {r.text[:200]!r}. "
                                "Check the model name, or set HF_TOKEN for a gated model.")
         if r.status_code == 200:
             have = 0  # the server ignored the Range header: start again
@@ -303,7 +313,7 @@ def download_hf(spec, cache_dir, endpoint=None):
         os.replace(part, dest)
     if not os.path.exists(os.path.join(target, "model.safetensors")):
         if not os.path.exists(os.path.join(target, "pytorch_model.bin")):
-            raise RuntimeError(f"{endpoint}/{repo} has neither model.safetensors nor pytorch_model.bin.")
+            raise FileNotFoundError(f"{endpoint}/{repo} has neither model.safetensors nor pytorch_model.bin.")
         convert_bin(target)
     return target
 
@@ -389,7 +399,7 @@ def load_student(path):
     model = (AdeModel(encoder, interaction=meta.get("head") == "interaction") if meta["model"] == "ade"
              else NerModel(encoder, len(meta["types"])))
     heads_path = os.path.join(path, "heads.safetensors")
-    heads = {k: v for k, v in load_file(heads_path).items()}
+    heads = read_safetensors(heads_path)
     load_state(model, {**{f"encoder.{k}": v for k, v in encoder.state_dict().items()}, **heads}, heads_path)
     return model.eval(), meta
 

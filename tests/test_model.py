@@ -192,7 +192,7 @@ def test_download_hf_over_http_resumes_a_partial_file(server, tiny_bert_dir, tmp
     a, b = model.load_encoder(tiny_bert_dir), model.load_encoder(path)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert model.load_tokenizer(path).encode("aspirin").ids == model.load_tokenizer(tiny_bert_dir).encode("aspirin").ids
-    with pytest.raises(RuntimeError, match="answered 404.*Check the model name"):
+    with pytest.raises(ConnectionError, match="answered 404.*Check the model name"):
         model.download_hf("hf:org/missing", str(tmp_path), endpoint=server.url)
 
 

@@ -184,6 +184,7 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, t
     ("--max_cost=5", "--max_cost needs the prices"), ("--dry_run=true", "--dry_run=true is for --teacher=llm"),
     ("--labels=/nonexistent.jsonl", "--labels=/nonexistent.jsonl: no such file"),
     ("--o_bias_on=test", "--o_bias_on=test: choose one of dev, dev+neg"),
+    ("--init_from=/nonexistent", "--init_from=/nonexistent: no config.json there"),
     ("--task=ner --o_bias_on=dev+neg", "--o_bias_on=dev+neg is for --task=ade")])
 def test_bad_options_stop_before_any_work(option, message, tmp_path):
     out = subprocess.run([sys.executable, "ade_distill.py", *option.split(), f"--out_dir={tmp_path}", "--data_dir=/nonexistent"],
@@ -281,3 +282,21 @@ def test_token_budget_micro_batches_take_the_same_steps(tiny_bert_dir, ade_split
                                   torch.device("cpu"), meta, None)
         histories.append(state["history"])
     assert len(histories[0]) == 2 and histories[0] == pytest.approx(histories[1], rel=1e-5)
+
+
+def test_unreachable_hf_model_and_truncated_student_are_one_line_errors(tiny_run, data_dir, tmp_path):
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ade_distill.py")
+    offline = subprocess.run([sys.executable, script, "--init_from=hf:org/bert", f"--data_dir={data_dir}",
+                              f"--out_dir={tmp_path / 'hf'}"], capture_output=True, text=True, cwd=tmp_path,
+                             env={**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert offline.returncode != 0 and "Traceback" not in offline.stderr
+    assert offline.stderr.strip().splitlines()[-1].startswith("error: cannot reach http://127.0.0.1:9/org/bert/")
+    assert "teacher:" not in offline.stderr  # the download comes before the teacher labels anything
+
+    shutil.copytree(tiny_run[0], tmp_path / "cut", ignore=shutil.ignore_patterns("last*"))
+    heads = tmp_path / "cut" / "student" / "heads.safetensors"
+    heads.write_bytes(heads.read_bytes()[:100])
+    cut = subprocess.run([sys.executable, script, f"--out_dir={tmp_path / 'cut'}", "--predict=Aspirin gave rash."],
+                         capture_output=True, text=True)
+    assert cut.returncode != 0 and "Traceback" not in cut.stderr
+    assert cut.stderr.strip().splitlines()[-1].startswith(f"error: {heads} is not a readable safetensors file")
