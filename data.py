@@ -475,7 +475,8 @@ def ade_example(enc, record):
     the labels of its adverse events."""
     text, pairs = record["text"], record.get("pairs", [])
     entities = drug_entities(text, [p["drug"] for p in pairs])
-    drug_labels, off_boundary = spans_to_bio(enc, [(s, e, 0) for mentions in entities.values() for s, e in mentions])
+    drug_spans = [(s, e, 0) for mentions in entities.values() for s, e in mentions]
+    drug_labels, off_boundary = spans_to_bio(enc, drug_spans)
     drugs = []
     for key, mentions in entities.items():
         ades = sorted({tuple(p["ade"]) for p in pairs if text[p["drug"][0]:p["drug"][1]].lower() == key})
@@ -595,7 +596,8 @@ if __name__ == "__main__":
     if (not all(a.startswith("--") and eq for a, (_, eq, _) in zip(sys.argv[1:], options))
             or set(args) - {"split", "data_dir", "dataset"} or ("split" in args) == bool(pubmed)):
         sys.exit("usage: python data.py --split=train|dev|dev+neg|test|test+neg|pool "
-                 "[--dataset=ade|bc5cdr|ncbi_disease] [--data_dir=DIR]\n       python data.py --pubmed=FILE.xml.gz [--pubmed=FILE2.xml.gz ...] > pool.jsonl")
+                 "[--dataset=ade|bc5cdr|ncbi_disease] [--data_dir=DIR]\n"
+                 "       python data.py --pubmed=FILE.xml.gz [--pubmed=FILE2.xml.gz ...] > pool.jsonl")
     root, dataset = data_root(args.get("data_dir", "")), args.get("dataset", "ade")
     try:
         splits = ade_splits(root) if dataset == "ade" or pubmed else ner_splits(root, dataset)

@@ -294,12 +294,12 @@ def download_hf(spec, cache_dir, endpoint=None):
                              stream=True, timeout=60)
         except requests.RequestException as e:
             raise ConnectionError(f"cannot reach {url}: {e}. Are you online? Else download the files by hand "
-                               f"and pass --init_from=DIR.") from None
+                                  f"and pass --init_from=DIR.") from None
         if r.status_code == 404 and not required:
             continue
         if r.status_code not in (200, 206):
             raise ConnectionError(f"GET {url} answered {r.status_code}: {r.text[:200]!r}. "
-                               "Check the model name, or set HF_TOKEN for a gated model.")
+                                  "Check the model name, or set HF_TOKEN for a gated model.")
         if r.status_code == 200:
             have = 0  # the server ignored the Range header: start again
         total, t0 = have + int(r.headers.get("Content-Length", 0)), time.time()
