@@ -15,12 +15,8 @@ import data  # noqa: E402
 import model  # noqa: E402
 
 if __name__ == "__main__":
-    root = data.data_root()
-    splits = data.ade_splits(root)
-    _, negatives = data.read_ade(root)
-    dev_pmids = {r["pmid"] for r in splits["dev"]}
-    sets = {"dev": splits["dev"], "dev+neg": splits["dev"] + [r for r in negatives if r["pmid"] in dev_pmids],
-            "test": splits["test"], "test+neg": splits["test+neg"]}
+    splits = data.ade_splits(data.data_root())
+    sets = {name: splits[name] for name in ("dev", "dev+neg", "test", "test+neg")}
     every = list({r["id"]: r for records in sets.values() for r in records}.values())
     for student_dir in sys.argv[1:]:
         student, meta = model.load_student(student_dir)
