@@ -41,6 +41,7 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     pool: str = ""  # a sentences file (e.g. `python data.py --pubmed=...`) instead of the corpus's own pool
     labels: str = ""  # a labels file (teacher.py's, or any tool's): train on it, no teacher is called
     empty_ratio: float = 0.5  # sentences the teacher found nothing in, kept per sentence it labelled (-1 = all)
+    drug_negatives: bool = False  # ADE task: a drug string of the labels that a sentence holds unpaired -> all-O ADE row
     eval_teacher_only: bool = False
     # student
     init_from: str = ""  # a Hugging Face BERT directory, or hf:ORG/NAME; default: all-MiniLM-L6-v2
@@ -50,8 +51,9 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     max_len: int = 128
     o_bias: float = -1.0  # added to the O tag's log-probability before decoding (> 0: fewer, surer spans);
     #                       -1: the value of O_BIAS_GRID with the best dev score, chosen after training
-    o_bias_on: str = "dev"  # the set that chooses it: dev (the paper's: ADE sentences) | dev+neg (ADE task: also
-    #                         the ADE-free sentences of dev's abstracts, for text that holds them: more precise)
+    o_bias_on: str = "dev"  # how it is chosen: dev (the best dev score; the paper's dev: ADE sentences) | dev+neg
+    #   (ADE task: the best score on dev plus the ADE-free sentences of its abstracts) | teacher_precision (the best
+    #   dev score among the biases whose dev+neg lenient precision is at least the teacher's there)
     dropout: float = 0.1  # the student's dropout rate: encoder (in place of its checkpoint's) and heads
     # training
     epochs: int = 2  # the default run; the supervised row uses --epochs=6 (README)
@@ -108,8 +110,13 @@ def make_examples(records, tokenizer, cfg, types):
         examples = [data.ner_example(enc, r, types) for enc, r in zip(encoded, records)]
     elif cfg.head == "plain":  # drug = type 0, ADE = type 1, no drug conditioning
         examples = [data.ner_example(enc, as_entities(r), ["drug", "ade"]) for enc, r in zip(encoded, records)]
-    else:
-        examples = [data.ade_example(enc, r) for enc, r in zip(encoded, records)]
+    else:  # --drug_negatives: every drug string of the labels, found where no pair holds it -> an all-O row
+        drugs = data.TermList(r["text"][s:e] for r in records for (s, e) in (p["drug"] for p in r.get("pairs", []))) \
+            if cfg.drug_negatives else None
+        examples = [data.ade_example(enc, r, drugs.spans(r["text"]) if drugs else ()) for enc, r in zip(encoded, records)]
+        if drugs:
+            n_free = sum(max(d["labels"]) <= 0 for x in examples for d in x["drugs"])
+            print(f"drug negatives: {n_free} ADE-head rows of drugs without an adverse event", file=sys.stderr)
     off_boundary = sum(x["off_boundary"] for x in examples)
     if off_boundary:
         print(f"note: {off_boundary} labelled spans do not fall on token boundaries (tagged to the tokens they touch)",
@@ -187,13 +194,31 @@ def dev_score(row):
     return (row["strict"]["f1"] + row["lenient"]["f1"]) / 2
 
 
-def choose_o_bias(student, tokenizer, dev_records, cfg, device, types):
-    """The O bias of the best dev score (on --o_bias_on), from one encoder pass over those sentences."""
-    outs = predict(student, tokenizer, dev_records, cfg, device, types, o_biases=O_BIAS_GRID)
-    scores = [dev_score(score_rows("student", cfg, {"dev": dev_records}, out, types)[0]) for out in outs]
-    print(f"{cfg.o_bias_on} score by O bias: " + ", ".join(f"{b:g}: {100 * s:.2f}"
-                                                             for b, s in zip(O_BIAS_GRID, scores)), file=sys.stderr)
-    return O_BIAS_GRID[int(np.argmax(scores))]
+def choose_o_bias(student, tokenizer, splits, cfg, device, types, precision_floor=None):
+    """The O bias of --o_bias_on's rule, from one encoder pass over dev (and dev+neg, which holds dev).
+    `precision_floor`: the teacher's dev+neg lenient precision (--o_bias_on=teacher_precision)."""
+    sets = {"dev": splits["dev"]} if cfg.o_bias_on == "dev" else {"dev": splits["dev"], "dev+neg": splits["dev+neg"]}
+    outs = predict(student, tokenizer, sets.get("dev+neg", sets["dev"]), cfg, device, types, o_biases=O_BIAS_GRID)
+    rows = [dict(zip(sets, score_rows("student", cfg, sets, out, types))) for out in outs]
+    scores = [dev_score(r["dev+neg" if cfg.o_bias_on == "dev+neg" else "dev"]) for r in rows]
+    print(f"{'dev+neg' if cfg.o_bias_on == 'dev+neg' else 'dev'} score by O bias: " +
+          ", ".join(f"{b:g}: {100 * s:.2f}" for b, s in zip(O_BIAS_GRID, scores)), file=sys.stderr)
+    if precision_floor is None:
+        return O_BIAS_GRID[int(np.argmax(scores))]
+    precisions = [r["dev+neg"]["lenient"]["precision"] for r in rows]
+    print(f"dev+neg lenient precision by O bias (the teacher's: {100 * precision_floor:.2f}): " +
+          ", ".join(f"{b:g}: {100 * p:.2f}" for b, p in zip(O_BIAS_GRID, precisions)), file=sys.stderr)
+    return O_BIAS_GRID[best_at_precision(scores, precisions, precision_floor)]
+
+
+def best_at_precision(scores, precisions, floor):
+    """The index of the best score among those whose precision reaches `floor` (if none does, of the best
+    score: a note says so)."""
+    if not any(p >= floor for p in precisions):
+        print("note: no O bias reaches the teacher's precision on dev+neg: chosen on the dev score alone",
+              file=sys.stderr)
+        return int(np.argmax(scores))
+    return int(np.argmax([s if p >= floor else -np.inf for s, p in zip(scores, precisions)]))
 
 
 def log_softmax(logits, o_bias=0.0):
@@ -419,21 +444,24 @@ def run(cfg, splits):
     # 1. The teacher labels the test sentences (to be scored beside the student) and the unlabeled pool, in
     #    one call: one progress line, one cost figure, and the lexicon is built once.
     to_score = splits["test+neg"] if cfg.task == "ade" else splits["test"]  # holds every scored sentence
+    # the O bias rule teacher_precision needs the teacher's precision on dev+neg (labelled here, never trained on)
+    teacher_scored = to_score + (splits["dev+neg"] if cfg.o_bias_on == "teacher_precision" else [])
     held_texts = {r["text"] for r in splits["dev"] + splits.get("dev+neg", []) + to_score}  # never trained on
     if cfg.labels:
-        test_labels, labels = labels_from_file(cfg.labels, to_score, held_texts)
+        test_labels, labels = labels_from_file(cfg.labels, teacher_scored, held_texts)
         cfg = replace(cfg, teacher="labels")  # the name of the teacher in the results
     else:
         pool = data.without_held_out(data.read_sentences(cfg.pool), held_texts, cfg.pool) if cfg.pool \
             else splits["pool"]
         if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
             pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
-        scored = [] if cfg.teacher == "gold" else data.unlabeled(to_score)  # gold on test would be the answer key
+        scored = [] if cfg.teacher == "gold" else data.unlabeled(teacher_scored)  # gold on test: the answer key
         all_labels, stats = teacher.label(scored + ([] if cfg.eval_teacher_only else pool), cfg.teacher, cfg,
                                           splits["train"], gold_pool, types)
         if all_labels is None:  # --dry_run
             return []
-        print(teacher.describe(stats) + f" ({len(scored)} test and {len(all_labels) - len(scored)} pool "
+        held_out = "test and dev+neg" if cfg.o_bias_on == "teacher_precision" else "test"
+        print(teacher.describe(stats) + f" ({len(scored)} {held_out} and {len(all_labels) - len(scored)} pool "
               "sentences)", file=sys.stderr)
         test_labels, labels = all_labels[:len(scored)], all_labels[len(scored):]
     # the teacher's rows: each test set whose every sentence it labelled (a labels file may hold test, not test+neg)
@@ -442,6 +470,9 @@ def run(cfg, splits):
     if cfg.labels and set(teacher_sets) != set(gold_sets):
         print(f"note: {cfg.labels} does not label every sentence of "
               f"{', '.join(sorted(set(gold_sets) - set(teacher_sets)))}: no teacher row there", file=sys.stderr)
+    if cfg.o_bias_on == "teacher_precision" and not {r["id"] for r in splits["dev+neg"]} <= labelled_ids:
+        raise SystemExit(f"error: --o_bias_on=teacher_precision: {cfg.labels} does not label every dev+neg sentence "
+                         "(`python data.py --split=dev+neg`), so the teacher's precision there is unknown")
     rows = score_rows("teacher", cfg, teacher_sets, test_labels, types, cfg.bootstrap)
     if cfg.eval_teacher_only:
         return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
@@ -465,7 +496,10 @@ def run(cfg, splits):
     student, _ = model.load_student(os.path.join(cfg.out_dir, "student"))
     student.to(device)
     if cfg.o_bias < 0:
-        cfg = replace(cfg, o_bias=choose_o_bias(student, tokenizer, splits[cfg.o_bias_on], cfg, device, types))
+        floor = None
+        if cfg.o_bias_on == "teacher_precision":
+            floor = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, test_labels, types)[0]["lenient"]["precision"]
+        cfg = replace(cfg, o_bias=choose_o_bias(student, tokenizer, splits, cfg, device, types, floor))
         with open(os.path.join(cfg.out_dir, "student", "student.json"), "w") as f:
             json.dump({**meta, "o_bias": cfg.o_bias}, f, indent=2)  # --predict decodes with it
     predictions = predict(student, tokenizer, to_score, cfg, device, types,
@@ -552,7 +586,7 @@ def predict_main(cfg):
 
 
 CHOICES = {"task": ("ade", "ner"), "dataset": ("ade", *data.NER_DATASETS), "teacher": ("lexicon", "gold", "llm"),
-           "o_bias_on": ("dev", "dev+neg"),
+           "o_bias_on": ("dev", "dev+neg", "teacher_precision"),
            "head": ("drug", "interaction", "plain"), "device": ("auto", "cpu", "cuda"),
            "amp": ("auto", "bf16", "fp16", "fp32")}
 
@@ -571,6 +605,8 @@ def check_config(cfg):
         raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: comma-separated fold numbers below --cv={cfg.cv}")
     if cfg.task == "ner" and cfg.o_bias_on != "dev":
         raise SystemExit(f"error: --o_bias_on={cfg.o_bias_on} is for --task=ade (the NER corpora have no ADE-free set)")
+    if cfg.teacher == "gold" and cfg.o_bias_on == "teacher_precision":
+        raise SystemExit("error: --o_bias_on=teacher_precision: the gold teacher's precision is 100 %; choose dev or dev+neg")
     if cfg.task == "ner" and cfg.dataset == "ade":
         raise SystemExit(f"error: --task=ner needs --dataset={' or --dataset='.join(data.NER_DATASETS)}")
     teacher.check_llm_config(cfg)

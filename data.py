@@ -470,9 +470,10 @@ def drug_entities(text, drug_spans):
     return {k: sorted(v) for k, v in entities.items()}
 
 
-def ade_example(enc, record):
+def ade_example(enc, record, unpaired=()):
     """A labelled record -> token labels for the drug head and, per drug entity, its mention tokens and
-    the labels of its adverse events."""
+    the labels of its adverse events. `unpaired`: spans of drug mentions that no pair of the record holds;
+    each such drug becomes an all-O row of the ADE head (a drug need not have an adverse event)."""
     text, pairs = record["text"], record.get("pairs", [])
     entities = drug_entities(text, [p["drug"] for p in pairs])
     drug_spans = [(s, e, 0) for mentions in entities.values() for s, e in mentions]
@@ -483,6 +484,11 @@ def ade_example(enc, record):
         ade_labels, ade_off = spans_to_bio(enc, [(s, e, 0) for s, e in ades])
         off_boundary += ade_off
         drugs.append({"tokens": token_mask(enc, mentions), "labels": ade_labels})
+    paired = [span for mentions in entities.values() for span in mentions]
+    free = [(s, e) for s, e in unpaired if not any(s < pe and e > ps for ps, pe in paired)]
+    for key, mentions in drug_entities(text, free).items():
+        if key not in entities:
+            drugs.append({"tokens": token_mask(enc, mentions), "labels": spans_to_bio(enc, [])[0]})
     return {"ids": enc["ids"], "labels": drug_labels, "drugs": drugs, "off_boundary": off_boundary}
 
 

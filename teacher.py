@@ -564,15 +564,19 @@ def describe(stats):
 # ----------------------------------------------------------------------------- the command line
 
 def override(config, argv):
-    """Apply `--key=value` arguments to a dataclass instance: unknown keys and bad values are errors."""
+    """Apply `--key=value` arguments to a dataclass instance (a bare `--key` sets a true/false option to
+    true): unknown keys and bad values are errors."""
     names = {f.name: f.type for f in fields(config)}
     for arg in argv:
         key, eq, value = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--") or not eq:
+        if not arg.startswith("--"):
             raise SystemExit(f"error: {arg!r} is not --key=value")
         if key not in names:
             raise SystemExit(f"error: unknown option --{key}; valid options: {', '.join('--' + n for n in names)}")
         kind = names[key]
+        if not eq and kind is not bool:
+            raise SystemExit(f"error: {arg!r} is not --key=value")
+        value = value if eq else "true"
         try:
             if kind is bool and value.lower() not in ("true", "false", "1", "0"):
                 raise ValueError("expected true or false")

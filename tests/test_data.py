@@ -153,6 +153,21 @@ def test_ade_example_and_collate(minilm_dir):
     assert batch["drug_token_mask"][0].sum() == len(aspirin) and (batch["ade_labels"][1] == 1).sum() == 1
 
 
+def test_unpaired_drugs_become_all_o_rows_of_the_ade_head(minilm_dir):
+    tokenizer = model.load_tokenizer(minilm_dir)
+    text = "Heparin gave bleeding; warfarin and Warfarin-naive patients, heparin again."
+    record = {"text": text, "pairs": [{"drug": [0, 7], "ade": [13, 21]}]}
+    enc = data.encode(tokenizer, [text], 128)[0]
+    # heparin is paired (both its mentions are already one row); warfarin twice is one new drug
+    unpaired = [(0, 7), (23, 31), (36, 44), (61, 68)]
+    example = data.ade_example(enc, record, unpaired)
+    assert len(example["drugs"]) == 2
+    heparin, warfarin = example["drugs"]
+    assert max(heparin["labels"]) == 2 and set(warfarin["labels"]) == {-100, 0}, "all O, specials ignored"
+    assert "".join(text[slice(*enc["offsets"][i])] for i in warfarin["tokens"]).lower() == "warfarinwarfarin"
+    assert example["labels"] == data.ade_example(enc, record)["labels"], "the drug head's labels are unchanged"
+
+
 def test_length_batches_cover_everything_once():
     lengths = [5, 50, 6, 49, 7, 48, 8, 47]
     batches = data.length_batches(lengths, 2, shuffle=True, seed=1)

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import ade_distill
+import teacher
 
 
 def args(tiny_bert_dir, data_dir, out_dir, *extra):
@@ -104,6 +105,10 @@ def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_
     with_test_err = capsys.readouterr().err
     assert "labels from " + str(test_file) + ": 31 training sentences, 428 test sentences" in with_test_err
     assert "dev+neg score by O bias: 0: " in with_test_err  # chosen on dev and its ADE-free sentences
+    with pytest.raises(SystemExit, match="teacher_precision: .* does not label every dev\\+neg sentence"):
+        ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "no_dev", f"--labels={test_file}",
+                              "--o_bias_on=teacher_precision"))
+    assert not os.path.exists(tmp_path / "no_dev" / "student"), "refused before any training"
     assert "1 " + str(data_file) + " sentences also occur in dev/test and are left out" in err
     assert "1 sentences have no teacher answer" in err and "training set: " in err
     n_labelled = sum(bool(r["pairs"]) for r in labels)
@@ -111,9 +116,12 @@ def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_
 
     pool_file = tmp_path / "pool.jsonl"
     pool_file.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in labels + [leak]))
-    ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "pool", f"--pool={pool_file}", "--epochs=1",
-                          "--bootstrap=0"))
-    assert "1 " + str(pool_file) + " sentences also occur in dev/test" in capsys.readouterr().err
+    rows = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "pool", f"--pool={pool_file}", "--epochs=1",
+                                 "--bootstrap=0", "--o_bias_on=teacher_precision"))
+    err = capsys.readouterr().err
+    assert "1 " + str(pool_file) + " sentences also occur in dev/test" in err
+    assert "(4236 test and dev+neg and 30 pool sentences)" in err  # test+neg 2,129 + dev+neg 2,107
+    assert "dev score by O bias: " in err and "dev+neg lenient precision by O bias (the teacher's: " in err
     assert len(open(tmp_path / "pool" / "teacher_labels.jsonl").readlines()) == 30
 
 
@@ -183,7 +191,8 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, t
     ("--json_mode=yes", "--json_mode=yes: choose one of true, false, schema"),
     ("--max_cost=5", "--max_cost needs the prices"), ("--dry_run=true", "--dry_run=true is for --teacher=llm"),
     ("--labels=/nonexistent.jsonl", "--labels=/nonexistent.jsonl: no such file"),
-    ("--o_bias_on=test", "--o_bias_on=test: choose one of dev, dev+neg"),
+    ("--o_bias_on=test", "--o_bias_on=test: choose one of dev, dev+neg, teacher_precision"),
+    ("--teacher=gold --o_bias_on=teacher_precision", "--o_bias_on=teacher_precision: the gold teacher's precision"),
     ("--init_from=/nonexistent", "--init_from=/nonexistent: no config.json there"),
     ("--task=ner --o_bias_on=dev+neg", "--o_bias_on=dev+neg is for --task=ade")])
 def test_bad_options_stop_before_any_work(option, message, tmp_path):
@@ -229,6 +238,19 @@ def test_unknown_and_mistyped_options_are_errors():
         ade_distill.main(["--epoch=3"])
     with pytest.raises(SystemExit, match="--epochs=three: .*expected int"):
         ade_distill.main(["--epochs=three"])
+    with pytest.raises(SystemExit, match="'--epochs' is not --key=value"):
+        ade_distill.main(["--epochs"])
+    assert teacher.override(ade_distill.Config(), ["--drug_negatives"]).drug_negatives is True  # a bare flag
+
+
+def test_best_score_at_the_teachers_precision(capsys):
+    scores, precisions = [0.70, 0.76, 0.75, 0.72], [0.45, 0.52, 0.56, 0.61]
+    assert ade_distill.best_at_precision(scores, precisions, 0.40) == 1  # every bias qualifies: the best score
+    assert ade_distill.best_at_precision(scores, precisions, 0.55) == 2  # the best score among the precise enough
+    assert ade_distill.best_at_precision(scores, precisions, 0.61) == 3
+    assert capsys.readouterr().err == ""
+    assert ade_distill.best_at_precision(scores, precisions, 0.70) == 1  # none qualifies: the best score, said
+    assert "no O bias reaches the teacher's precision" in capsys.readouterr().err
 
 
 def test_precision_choice(monkeypatch):
