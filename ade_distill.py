@@ -110,11 +110,12 @@ def make_examples(records, tokenizer, cfg, types):
         examples = [data.ner_example(enc, r, types) for enc, r in zip(encoded, records)]
     elif cfg.head == "plain":  # drug = type 0, ADE = type 1, no drug conditioning
         examples = [data.ner_example(enc, as_entities(r), ["drug", "ade"]) for enc, r in zip(encoded, records)]
-    else:  # --drug_negatives: every drug string of the labels, found where no pair holds it -> an all-O row
-        drugs = data.TermList(r["text"][s:e] for r in records for (s, e) in (p["drug"] for p in r.get("pairs", []))) \
+    else:  # --drug_negatives: a drug string of the labels, found where no pair of its sentence holds it -> all-O row
+        known = data.TermList(r["text"][slice(*p["drug"])] for r in records for p in r.get("pairs", [])) \
             if cfg.drug_negatives else None
-        examples = [data.ade_example(enc, r, drugs.spans(r["text"]) if drugs else ()) for enc, r in zip(encoded, records)]
-        if drugs:
+        examples = [data.ade_example(enc, r, known.spans(r["text"]) if known else ())
+                    for enc, r in zip(encoded, records)]
+        if known:
             n_free = sum(max(d["labels"]) <= 0 for x in examples for d in x["drugs"])
             print(f"drug negatives: {n_free} ADE-head rows of drugs without an adverse event", file=sys.stderr)
     off_boundary = sum(x["off_boundary"] for x in examples)
