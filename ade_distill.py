@@ -41,7 +41,7 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     pool: str = ""  # a sentences file (e.g. `python data.py --pubmed=...`) instead of the corpus's own pool
     labels: str = ""  # a labels file (teacher.py's, or any tool's): train on it, no teacher is called
     empty_ratio: float = 0.5  # sentences the teacher found nothing in, kept per sentence it labelled (-1 = all)
-    drug_negatives: bool = False  # ADE task: a drug string of the labels that a sentence holds unpaired -> all-O ADE row
+    drug_negatives: bool = True  # ADE task: a drug string of the labels that a sentence holds unpaired -> all-O ADE row
     eval_teacher_only: bool = False
     # student
     init_from: str = ""  # a Hugging Face BERT directory, or hf:ORG/NAME; default: all-MiniLM-L6-v2
@@ -51,9 +51,10 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     max_len: int = 128
     o_bias: float = -1.0  # added to the O tag's log-probability before decoding (> 0: fewer, surer spans);
     #                       -1: the value of O_BIAS_GRID with the best dev score, chosen after training
-    o_bias_on: str = "dev"  # how it is chosen: dev (the best dev score; the paper's dev: ADE sentences) | dev+neg
+    o_bias_on: str = "auto"  # how it is chosen: dev (the best dev score; the paper's dev: ADE sentences) | dev+neg
     #   (ADE task: the best score on dev plus the ADE-free sentences of its abstracts) | teacher_precision (the best
-    #   dev score among the biases whose dev+neg lenient precision is at least the teacher's there)
+    #   dev score among the biases whose dev+neg lenient precision is at least the teacher's there) | auto:
+    #   teacher_precision for the lexicon teacher (its labels of dev+neg cost nothing), dev otherwise
     dropout: float = 0.1  # the student's dropout rate: encoder (in place of its checkpoint's) and heads
     # training
     epochs: int = 2  # the default run; the supervised row uses --epochs=6 (README)
@@ -587,7 +588,7 @@ def predict_main(cfg):
 
 
 CHOICES = {"task": ("ade", "ner"), "dataset": ("ade", *data.NER_DATASETS), "teacher": ("lexicon", "gold", "llm"),
-           "o_bias_on": ("dev", "dev+neg", "teacher_precision"),
+           "o_bias_on": ("auto", "dev", "dev+neg", "teacher_precision"),
            "head": ("drug", "interaction", "plain"), "device": ("auto", "cpu", "cuda"),
            "amp": ("auto", "bf16", "fp16", "fp32")}
 
@@ -604,7 +605,7 @@ def check_config(cfg):
         raise SystemExit(f"error: --cv={cfg.cv}: the protocol needs at least 3 folds (test, dev, train), or 0")
     if cfg.cv_folds and not all(k.isdigit() and int(k) < cfg.cv for k in cfg.cv_folds.split(",")):
         raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: comma-separated fold numbers below --cv={cfg.cv}")
-    if cfg.task == "ner" and cfg.o_bias_on != "dev":
+    if cfg.task == "ner" and cfg.o_bias_on not in ("auto", "dev"):
         raise SystemExit(f"error: --o_bias_on={cfg.o_bias_on} is for --task=ade (the NER corpora have no ADE-free set)")
     if cfg.teacher == "gold" and cfg.o_bias_on == "teacher_precision":
         raise SystemExit("error: --o_bias_on=teacher_precision: the gold teacher's precision is 100 %; choose dev or dev+neg")
@@ -627,6 +628,9 @@ def check_config(cfg):
 def main(argv):
     cfg = teacher.override(Config(), argv)
     check_config(cfg)
+    if cfg.o_bias_on == "auto":  # the lexicon's labels of dev+neg cost nothing; an LLM's would be paid for
+        lexicon = cfg.task == "ade" and cfg.teacher == "lexicon" and not cfg.labels
+        cfg.o_bias_on = "teacher_precision" if lexicon else "dev"
     if cfg.predict or cfg.predict_file:
         return predict_main(cfg)
     finished = [f for f in ("results.json", "cv_results.md") if os.path.exists(os.path.join(cfg.out_dir, f))]

@@ -41,7 +41,9 @@ def test_pipeline_writes_every_output(tiny_run):
     assert "| teacher | lexicon | test |" in open(os.path.join(out, "results.md")).read()
     predictions = [json.loads(line) for line in open(os.path.join(out, "test_predictions.jsonl"))]
     assert len(predictions) == 428 and all({"id", "text", "pairs"} <= set(p) for p in predictions)
-    assert json.load(open(os.path.join(out, "config.json")))["max_pool"] == 64
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["max_pool"] == 64 and config["drug_negatives"] is True
+    assert config["o_bias_on"] == "teacher_precision", "--o_bias_on=auto with the lexicon teacher"
     assert len(open(os.path.join(out, "teacher_labels.jsonl")).readlines()) == 64
     student = os.path.join(out, "student")
     assert {"config.json", "model.safetensors", "heads.safetensors", "student.json", "tokenizer.json"} <= set(os.listdir(student))
@@ -82,6 +84,7 @@ def test_ten_fold_protocol_trains_on_the_whole_training_part(tiny_bert_dir, data
         assert f"training set: {n} sentences with teacher labels + 0 without" in out.err
         assert (tmp_path / f"fold{k}" / "results.json").exists()
     assert (tmp_path / "cv_results.md").read_text().count("\n") == 2 + 2 + 1
+    assert json.load(open(tmp_path / "config.json"))["o_bias_on"] == "dev", "--o_bias_on=auto with the gold teacher"
 
 
 def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_dir, data_dir, ade_splits,
@@ -191,7 +194,7 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, t
     ("--json_mode=yes", "--json_mode=yes: choose one of true, false, schema"),
     ("--max_cost=5", "--max_cost needs the prices"), ("--dry_run=true", "--dry_run=true is for --teacher=llm"),
     ("--labels=/nonexistent.jsonl", "--labels=/nonexistent.jsonl: no such file"),
-    ("--o_bias_on=test", "--o_bias_on=test: choose one of dev, dev+neg, teacher_precision"),
+    ("--o_bias_on=test", "--o_bias_on=test: choose one of auto, dev, dev+neg, teacher_precision"),
     ("--teacher=gold --o_bias_on=teacher_precision", "--o_bias_on=teacher_precision: the gold teacher's precision"),
     ("--init_from=/nonexistent", "--init_from=/nonexistent: no config.json there"),
     ("--task=ner --o_bias_on=dev+neg", "--o_bias_on=dev+neg is for --task=ade")])
