@@ -199,12 +199,13 @@ def dev_score(row):
 def choose_o_bias(student, tokenizer, splits, cfg, device, types, precision_floor=None):
     """The O bias of --o_bias_on's rule, from one encoder pass over dev (and dev+neg, which holds dev).
     `precision_floor`: the teacher's dev+neg lenient precision (--o_bias_on=teacher_precision)."""
+    scored_on = "dev+neg" if cfg.o_bias_on == "dev+neg" else "dev"
     sets = {"dev": splits["dev"]} if cfg.o_bias_on == "dev" else {"dev": splits["dev"], "dev+neg": splits["dev+neg"]}
     outs = predict(student, tokenizer, sets.get("dev+neg", sets["dev"]), cfg, device, types, o_biases=O_BIAS_GRID)
     rows = [dict(zip(sets, score_rows("student", cfg, sets, out, types))) for out in outs]
-    scores = [dev_score(r["dev+neg" if cfg.o_bias_on == "dev+neg" else "dev"]) for r in rows]
-    print(f"{'dev+neg' if cfg.o_bias_on == 'dev+neg' else 'dev'} score by O bias: " +
-          ", ".join(f"{b:g}: {100 * s:.2f}" for b, s in zip(O_BIAS_GRID, scores)), file=sys.stderr)
+    scores = [dev_score(r[scored_on]) for r in rows]
+    print(f"{scored_on} score by O bias: " + ", ".join(f"{b:g}: {100 * s:.2f}" for b, s in zip(O_BIAS_GRID, scores)),
+          file=sys.stderr)
     if precision_floor is None:
         return O_BIAS_GRID[int(np.argmax(scores))]
     precisions = [r["dev+neg"]["lenient"]["precision"] for r in rows]
