@@ -50,7 +50,7 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     given_drugs: bool = False  # evaluate the ADE head on the gold drug spans
     max_len: int = 128
     o_bias: float = -1.0  # added to the O tag's log-probability before decoding (> 0: fewer, surer spans);
-    #                       -1: the value of O_BIAS_GRID with the best dev score, chosen after training
+    #                       -1: a value of O_BIAS_GRID, chosen after training by the rule of --o_bias_on
     o_bias_on: str = "auto"  # how it is chosen: dev (the best dev score; the paper's dev: ADE sentences) | dev+neg
     #   (ADE task: the best score on dev plus the ADE-free sentences of its abstracts) | teacher_precision (the best
     #   dev score among the biases whose dev+neg lenient precision is at least the teacher's there) | auto:

@@ -119,8 +119,8 @@ def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_
 
     pool_file = tmp_path / "pool.jsonl"
     pool_file.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in labels + [leak]))
-    rows = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "pool", f"--pool={pool_file}", "--epochs=1",
-                                 "--bootstrap=0", "--o_bias_on=teacher_precision"))
+    ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "pool", f"--pool={pool_file}", "--epochs=1",
+                          "--bootstrap=0", "--o_bias_on=teacher_precision"))
     err = capsys.readouterr().err
     assert "1 " + str(pool_file) + " sentences also occur in dev/test" in err
     assert "(4236 test and dev+neg and 30 pool sentences)" in err  # test+neg 2,129 + dev+neg 2,107
