@@ -484,8 +484,7 @@ def ade_example(enc, record, unpaired=()):
         ade_labels, ade_off = spans_to_bio(enc, [(s, e, 0) for s, e in ades])
         off_boundary += ade_off
         drugs.append({"tokens": token_mask(enc, mentions), "labels": ade_labels})
-    paired = [span for mentions in entities.values() for span in mentions]
-    free = [(s, e) for s, e in unpaired if not any(s < pe and e > ps for ps, pe in paired)]
+    free = [(s, e) for s, e in unpaired if not any(s < pe and e > ps for ps, pe, _ in drug_spans)]
     for key, mentions in drug_entities(text, free).items():
         if key not in entities:
             drugs.append({"tokens": token_mask(enc, mentions), "labels": spans_to_bio(enc, [])[0]})

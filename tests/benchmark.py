@@ -189,16 +189,16 @@ def token_budget_row(path, pool_encs):
     length) whole, and as micro-batches of at most 2,048 and 1,024 padded tokens (--max_batch_tokens):
     time (the sides take turns) and peak memory (each side once in a fresh process)."""
     encoder = model.load_encoder(path).train()
+
+    def step(inputs):
+        return lambda: [encoder(ids, mask).pow(2).mean().backward() for ids, mask in inputs]
+
     by_length = sorted(range(len(pool_encs)), key=lambda i: -len(pool_encs[i]["ids"]))
     middle = len(by_length) // 2
     for name, batch in (("longest", by_length[:32]), ("median-length", by_length[middle:middle + 32])):
         lengths = {i: len(pool_encs[i]["ids"]) for i in batch}
         sides = {budget: [padded(pool_encs, part) for part in data.split_by_tokens(batch, lengths, budget)]
                  for budget in (10 ** 6, 2048, 1024)}
-
-        def step(inputs):
-            return lambda: [encoder(ids, mask).pow(2).mean().backward() for ids, mask in inputs]
-
         times = seconds(*(step(inputs) for inputs in sides.values()), repeat=2 if QUICK else 5)
         peaks = [int(subprocess.run([sys.executable, "-c", BUDGET_CHILD.format(
             root=ROOT, path=path, budget=budget, encs=[pool_encs[i]["ids"] for i in batch])],
