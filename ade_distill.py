@@ -49,6 +49,8 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     #                     plain: one BIO head over drug and ADE, no drug conditioning (the ablation)
     given_drugs: bool = False  # evaluate the ADE head on the gold drug spans
     max_len: int = 128
+    subword_labels: str = "all"  # all: every sub-word of a word carries its tag | first: only its first one is
+    #                              trained and decoded (BERT's original NER recipe)
     o_bias: float = -1.0  # added to the O tag's log-probability before decoding (> 0: fewer, surer spans);
     #                       -1: a value of O_BIAS_GRID, chosen after training by the rule of --o_bias_on
     o_bias_on: str = "auto"  # how it is chosen: dev (the best dev score; the paper's dev: ADE sentences) | dev+neg
@@ -106,7 +108,7 @@ def choose_precision(device, amp):
 
 def make_examples(records, tokenizer, cfg, types):
     """Labelled records -> token-level examples for the student's heads."""
-    encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len)
+    encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len, cfg.subword_labels == "first")
     if cfg.task == "ner":
         examples = [data.ner_example(enc, r, types) for enc, r in zip(encoded, records)]
     elif cfg.head == "plain":  # drug = type 0, ADE = type 1, no drug conditioning
@@ -163,7 +165,7 @@ def predict(student, tokenizer, records, cfg, device, types=None, given=None, o_
     `given`: records (aligned with `records`) whose drug spans replace the drug head's (--given_drugs).
     `o_biases`: decode the same encoder pass once per bias -> one list of records per bias."""
     student.eval()
-    encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len)
+    encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len, cfg.subword_labels == "first")
     dtype, _ = choose_precision(device, cfg.amp)
     biases = [max(cfg.o_bias, 0.0)] if o_biases is None else o_biases  # -1 (not chosen yet) decodes with 0
     outs = [[{"id": r["id"], "text": r["text"]} for r in records] for _ in biases]
@@ -491,7 +493,7 @@ def run(cfg, splits):
     student = (model.AdeModel(encoder, cfg.dropout, interaction=cfg.head == "interaction") if kind == "ade"
                else model.NerModel(encoder, n_types, cfg.dropout)).to(device)
     meta = {"task": cfg.task, "head": cfg.head, "model": kind,
-            "types": types or ["drug", "ade"], "max_len": cfg.max_len}
+            "types": types or ["drug", "ade"], "max_len": cfg.max_len, "subword_labels": cfg.subword_labels}
     examples = make_examples(labels, tokenizer, cfg, types)
     state = train(student, examples, splits["dev"], tokenizer, init, cfg, device, meta, types)
 
@@ -574,6 +576,7 @@ def predict_main(cfg):
     path = os.path.join(cfg.out_dir, "student")
     student, meta = model.load_student(path)
     cfg.task, cfg.head, cfg.max_len = meta["task"], meta["head"], meta["max_len"]
+    cfg.subword_labels = meta.get("subword_labels", "all")
     cfg.o_bias = meta.get("o_bias", 0.0) if cfg.o_bias < 0 else cfg.o_bias
     device = pick_device(cfg)
     records = ([{"id": "1", "text": cfg.predict}] if cfg.predict else data.read_sentences(cfg.predict_file))
@@ -590,7 +593,7 @@ def predict_main(cfg):
 
 CHOICES = {"task": ("ade", "ner"), "dataset": ("ade", *data.NER_DATASETS), "teacher": ("lexicon", "gold", "llm"),
            "o_bias_on": ("auto", "dev", "dev+neg", "teacher_precision"),
-           "head": ("drug", "interaction", "plain"), "device": ("auto", "cpu", "cuda"),
+           "head": ("drug", "interaction", "plain"), "subword_labels": ("all", "first"), "device": ("auto", "cpu", "cuda"),
            "amp": ("auto", "bf16", "fp16", "fp32")}
 
 

@@ -365,8 +365,9 @@ def entity_types(records):
 
 # ----------------------------------------------------------------------------- spans <-> sub-word BIO
 
-def encode(tokenizer, texts, max_len):
-    """-> one dict per text: ids, offsets (char [start, end) per token; (0, 0) for [CLS]/[SEP]), words.
+def encode(tokenizer, texts, max_len, first_only=False):
+    """-> one dict per text: ids, offsets (char [start, end) per token; (0, 0) for [CLS]/[SEP]), words, and
+    `tagged`: the tokens that carry a BIO tag (every sub-word of a word, or with first_only its first one).
     Texts longer than max_len tokens are cut (keeping the final [SEP]) and counted."""
     encoded, cut = [], 0
     for e in tokenizer.encode_batch(list(texts)):
@@ -375,7 +376,8 @@ def encode(tokenizer, texts, max_len):
             cut += 1
             ids, offsets, words = ids[:max_len - 1] + ids[-1:], offsets[:max_len - 1] + offsets[-1:], \
                 words[:max_len - 1] + words[-1:]
-        encoded.append({"ids": ids, "offsets": offsets, "words": words})
+        tagged = [w is not None and not (first_only and i > 0 and words[i - 1] == w) for i, w in enumerate(words)]
+        encoded.append({"ids": ids, "offsets": offsets, "words": words, "tagged": tagged})
     if cut:
         print(f"note: {cut} of {len(encoded)} sentences are longer than {max_len} tokens and were cut there; "
               "spans past the cut cannot be predicted (raise --max_len)", file=sys.stderr)
@@ -383,17 +385,17 @@ def encode(tokenizer, texts, max_len):
 
 
 def spans_to_bio(enc, spans):
-    """[(start, end, type_index)] -> labels per token: O=0, B-k=1+2k, I-k=2+2k, -100 on [CLS]/[SEP].
-    Returns (labels, number of spans whose edges fall inside a token)."""
-    labels = [0 if w is not None else -100 for w in enc["words"]]
+    """[(start, end, type_index)] -> labels per token: O=0, B-k=1+2k, I-k=2+2k, -100 on [CLS]/[SEP] (and on
+    the tokens that carry no tag, see `encode`). Returns (labels, number of spans whose edges fall inside a token)."""
+    labels = [0 if tagged else -100 for tagged in enc["tagged"]]
     off_boundary = 0
     for start, end, k in spans:
-        inside = [i for i, (s, e) in enumerate(enc["offsets"])
-                  if enc["words"][i] is not None and s < end and e > start]
+        touched = [i for i, (s, e) in enumerate(enc["offsets"]) if enc["words"][i] is not None and s < end and e > start]
+        inside = [i for i in touched if enc["tagged"][i]]
         if not inside:
             off_boundary += 1  # cut off by truncation, or whitespace only
             continue
-        off_boundary += enc["offsets"][inside[0]][0] != start or enc["offsets"][inside[-1]][1] != end
+        off_boundary += enc["offsets"][touched[0]][0] != start or enc["offsets"][touched[-1]][1] != end
         for j, i in enumerate(inside):
             if labels[i] == 0:  # overlapping spans of one head: the first keeps its tokens
                 labels[i] = 1 + 2 * k + (j > 0)
@@ -402,7 +404,8 @@ def spans_to_bio(enc, spans):
 
 def bio_to_spans(enc, tags):
     """Tags per token -> [(start, end, type_index)], widened to whole words (a span never starts or ends
-    inside a word). An I-k after O or another type opens a span, as conlleval reads it."""
+    inside a word). An I-k after O or another type opens a span, as conlleval reads it. Tokens of no word
+    ([CLS], [SEP]) and tags of None (tokens that carry no tag) are passed over."""
     word_start, word_end = {}, {}
     for (s, e), w in zip(enc["offsets"], enc["words"]):
         if w is not None:
@@ -410,7 +413,7 @@ def bio_to_spans(enc, tags):
             word_end[w] = e
     spans, open_span = [], None
     for (s, e), w, tag in zip(enc["offsets"], enc["words"], tags):
-        if w is None:
+        if w is None or tag is None:
             continue
         k = (tag - 1) // 2
         if tag == 0 or tag % 2 == 1 or open_span is None or open_span[2] != k:
@@ -447,9 +450,10 @@ def viterbi_bio(log_probs):
 
 def decode_spans(enc, log_probs):
     """Log-probabilities (T_padded, 2K+1) of one encoded sentence -> spans via BIO-constrained Viterbi over
-    its real tokens ([CLS], [SEP] and padding take no part), snapped to whole words."""
-    real = [i for i, w in enumerate(enc["words"]) if w is not None]
-    tags = [0] * len(enc["words"])
+    the tokens that carry a tag ([CLS], [SEP], padding and, with first_only, later sub-words take no part),
+    snapped to whole words."""
+    real = [i for i, tagged in enumerate(enc["tagged"]) if tagged]
+    tags = [None] * len(enc["words"])
     for i, tag in zip(real, viterbi_bio(log_probs[real]) if real else []):
         tags[i] = tag
     return bio_to_spans(enc, tags)

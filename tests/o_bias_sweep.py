@@ -20,7 +20,7 @@ if __name__ == "__main__":
     every = list({r["id"]: r for records in sets.values() for r in records}.values())
     for student_dir in sys.argv[1:]:
         student, meta = model.load_student(student_dir)
-        cfg = ade_distill.Config(max_len=meta["max_len"])
+        cfg = ade_distill.Config(max_len=meta["max_len"], subword_labels=meta.get("subword_labels", "all"))
         outs = ade_distill.predict(student, model.load_tokenizer(student_dir), every, cfg, torch.device("cpu"),
                                    o_biases=ade_distill.O_BIAS_GRID)
         print(f"\n{student_dir} (O bias chosen on dev: {meta.get('o_bias')}); strict F1 / lenient P / lenient F1")

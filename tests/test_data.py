@@ -92,18 +92,19 @@ def test_decode_spans_skips_special_tokens_and_snaps_to_words(minilm_dir):
     assert data.decode_spans(enc, log_probs) == [(0, len("Recombinant interferon-alpha"), 0)]
 
 
-def test_spans_round_trip_through_bio_on_the_whole_corpus(ade_splits, minilm_dir):
+@pytest.mark.parametrize("first_only", [False, True])
+def test_spans_round_trip_through_bio_on_the_whole_corpus(ade_splits, minilm_dir, first_only):
     """Gold spans -> sub-word BIO -> spans gives back every span that lies on token boundaries."""
     tokenizer = model.load_tokenizer(minilm_dir)
     records = ade_splits["train"] + ade_splits["dev"] + ade_splits["test"]
     lost, off_boundary, total = 0, 0, 0
-    for record, enc in zip(records, data.encode(tokenizer, [r["text"] for r in records], 512)):
+    for record, enc in zip(records, data.encode(tokenizer, [r["text"] for r in records], 512, first_only)):
         heads = [sorted({tuple(p["drug"]) for p in record["pairs"]})]
         for drug in heads[0]:
             heads.append(sorted({tuple(p["ade"]) for p in record["pairs"] if tuple(p["drug"]) == drug}))
         for spans in heads:
             labels, off = data.spans_to_bio(enc, [(s, e, 0) for s, e in spans])
-            back = {(s, e) for s, e, _ in data.bio_to_spans(enc, labels)}
+            back = {(s, e) for s, e, _ in data.bio_to_spans(enc, [t if t >= 0 else None for t in labels])}
             total += len(spans)
             off_boundary += off
             # overlapping spans of one head cannot both be tagged: not a round-trip failure
@@ -125,6 +126,24 @@ def test_bio_decoding_widens_to_words_and_repairs_orphan_inside(minilm_dir):
     assert data.bio_to_spans(enc, orphan) == [(0, 7, 0)]
     labels, off = data.spans_to_bio(enc, [(16, 46, 1)])
     assert labels == [-100, 0, 0, 0, 3, 4, 4, 4, 4, 4, 4, 4, 4, 0, -100] and off == 0
+
+
+def test_first_sub_word_labels_train_and_decode_one_token_per_word(minilm_dir):
+    import numpy as np
+    tokenizer = model.load_tokenizer(minilm_dir)
+    text = "Lithium-induced nephrogenic diabetes insipidus."
+    enc = data.encode(tokenizer, [text], 128, first_only=True)[0]
+    # tokens: [CLS] lithium - induced ne ##ph ##rogen ##ic diabetes ins ##ip ##id ##us . [SEP]
+    labels, off = data.spans_to_bio(enc, [(16, 46, 0)])
+    assert labels == [-100, 0, 0, 0, 1, -100, -100, -100, 2, 2, -100, -100, -100, 0, -100] and off == 0
+    # later sub-words say O with confidence: read as tags (every sub-word tagged) they cut the span in two
+    log_probs = np.log(np.full((len(labels), 3), [0.98, 0.01, 0.01]))
+    for i, tag in enumerate(labels):
+        if tag > 0:
+            log_probs[i] = np.log([0.1, 0.8, 0.1] if tag == 1 else [0.1, 0.1, 0.8])
+    assert data.decode_spans(enc, log_probs) == [(16, 46, 0)]
+    every = data.encode(tokenizer, [text], 128)[0]
+    assert data.decode_spans(every, log_probs) == [(16, 27, 0), (28, 46, 0)]
 
 
 def test_long_sentences_are_cut_with_a_count(minilm_dir, capsys):
