@@ -593,8 +593,8 @@ def predict_main(cfg):
 
 CHOICES = {"task": ("ade", "ner"), "dataset": ("ade", *data.NER_DATASETS), "teacher": ("lexicon", "gold", "llm"),
            "o_bias_on": ("auto", "dev", "dev+neg", "teacher_precision"),
-           "head": ("drug", "interaction", "plain"), "subword_labels": ("all", "first"), "device": ("auto", "cpu", "cuda"),
-           "amp": ("auto", "bf16", "fp16", "fp32")}
+           "head": ("drug", "interaction", "plain"), "subword_labels": ("all", "first"),
+           "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "fp16", "fp32")}
 
 
 def check_config(cfg):

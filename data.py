@@ -390,7 +390,8 @@ def spans_to_bio(enc, spans):
     labels = [0 if tagged else -100 for tagged in enc["tagged"]]
     off_boundary = 0
     for start, end, k in spans:
-        touched = [i for i, (s, e) in enumerate(enc["offsets"]) if enc["words"][i] is not None and s < end and e > start]
+        touched = [i for i, (s, e) in enumerate(enc["offsets"])
+                   if enc["words"][i] is not None and s < end and e > start]
         inside = [i for i in touched if enc["tagged"][i]]
         if not inside:
             off_boundary += 1  # cut off by truncation, or whitespace only
