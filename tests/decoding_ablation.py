@@ -24,7 +24,8 @@ if __name__ == "__main__":
     for student_dir in sys.argv[1:]:
         student, meta = model.load_student(student_dir)
         tokenizer = model.load_tokenizer(student_dir)
-        cfg = ade_distill.Config(o_bias=0.0, max_len=meta["max_len"], subword_labels=meta.get("subword_labels", "all"))
+        cfg = ade_distill.Config(o_bias=0.0, max_len=meta["max_len"],
+                                 subword_labels=meta.get("subword_labels", "all"))
         for name, decode in DECODERS.items():
             data.decode_spans = decode  # predict() reads it from the module at call time
             predicted = ade_distill.predict(student, tokenizer, test, cfg, torch.device("cpu"))
