@@ -51,11 +51,12 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     max_len: int = 128
     subword_labels: str = "all"  # all: every sub-word of a word carries its tag | first: only its first one is
     #                              trained and decoded (BERT's original NER recipe)
-    o_bias: float = -1.0  # added to the O tag's log-probability before decoding (> 0: fewer, surer spans);
-    #                       -1: a value of O_BIAS_GRID, chosen after training by the rule of --o_bias_on
-    o_bias_on: str = "auto"  # how it is chosen: dev (the best dev score; the paper's dev: ADE sentences) | dev+neg
+    start_cost: float = -1.0  # subtracted from every B tag's log-probability before decoding: each span pays it
+    #   once, at its start (> 0: fewer, surer spans, not shorter ones); -1: a value of COST_GRID, chosen after
+    #   training by the rule of --start_cost_on
+    start_cost_on: str = "auto"  # how it is chosen: dev (the best dev score; the paper's dev: ADE sentences) | dev+neg
     #   (ADE task: the best score on dev plus the ADE-free sentences of its abstracts) | teacher_precision (the best
-    #   dev score among the biases whose dev+neg lenient precision is at least the teacher's there) | auto:
+    #   dev score among the costs whose dev+neg lenient precision is at least the teacher's there) | auto:
     #   teacher_precision for the lexicon teacher (its labels of dev+neg cost nothing), dev otherwise
     dropout: float = 0.1  # the student's dropout rate: encoder (in place of its checkpoint's) and heads
     # training
@@ -160,15 +161,15 @@ def batch_loss(student, batch, kind):
 # ----------------------------------------------------------------------------- prediction
 
 @torch.no_grad()
-def predict(student, tokenizer, records, cfg, device, types=None, given=None, o_biases=None):
+def predict(student, tokenizer, records, cfg, device, types=None, given=None, costs=None):
     """Records -> records with predicted "pairs" (ADE) or "entities" (NER), one encoder pass per sentence.
     `given`: records (aligned with `records`) whose drug spans replace the drug head's (--given_drugs).
-    `o_biases`: decode the same encoder pass once per bias -> one list of records per bias."""
+    `costs`: decode the same encoder pass once per start cost -> one list of records per cost."""
     student.eval()
     encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len, cfg.subword_labels == "first")
     dtype, _ = choose_precision(device, cfg.amp)
-    biases = [max(cfg.o_bias, 0.0)] if o_biases is None else o_biases  # -1 (not chosen yet) decodes with 0
-    outs = [[{"id": r["id"], "text": r["text"]} for r in records] for _ in biases]
+    grid = [max(cfg.start_cost, 0.0)] if costs is None else costs  # -1 (not chosen yet) decodes with 0
+    outs = [[{"id": r["id"], "text": r["text"]} for r in records] for _ in grid]
     for batch_ids in data.length_batches([len(enc["ids"]) for enc in encoded], cfg.batch_size * 2):
         encodings = [encoded[i] for i in batch_ids]
         batch = to_device(data.collate([{"ids": enc["ids"]} for enc in encodings]), device)
@@ -179,58 +180,61 @@ def predict(student, tokenizer, records, cfg, device, types=None, given=None, o_
                 logits = student(batch["input_ids"], batch["attention_mask"])
             else:
                 hidden = student.encoder(batch["input_ids"], batch["attention_mask"])
-            for out, bias in zip(outs, biases):
+            for out, cost in zip(outs, grid):
                 if isinstance(student, model.NerModel):
                     row_fields = [ner_fields(data.decode_spans(enc, log_probs), cfg, types)
-                                  for enc, log_probs in zip(encodings, log_softmax(logits, bias))]
+                                  for enc, log_probs in zip(encodings, log_softmax(logits, cost))]
                 else:
-                    row_fields = ade_fields(student, hidden, encodings, texts, drugs, bias)
+                    row_fields = ade_fields(student, hidden, encodings, texts, drugs, cost)
                 for i, fields in zip(batch_ids, row_fields):
                     out[i].update(fields)
-    return outs[0] if o_biases is None else outs
+    return outs[0] if costs is None else outs
 
 
-O_BIAS_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+COST_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
 
 
 def dev_score(row):
-    """The dev figure that picks the epoch and the O bias: strict and lenient F1 alike."""
+    """The dev figure that picks the epoch and the start cost: strict and lenient F1 alike."""
     return (row["strict"]["f1"] + row["lenient"]["f1"]) / 2
 
 
-def choose_o_bias(student, tokenizer, splits, cfg, device, types, precision_floor=None):
-    """The O bias of --o_bias_on's rule, from one encoder pass over dev (and dev+neg, which holds dev).
-    `precision_floor`: the teacher's dev+neg lenient precision (--o_bias_on=teacher_precision)."""
-    scored_on = "dev+neg" if cfg.o_bias_on == "dev+neg" else "dev"
-    sets = {"dev": splits["dev"]} if cfg.o_bias_on == "dev" else {"dev": splits["dev"], "dev+neg": splits["dev+neg"]}
-    outs = predict(student, tokenizer, sets.get("dev+neg", sets["dev"]), cfg, device, types, o_biases=O_BIAS_GRID)
+def choose_start_cost(student, tokenizer, splits, cfg, device, types, precision_floor=None):
+    """The start cost of --start_cost_on's rule, from one encoder pass over dev (and dev+neg, which holds dev).
+    `precision_floor`: the teacher's dev+neg lenient precision (--start_cost_on=teacher_precision)."""
+    scored_on = "dev+neg" if cfg.start_cost_on == "dev+neg" else "dev"
+    sets = {"dev": splits["dev"]}
+    if cfg.start_cost_on != "dev":
+        sets["dev+neg"] = splits["dev+neg"]
+    outs = predict(student, tokenizer, sets.get("dev+neg", sets["dev"]), cfg, device, types, costs=COST_GRID)
     rows = [dict(zip(sets, score_rows("student", cfg, sets, out, types))) for out in outs]
     scores = [dev_score(r[scored_on]) for r in rows]
-    print(f"{scored_on} score by O bias: " + ", ".join(f"{b:g}: {100 * s:.2f}" for b, s in zip(O_BIAS_GRID, scores)),
+    print(f"{scored_on} score by start cost: " + ", ".join(f"{b:g}: {100 * s:.2f}" for b, s in zip(COST_GRID, scores)),
           file=sys.stderr)
     if precision_floor is None:
-        return O_BIAS_GRID[int(np.argmax(scores))]
+        return COST_GRID[int(np.argmax(scores))]
     precisions = [r["dev+neg"]["lenient"]["precision"] for r in rows]
-    print(f"dev+neg lenient precision by O bias (the teacher's: {100 * precision_floor:.2f}): " +
-          ", ".join(f"{b:g}: {100 * p:.2f}" for b, p in zip(O_BIAS_GRID, precisions)), file=sys.stderr)
-    return O_BIAS_GRID[best_at_precision(scores, precisions, precision_floor)]
+    print(f"dev+neg lenient precision by start cost (the teacher's: {100 * precision_floor:.2f}): " +
+          ", ".join(f"{b:g}: {100 * p:.2f}" for b, p in zip(COST_GRID, precisions)), file=sys.stderr)
+    return COST_GRID[best_at_precision(scores, precisions, precision_floor)]
 
 
 def best_at_precision(scores, precisions, floor):
     """The index of the best score among those whose precision reaches `floor` (if none does, of the best
     score: a note says so)."""
     if not any(p >= floor for p in precisions):
-        print("note: no O bias reaches the teacher's precision on dev+neg: chosen on the dev score alone",
+        print("note: no start cost reaches the teacher's precision on dev+neg: chosen on the dev score alone",
               file=sys.stderr)
         return int(np.argmax(scores))
     return int(np.argmax([s if p >= floor else -np.inf for s, p in zip(scores, precisions)]))
 
 
-def log_softmax(logits, o_bias=0.0):
-    """(..., T, C) logits -> numpy log-probabilities in fp32 for the constrained decoder; `o_bias` is added
-    to the O tag's (a positive bias trades recall for precision)."""
+def log_softmax(logits, start_cost=0.0):
+    """(..., T, C) logits -> numpy log-probabilities in fp32 for the constrained decoder, `start_cost`
+    subtracted from every B tag's (O=0, B-k=1+2k): a span pays it once, so a positive cost trades recall for
+    precision without cutting spans short, as a bonus for O at every token would (README, "What was tried")."""
     log_probs = torch.log_softmax(logits.float(), -1)
-    log_probs[..., 0] += o_bias
+    log_probs[..., 1::2] -= start_cost
     return log_probs.cpu().numpy()
 
 
@@ -242,10 +246,10 @@ def ner_fields(spans, cfg, types):
                       if d_type == 0 for start, end, a_type in spans if a_type == 1]}
 
 
-def ade_fields(student, hidden, encodings, texts, given_drugs=None, o_bias=0.0):
+def ade_fields(student, hidden, encodings, texts, given_drugs=None, start_cost=0.0):
     """Hidden states (B, T, D) -> the drug head's spans (or the given ones) -> drug entities -> the ADE
     head once for all of them."""
-    drug_log_probs = log_softmax(student.drug_head(hidden), o_bias)
+    drug_log_probs = log_softmax(student.drug_head(hidden), start_cost)
     drugs = []  # (row in the batch, all mentions of one drug)
     for row, (enc, text) in enumerate(zip(encodings, texts)):
         spans = given_drugs[row] if given_drugs else [s[:2] for s in data.decode_spans(enc, drug_log_probs[row])]
@@ -256,7 +260,7 @@ def ade_fields(student, hidden, encodings, texts, given_drugs=None, o_bias=0.0):
     sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=hidden.device)
     ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
     row_fields = [{"pairs": []} for _ in encodings]
-    for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits, o_bias)):
+    for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits, start_cost)):
         for start, end, _ in data.decode_spans(encodings[row], log_probs):
             pair = {"drug": list(mentions[0]), "ade": [start, end]}
             if pair not in row_fields[row]["pairs"]:
@@ -449,8 +453,8 @@ def run(cfg, splits):
     # 1. The teacher labels the test sentences (to be scored beside the student) and the unlabeled pool, in
     #    one call: one progress line, one cost figure, and the lexicon is built once.
     to_score = splits["test+neg"] if cfg.task == "ade" else splits["test"]  # holds every scored sentence
-    # the O bias rule teacher_precision needs the teacher's precision on dev+neg (labelled here, never trained on)
-    teacher_scored = to_score + (splits["dev+neg"] if cfg.o_bias_on == "teacher_precision" else [])
+    # the start cost rule teacher_precision needs the teacher's precision on dev+neg (labelled here, never trained on)
+    teacher_scored = to_score + (splits["dev+neg"] if cfg.start_cost_on == "teacher_precision" else [])
     held_texts = {r["text"] for r in splits["dev"] + splits.get("dev+neg", []) + to_score}  # never trained on
     if cfg.labels:
         test_labels, labels = labels_from_file(cfg.labels, teacher_scored, held_texts)
@@ -465,7 +469,7 @@ def run(cfg, splits):
                                           splits["train"], gold_pool, types)
         if all_labels is None:  # --dry_run
             return []
-        held_out = "test and dev+neg" if cfg.o_bias_on == "teacher_precision" else "test"
+        held_out = "test and dev+neg" if cfg.start_cost_on == "teacher_precision" else "test"
         print(teacher.describe(stats) + f" ({len(scored)} {held_out} and {len(all_labels) - len(scored)} pool "
               "sentences)", file=sys.stderr)
         test_labels, labels = all_labels[:len(scored)], all_labels[len(scored):]
@@ -475,9 +479,9 @@ def run(cfg, splits):
     if cfg.labels and set(teacher_sets) != set(gold_sets):
         print(f"note: {cfg.labels} does not label every sentence of "
               f"{', '.join(sorted(set(gold_sets) - set(teacher_sets)))}: no teacher row there", file=sys.stderr)
-    if cfg.o_bias_on == "teacher_precision" and not {r["id"] for r in splits["dev+neg"]} <= labelled_ids:
-        raise SystemExit(f"error: --o_bias_on=teacher_precision: {cfg.labels} does not label every dev+neg sentence "
-                         "(`python data.py --split=dev+neg`), so the teacher's precision there is unknown")
+    if cfg.start_cost_on == "teacher_precision" and not {r["id"] for r in splits["dev+neg"]} <= labelled_ids:
+        raise SystemExit(f"error: --start_cost_on=teacher_precision: {cfg.labels} does not label every dev+neg "
+                         "sentence (`python data.py --split=dev+neg`), so the teacher's precision there is unknown")
     rows = score_rows("teacher", cfg, teacher_sets, test_labels, types, cfg.bootstrap)
     if cfg.eval_teacher_only:
         return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
@@ -497,16 +501,17 @@ def run(cfg, splits):
     examples = make_examples(labels, tokenizer, cfg, types)
     state = train(student, examples, splits["dev"], tokenizer, init, cfg, device, meta, types)
 
-    # 3. The best student, with the O bias of the best dev score, on the test sets.
+    # 3. The best student, with the start cost of the best dev score, on the test sets.
     student, _ = model.load_student(os.path.join(cfg.out_dir, "student"))
     student.to(device)
-    if cfg.o_bias < 0:
+    if cfg.start_cost < 0:
         floor = None
-        if cfg.o_bias_on == "teacher_precision":
-            floor = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, test_labels, types)[0]["lenient"]["precision"]
-        cfg = replace(cfg, o_bias=choose_o_bias(student, tokenizer, splits, cfg, device, types, floor))
+        if cfg.start_cost_on == "teacher_precision":
+            teacher_row = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, test_labels, types)[0]
+            floor = teacher_row["lenient"]["precision"]
+        cfg = replace(cfg, start_cost=choose_start_cost(student, tokenizer, splits, cfg, device, types, floor))
         with open(os.path.join(cfg.out_dir, "student", "student.json"), "w") as f:
-            json.dump({**meta, "o_bias": cfg.o_bias}, f, indent=2)  # --predict decodes with it
+            json.dump({**meta, "start_cost": cfg.start_cost}, f, indent=2)  # --predict decodes with it
     predictions = predict(student, tokenizer, to_score, cfg, device, types,
                           given=to_score if cfg.given_drugs else None)
     rows += score_rows("student", cfg, gold_sets, predictions, types, cfg.bootstrap)
@@ -515,7 +520,7 @@ def run(cfg, splits):
                           os.path.join(cfg.out_dir, "test_predictions.jsonl"))
     n_units = sum(len(r.get("pairs", r.get("entities", []))) for r in labels)
     notes = {"training_sentences": len(labels), "teacher_labels": n_units,
-             "best_dev_score": round(state["best_score"], 4), "o_bias": cfg.o_bias,
+             "best_dev_score": round(state["best_score"], 4), "start_cost": cfg.start_cost,
              "steps": state["step"], "device": str(device), "wall_s": round(time.time() - t0, 1)}
     if not cfg.labels and stats.get("strings"):
         notes["alignment_rate"] = round(stats["aligned"] / stats["strings"], 4)
@@ -577,7 +582,7 @@ def predict_main(cfg):
     student, meta = model.load_student(path)
     cfg.task, cfg.head, cfg.max_len = meta["task"], meta["head"], meta["max_len"]
     cfg.subword_labels = meta.get("subword_labels", "all")
-    cfg.o_bias = meta.get("o_bias", 0.0) if cfg.o_bias < 0 else cfg.o_bias
+    cfg.start_cost = meta.get("start_cost", 0.0) if cfg.start_cost < 0 else cfg.start_cost
     device = pick_device(cfg)
     records = ([{"id": "1", "text": cfg.predict}] if cfg.predict else data.read_sentences(cfg.predict_file))
     types = meta["types"] if cfg.task == "ner" else None
@@ -592,7 +597,7 @@ def predict_main(cfg):
 
 
 CHOICES = {"task": ("ade", "ner"), "dataset": ("ade", *data.NER_DATASETS), "teacher": ("lexicon", "gold", "llm"),
-           "o_bias_on": ("auto", "dev", "dev+neg", "teacher_precision"),
+           "start_cost_on": ("auto", "dev", "dev+neg", "teacher_precision"),
            "head": ("drug", "interaction", "plain"), "subword_labels": ("all", "first"),
            "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "fp16", "fp32")}
 
@@ -609,10 +614,12 @@ def check_config(cfg):
         raise SystemExit(f"error: --cv={cfg.cv}: the protocol needs at least 3 folds (test, dev, train), or 0")
     if cfg.cv_folds and not all(k.isdigit() and int(k) < cfg.cv for k in cfg.cv_folds.split(",")):
         raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: comma-separated fold numbers below --cv={cfg.cv}")
-    if cfg.task == "ner" and cfg.o_bias_on not in ("auto", "dev"):
-        raise SystemExit(f"error: --o_bias_on={cfg.o_bias_on} is for --task=ade (the NER corpora have no ADE-free set)")
-    if cfg.teacher == "gold" and cfg.o_bias_on == "teacher_precision":
-        raise SystemExit("error: --o_bias_on=teacher_precision: the gold teacher's precision is 100 %; choose dev or dev+neg")
+    if cfg.task == "ner" and cfg.start_cost_on not in ("auto", "dev"):
+        raise SystemExit(f"error: --start_cost_on={cfg.start_cost_on} is for --task=ade "
+                         "(the NER corpora have no ADE-free set)")
+    if cfg.teacher == "gold" and cfg.start_cost_on == "teacher_precision":
+        raise SystemExit("error: --start_cost_on=teacher_precision: the gold teacher's precision is 100 %; "
+                         "choose dev or dev+neg")
     if cfg.task == "ner" and cfg.dataset == "ade":
         raise SystemExit(f"error: --task=ner needs --dataset={' or --dataset='.join(data.NER_DATASETS)}")
     teacher.check_llm_config(cfg)
@@ -632,9 +639,9 @@ def check_config(cfg):
 def main(argv):
     cfg = teacher.override(Config(), argv)
     check_config(cfg)
-    if cfg.o_bias_on == "auto":  # the lexicon's labels of dev+neg cost nothing; an LLM's would be paid for
+    if cfg.start_cost_on == "auto":  # the lexicon's labels of dev+neg cost nothing; an LLM's would be paid for
         lexicon = cfg.task == "ade" and cfg.teacher == "lexicon" and not cfg.labels
-        cfg.o_bias_on = "teacher_precision" if lexicon else "dev"
+        cfg.start_cost_on = "teacher_precision" if lexicon else "dev"
     if cfg.predict or cfg.predict_file:
         return predict_main(cfg)
     finished = [f for f in ("results.json", "cv_results.md") if os.path.exists(os.path.join(cfg.out_dir, f))]

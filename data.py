@@ -193,7 +193,7 @@ def assemble_splits(train, dev, test, negatives):
     free_negatives = [r for r in negatives if r["pmid"] not in held_pmids and r["text"] not in held_texts]
     return {"train": train, "dev": dev, "test": test,
             "test+neg": test + [r for r in negatives if r["pmid"] in test_pmids],
-            "dev+neg": dev + [r for r in negatives if r["pmid"] in dev_pmids],  # for --o_bias_on=dev+neg
+            "dev+neg": dev + [r for r in negatives if r["pmid"] in dev_pmids],  # for --start_cost_on=dev+neg
             "negatives": free_negatives,  # labelled (no ADE) sentences allowed in training
             "pool": unlabeled(train + free_negatives)}
 

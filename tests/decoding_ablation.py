@@ -3,7 +3,7 @@ pytest): the README's decoding row.
 
     python tests/decoding_ablation.py out/student [more/student ...]
 
-Scores the test split at O bias 0 with `data.decode_spans` as it is (Viterbi) and replaced by a reader of
+Scores the test split at start cost 0 with `data.decode_spans` as it is (Viterbi) and replaced by a reader of
 the per-token argmax tags (what the earlier version did).
 """
 import os
@@ -24,7 +24,7 @@ if __name__ == "__main__":
     for student_dir in sys.argv[1:]:
         student, meta = model.load_student(student_dir)
         tokenizer = model.load_tokenizer(student_dir)
-        cfg = ade_distill.Config(o_bias=0.0, max_len=meta["max_len"],
+        cfg = ade_distill.Config(start_cost=0.0, max_len=meta["max_len"],
                                  subword_labels=meta.get("subword_labels", "all"))
         for name, decode in DECODERS.items():
             data.decode_spans = decode  # predict() reads it from the module at call time

@@ -19,7 +19,7 @@ def test_split_counts_and_spans(ade_splits):
     extra = ade_splits["test+neg"][428:]
     assert extra and all(not r["pairs"] for r in extra)
     assert {r["pmid"] for r in extra} <= {r["pmid"] for r in ade_splits["test"]}
-    dev_extra = ade_splits["dev+neg"][427:]  # the ADE-free sentences of dev's abstracts (--o_bias_on=dev+neg)
+    dev_extra = ade_splits["dev+neg"][427:]  # the ADE-free sentences of dev's abstracts (--start_cost_on=dev+neg)
     assert len(dev_extra) == 1680 and all(not r["pairs"] for r in dev_extra)
     assert {r["pmid"] for r in dev_extra} <= {r["pmid"] for r in ade_splits["dev"]}
 

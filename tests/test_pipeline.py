@@ -43,11 +43,11 @@ def test_pipeline_writes_every_output(tiny_run):
     assert len(predictions) == 428 and all({"id", "text", "pairs"} <= set(p) for p in predictions)
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["max_pool"] == 64 and config["drug_negatives"] is True
-    assert config["o_bias_on"] == "teacher_precision", "--o_bias_on=auto with the lexicon teacher"
+    assert config["start_cost_on"] == "teacher_precision", "--start_cost_on=auto with the lexicon teacher"
     assert len(open(os.path.join(out, "teacher_labels.jsonl")).readlines()) == 64
     student = os.path.join(out, "student")
     assert {"config.json", "model.safetensors", "heads.safetensors", "student.json", "tokenizer.json"} <= set(os.listdir(student))
-    assert json.load(open(os.path.join(student, "student.json")))["o_bias"] in ade_distill.O_BIAS_GRID  # chosen on dev
+    assert json.load(open(os.path.join(student, "student.json")))["start_cost"] in ade_distill.COST_GRID  # chosen on dev
 
 
 def test_loss_falls(tiny_run):
@@ -84,7 +84,7 @@ def test_ten_fold_protocol_trains_on_the_whole_training_part(tiny_bert_dir, data
         assert f"training set: {n} sentences with teacher labels + 0 without" in out.err
         assert (tmp_path / f"fold{k}" / "results.json").exists()
     assert (tmp_path / "cv_results.md").read_text().count("\n") == 2 + 2 + 1
-    assert json.load(open(tmp_path / "config.json"))["o_bias_on"] == "dev", "--o_bias_on=auto with the gold teacher"
+    assert json.load(open(tmp_path / "config.json"))["start_cost_on"] == "dev", "--start_cost_on=auto with the gold teacher"
 
 
 def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_dir, data_dir, ade_splits,
@@ -102,15 +102,15 @@ def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_
     test_file = tmp_path / "with_test.jsonl"
     test_file.write_text(data_file.read_text() + "".join(json.dumps(r) + "\n" for r in ade_splits["test"]))
     rows = ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "with_test", f"--labels={test_file}",
-                                 "--epochs=1", "--bootstrap=0", "--o_bias_on=dev+neg"))
+                                 "--epochs=1", "--bootstrap=0", "--start_cost_on=dev+neg"))
     teacher_rows = {r["split"]: r for r in rows if r["system"] == "teacher"}
     assert sorted(teacher_rows) == ["test", "test 2+ drugs"] and teacher_rows["test"]["lenient"]["f1"] == 1.0
     with_test_err = capsys.readouterr().err
     assert "labels from " + str(test_file) + ": 31 training sentences, 428 test sentences" in with_test_err
-    assert "dev+neg score by O bias: 0: " in with_test_err  # chosen on dev and its ADE-free sentences
+    assert "dev+neg score by start cost: 0: " in with_test_err  # chosen on dev and its ADE-free sentences
     with pytest.raises(SystemExit, match="teacher_precision: .* does not label every dev\\+neg sentence"):
         ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "no_dev", f"--labels={test_file}",
-                              "--o_bias_on=teacher_precision"))
+                              "--start_cost_on=teacher_precision"))
     assert not os.path.exists(tmp_path / "no_dev" / "student"), "refused before any training"
     assert "1 " + str(data_file) + " sentences also occur in dev/test and are left out" in err
     assert "1 sentences have no teacher answer" in err and "training set: " in err
@@ -120,11 +120,11 @@ def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_
     pool_file = tmp_path / "pool.jsonl"
     pool_file.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in labels + [leak]))
     ade_distill.main(args(tiny_bert_dir, data_dir, tmp_path / "pool", f"--pool={pool_file}", "--epochs=1",
-                          "--bootstrap=0", "--o_bias_on=teacher_precision"))
+                          "--bootstrap=0", "--start_cost_on=teacher_precision"))
     err = capsys.readouterr().err
     assert "1 " + str(pool_file) + " sentences also occur in dev/test" in err
     assert "(4236 test and dev+neg and 30 pool sentences)" in err  # test+neg 2,129 + dev+neg 2,107
-    assert "dev score by O bias: " in err and "dev+neg lenient precision by O bias (the teacher's: " in err
+    assert "dev score by start cost: " in err and "dev+neg lenient precision by start cost (the teacher's: " in err
     assert len(open(tmp_path / "pool" / "teacher_labels.jsonl").readlines()) == 30
 
 
@@ -148,13 +148,25 @@ def test_given_drugs_uses_the_gold_drug_spans(tiny_run, ade_splits):
         assert {p["text"][slice(*x["drug"])].lower() for x in p["pairs"]} <= gold_drugs
 
 
-def test_o_bias_decodes_one_encoder_pass_several_ways(tiny_run, ade_splits):
+def test_start_cost_decodes_one_encoder_pass_several_ways(tiny_run, ade_splits):
     student, _ = ade_distill.model.load_student(os.path.join(tiny_run[0], "student"))
     tokenizer = ade_distill.model.load_tokenizer(os.path.join(tiny_run[0], "student"))
-    cfg, test = ade_distill.Config(o_bias=0.0), ade_splits["test"][:40]
-    by_bias = ade_distill.predict(student, tokenizer, test, cfg, torch.device("cpu"), o_biases=[0.0, 100.0])
+    cfg, test = ade_distill.Config(start_cost=0.0), ade_splits["test"][:40]
+    by_bias = ade_distill.predict(student, tokenizer, test, cfg, torch.device("cpu"), costs=[0.0, 100.0])
     assert by_bias[0] == ade_distill.predict(student, tokenizer, test, cfg, torch.device("cpu"))
     assert any(r["pairs"] for r in by_bias[0]) and not any(r["pairs"] for r in by_bias[1])  # O always wins
+
+
+def test_start_cost_drops_weak_spans_whole_never_cuts_them():
+    # tags O, B, I; a sure start, then two unsure inside tokens. Cost 1: O B I I scores log(.9 * .7 * .55 * .55)
+    # - 1 = -2.66 against O B I O -2.98 and O O O O -3.55, so the span is kept whole; a bonus of 1 for O at every
+    # token (the earlier O bias) would cut it to O B O O (0.71 against O B I I -0.66). Cost 2: O O O O wins.
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.4, 0.05, 0.55], [0.4, 0.05, 0.55]])
+    decode = lambda cost: ade_distill.data.viterbi_bio(ade_distill.log_softmax(probs.log(), cost))  # noqa: E731
+    assert decode(0.0) == decode(1.0) == [0, 1, 2, 2]
+    assert decode(2.0) == [0, 0, 0, 0]
+    o_bonus = (probs.log() + torch.tensor([1.0, 0.0, 0.0])).numpy()
+    assert ade_distill.data.viterbi_bio(o_bonus) == [0, 1, 0, 0]
 
 
 def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, tmp_path):
@@ -194,10 +206,10 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, t
     ("--json_mode=yes", "--json_mode=yes: choose one of true, false, schema"),
     ("--max_cost=5", "--max_cost needs the prices"), ("--dry_run=true", "--dry_run=true is for --teacher=llm"),
     ("--labels=/nonexistent.jsonl", "--labels=/nonexistent.jsonl: no such file"),
-    ("--o_bias_on=test", "--o_bias_on=test: choose one of auto, dev, dev+neg, teacher_precision"),
-    ("--teacher=gold --o_bias_on=teacher_precision", "--o_bias_on=teacher_precision: the gold teacher's precision"),
+    ("--start_cost_on=test", "--start_cost_on=test: choose one of auto, dev, dev+neg, teacher_precision"),
+    ("--teacher=gold --start_cost_on=teacher_precision", "--start_cost_on=teacher_precision: the gold teacher's precision"),
     ("--init_from=/nonexistent", "--init_from=/nonexistent: no config.json there"),
-    ("--task=ner --o_bias_on=dev+neg", "--o_bias_on=dev+neg is for --task=ade")])
+    ("--task=ner --start_cost_on=dev+neg", "--start_cost_on=dev+neg is for --task=ade")])
 def test_bad_options_stop_before_any_work(option, message, tmp_path):
     out = subprocess.run([sys.executable, "ade_distill.py", *option.split(), f"--out_dir={tmp_path}", "--data_dir=/nonexistent"],
                          capture_output=True, text=True)
@@ -253,7 +265,7 @@ def test_best_score_at_the_teachers_precision(capsys):
     assert ade_distill.best_at_precision(scores, precisions, 0.61) == 3
     assert capsys.readouterr().err == ""
     assert ade_distill.best_at_precision(scores, precisions, 0.70) == 1  # none qualifies: the best score, said
-    assert "no O bias reaches the teacher's precision" in capsys.readouterr().err
+    assert "no start cost reaches the teacher's precision" in capsys.readouterr().err
 
 
 def test_precision_choice(monkeypatch):
