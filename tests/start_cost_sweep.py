@@ -41,6 +41,6 @@ if __name__ == "__main__":
         print(f"| {rule} | dev score | " + " | ".join(sets) + " |\n| ---: | ---: |" + " --- |" * len(sets))
         for cost, predicted in zip(ade_distill.COST_GRID, outs):
             rows = ade_distill.score_rows("student", cfg, sets, predicted, None)
-            print(f"| {cost:g} | {100 * ade_distill.dev_score(rows[0]):.2f} | " + " | ".join(
-                f"{100 * r['strict']['f1']:.2f} / {100 * r['lenient']['precision']:.2f} / {100 * r['lenient']['f1']:.2f}"
-                for r in rows) + " |")
+            cells = [f"{100 * r['strict']['f1']:.2f} / {100 * r['lenient']['precision']:.2f} / "
+                     f"{100 * r['lenient']['f1']:.2f}" for r in rows]
+            print(f"| {cost:g} | {100 * ade_distill.dev_score(rows[0]):.2f} | " + " | ".join(cells) + " |")
