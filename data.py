@@ -13,6 +13,7 @@ from their public sources and every file is checked against its sha256.
     python data.py --dataset=bc5cdr --split=test
 """
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -174,6 +175,11 @@ def unlabeled(records):
     return [{k: r[k] for k in ("id", "pmid", "text") if k in r} for r in records]
 
 
+def held_out_texts(splits):
+    """Every sentence that is scored (dev, test and their ADE-free sentences): none may reach training."""
+    return {r["text"] for name in ("dev", "dev+neg", "test", "test+neg") for r in splits.get(name, [])}
+
+
 def without_held_out(records, held_texts, what):
     """The records whose text is not a dev/test sentence; the others are dropped and counted."""
     kept = [r for r in records if r["text"] not in held_texts]
@@ -183,40 +189,44 @@ def without_held_out(records, held_texts, what):
     return kept
 
 
-def assemble_splits(train, dev, test, negatives):
-    """train/dev/test of positive sentences + ADE-NEG -> every set the pipeline uses."""
-    held_pmids = {r["pmid"] for r in dev + test}
-    held_texts = {r["text"] for r in dev + test}
-    test_pmids, dev_pmids = {r["pmid"] for r in test}, {r["pmid"] for r in dev}
-    # One sentence text is in the corpus under two PubMed IDs; held-out text never reaches training.
-    train = without_held_out(train, held_texts, "train")
-    free_negatives = [r for r in negatives if r["pmid"] not in held_pmids and r["text"] not in held_texts]
-    return {"train": train, "dev": dev, "test": test,
-            "test+neg": test + [r for r in negatives if r["pmid"] in test_pmids],
-            "dev+neg": dev + [r for r in negatives if r["pmid"] in dev_pmids],  # for --start_cost_on=dev+neg
-            "negatives": free_negatives,  # labelled (no ADE) sentences allowed in training
-            "pool": unlabeled(train + free_negatives)}
+def assemble_splits(train, dev, test, negatives, what):
+    """train/dev/test sentences (+ ADE-free sentences) -> every set the pipeline uses: train, dev, test,
+    dev+neg and test+neg (each with the ADE-free sentences of its PubMed IDs), the labelled ADE-free
+    sentences allowed in training ("negatives"), and the unlabeled pool (train + those)."""
+    pmids_of = lambda records: {r.get("pmid") for r in records}  # noqa: E731  (NER records have none)
+    splits = {"dev": dev, "test": test,
+              "dev+neg": dev + [r for r in negatives if r["pmid"] in pmids_of(dev)],
+              "test+neg": test + [r for r in negatives if r["pmid"] in pmids_of(test)]}
+    held = held_out_texts(splits)  # one sentence text is in the ADE corpus under two PubMed IDs
+    splits["train"] = without_held_out(train, held, what)
+    other_abstracts = [r for r in negatives if r["pmid"] not in pmids_of(dev + test)]
+    splits["negatives"] = without_held_out(other_abstracts, held, "ADE-free")
+    splits["pool"] = unlabeled(splits["train"] + splits["negatives"])
+    return splits
 
 
-def ade_splits(root):
-    """The paper's split: sort by (PMID, text), shuffle with seed 0, cut 80/10/10."""
+def load_splits(root, dataset="ade", cv=0, fold=0):
+    """The splits of a dataset. ADE, the paper's: the positive sentences sorted by (PMID, text), shuffled
+    with seed 0, cut 80/10/10. With cv=k: fold `fold` of a k-fold split by PubMed ID (test = that fold,
+    dev = the next, train = the rest). NER: the corpus's own train/devel/test."""
+    if dataset != "ade":
+        folder = NER_DATASETS[dataset]
+        train, dev, test = (read_iob(corpus_file(root, f"{folder}/{name}.tsv")) for name in ("train", "devel", "test"))
+        return assemble_splits(train, dev, test, [], f"{dataset} train")
     positives, negatives = read_ade(root)
-    order = sorted(positives, key=lambda r: (r["pmid"], r["text"]))
-    random.Random(0).shuffle(order)
-    n_train, n_dev = int(0.8 * len(order)), int(0.1 * len(order))
-    return assemble_splits(order[:n_train], order[n_train:n_train + n_dev], order[n_train + n_dev:], negatives)
-
-
-def ade_cv_splits(root, k=10, fold=0):
-    """Fold `fold` of a k-fold split by PubMed ID: test = that fold, dev = the next, train = the rest."""
-    assert k >= 3 and 0 <= fold < k, f"--cv={k} fold {fold}: need at least 3 folds (test, dev and train)"
-    positives, negatives = read_ade(root)
+    if not cv:
+        order = sorted(positives, key=lambda r: (r["pmid"], r["text"]))
+        random.Random(0).shuffle(order)
+        n_train, n_dev = int(0.8 * len(order)), int(0.1 * len(order))
+        return assemble_splits(order[:n_train], order[n_train:n_train + n_dev], order[n_train + n_dev:],
+                               negatives, "train")
+    assert cv >= 3 and 0 <= fold < cv, f"--cv={cv} fold {fold}: need at least 3 folds (test, dev and train)"
     pmids = sorted({r["pmid"] for r in positives})
     random.Random(0).shuffle(pmids)
-    fold_of = {p: i % k for i, p in enumerate(pmids)}
+    fold_of = {p: i % cv for i, p in enumerate(pmids)}
     part = lambda f: [r for r in positives if fold_of[r["pmid"]] == f]  # noqa: E731
-    train = [r for r in positives if fold_of[r["pmid"]] not in (fold, (fold + 1) % k)]
-    return assemble_splits(train, part((fold + 1) % k), part(fold), negatives)
+    train = [r for r in positives if fold_of[r["pmid"]] not in (fold, (fold + 1) % cv)]
+    return assemble_splits(train, part((fold + 1) % cv), part(fold), negatives, "train")
 
 
 # ----------------------------------------------------------------------------- PubMed baseline XML
@@ -314,49 +324,29 @@ def pubmed_pool(paths, splits):
 
 def read_iob(path):
     """token<TAB>tag lines, blank between sentences -> records {"id", "text", "entities"}; the text is
-    the tokens joined by single spaces, so every entity has exact character offsets."""
-    records, tokens = [], []
+    the tokens joined by single spaces, so every entity has exact character offsets. An I-tag after O or
+    another type opens an entity, as conlleval reads it."""
+    records, text, entities = [], "", []
     split = os.path.splitext(os.path.basename(path))[0]
-
-    def flush():
-        if tokens:
-            text, entities, start = "", [], None
-            for word, tag, _ in tokens:
-                begin = len(text) + (1 if text else 0)
-                text += (" " if text else "") + word
-                if tag == "O" or tag.startswith("B-") or start is None or start[1] != tag[2:]:
-                    if start:
-                        entities.append({"span": [start[0], prev_end], "type": start[1]})
-                    start = None if tag == "O" else (begin, tag[2:])
-                prev_end = len(text)
-            if start:
-                entities.append({"span": [start[0], prev_end], "type": start[1]})
-            records.append({"id": f"{split}:{len(records)}", "text": text, "entities": entities})
-            tokens.clear()
-
     with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
+        for n, line in enumerate(itertools.chain(f, [""]), 1):  # "": the end of the last sentence
             if not line.strip():
-                flush()
+                if text:
+                    records.append({"id": f"{split}:{len(records)}", "text": text, "entities": entities})
+                text, entities = "", []
                 continue
-            parts = line.split("\t")
+            parts = line.rstrip("\n").split("\t")
             if len(parts) != 2 or not parts[0] or not re.fullmatch(r"O|[BI]-\S+", parts[1]):
                 raise ValueError(f"{path}:{n}: expected 'token<TAB>tag' with tag O, B-TYPE or I-TYPE, "
-                                 f"found {line!r}")
-            tokens.append((parts[0], parts[1], n))
-    flush()
+                                 f"found {line.strip()!r}")
+            word, tag = parts
+            start, text = len(text) + bool(text), text + " " * bool(text) + word
+            if tag.startswith("I-") and entities and entities[-1]["type"] == tag[2:] and previous == tag[2:]:
+                entities[-1]["span"][1] = len(text)
+            elif tag != "O":
+                entities.append({"span": [start, len(text)], "type": tag[2:]})
+            previous = tag[2:]  # "" after O
     return records
-
-
-def ner_splits(root, dataset):
-    if dataset not in NER_DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(NER_DATASETS)}")
-    folder = NER_DATASETS[dataset]
-    train, dev, test = (read_iob(corpus_file(root, f"{folder}/{name}.tsv")) for name in ("train", "devel", "test"))
-    held = {r["text"] for r in dev + test}
-    train = without_held_out(train, held, f"{dataset} train")
-    return {"train": train, "dev": dev, "test": test, "pool": unlabeled(train)}
 
 
 def entity_types(records):
@@ -365,19 +355,17 @@ def entity_types(records):
 
 # ----------------------------------------------------------------------------- spans <-> sub-word BIO
 
-def encode(tokenizer, texts, max_len, first_only=False):
-    """-> one dict per text: ids, offsets (char [start, end) per token; (0, 0) for [CLS]/[SEP]), words, and
-    `tagged`: the tokens that carry a BIO tag (every sub-word of a word, or with first_only its first one).
-    Texts longer than max_len tokens are cut (keeping the final [SEP]) and counted."""
+def encode(tokenizer, texts, max_len):
+    """-> one dict per text: ids, offsets (char [start, end) per token; (0, 0) for [CLS]/[SEP]) and words
+    (the word of each token; None for [CLS]/[SEP]). Texts longer than max_len tokens are cut (keeping the
+    final [SEP]) and counted."""
     encoded, cut = [], 0
     for e in tokenizer.encode_batch(list(texts)):
         ids, offsets, words = list(e.ids), list(e.offsets), list(e.word_ids)
         if len(ids) > max_len:
             cut += 1
-            ids, offsets, words = ids[:max_len - 1] + ids[-1:], offsets[:max_len - 1] + offsets[-1:], \
-                words[:max_len - 1] + words[-1:]
-        tagged = [w is not None and not (first_only and i > 0 and words[i - 1] == w) for i, w in enumerate(words)]
-        encoded.append({"ids": ids, "offsets": offsets, "words": words, "tagged": tagged})
+            ids, offsets, words = (x[:max_len - 1] + x[-1:] for x in (ids, offsets, words))
+        encoded.append({"ids": ids, "offsets": offsets, "words": words})
     if cut:
         print(f"note: {cut} of {len(encoded)} sentences are longer than {max_len} tokens and were cut there; "
               "spans past the cut cannot be predicted (raise --max_len)", file=sys.stderr)
@@ -385,56 +373,30 @@ def encode(tokenizer, texts, max_len, first_only=False):
 
 
 def spans_to_bio(enc, spans):
-    """[(start, end, type_index)] -> labels per token: O=0, B-k=1+2k, I-k=2+2k, -100 on [CLS]/[SEP] (and on
-    the tokens that carry no tag, see `encode`). Returns (labels, number of spans whose edges fall inside a token)."""
-    labels = [0 if tagged else -100 for tagged in enc["tagged"]]
+    """[(start, end, type_index)] -> labels per token: O=0, B-k=1+2k, I-k=2+2k, -100 on [CLS]/[SEP]; every
+    sub-word of a word carries its tag. Returns (labels, number of spans whose edges fall inside a token)."""
+    labels = [0 if w is not None else -100 for w in enc["words"]]
     off_boundary = 0
     for start, end, k in spans:
-        touched = [i for i, (s, e) in enumerate(enc["offsets"])
-                   if enc["words"][i] is not None and s < end and e > start]
-        inside = [i for i in touched if enc["tagged"][i]]
+        inside = [i for i, (s, e) in enumerate(enc["offsets"])
+                  if enc["words"][i] is not None and s < end and e > start]
         if not inside:
             off_boundary += 1  # cut off by truncation, or whitespace only
             continue
-        off_boundary += enc["offsets"][touched[0]][0] != start or enc["offsets"][touched[-1]][1] != end
+        off_boundary += enc["offsets"][inside[0]][0] != start or enc["offsets"][inside[-1]][1] != end
         for j, i in enumerate(inside):
             if labels[i] == 0:  # overlapping spans of one head: the first keeps its tokens
                 labels[i] = 1 + 2 * k + (j > 0)
     return labels, off_boundary
 
 
-def bio_to_spans(enc, tags):
-    """Tags per token -> [(start, end, type_index)], widened to whole words (a span never starts or ends
-    inside a word). An I-k after O or another type opens a span, as conlleval reads it. Tokens of no word
-    ([CLS], [SEP]) and tags of None (tokens that carry no tag) are passed over."""
-    word_start, word_end = {}, {}
-    for (s, e), w in zip(enc["offsets"], enc["words"]):
-        if w is not None:
-            word_start.setdefault(w, s)
-            word_end[w] = e
-    spans, open_span = [], None
-    for (s, e), w, tag in zip(enc["offsets"], enc["words"], tags):
-        if w is None or tag is None:
-            continue
-        k = (tag - 1) // 2
-        if tag == 0 or tag % 2 == 1 or open_span is None or open_span[2] != k:
-            if open_span:
-                spans.append(tuple(open_span))
-            open_span = None if tag == 0 else [word_start[w], word_end[w], k]
-        else:
-            open_span[1] = word_end[w]
-    if open_span:
-        spans.append(tuple(open_span))
-    return sorted(set(spans))
-
-
 def viterbi_bio(log_probs):
-    """(T, 2K+1) log-probabilities of a sentence's real tokens -> the most probable tag sequence in which
-    every I-k follows B-k or I-k (never O, another type, or the sentence start). Tags: O=0, B-k=1+2k, I-k=2+2k.
-    Plain Python lists: for a handful of tags they are 2x faster than numpy's per-token calls."""
+    """(T, 2K+1) log-probabilities -> the most probable tag sequence in which every I-k follows B-k or I-k
+    (never O, another type, or the start). Tags: O=0, B-k=1+2k, I-k=2+2k. Plain Python lists: for a
+    handful of tags they are 2x faster than numpy's per-step calls."""
     C = log_probs.shape[1]
     inside = [c > 0 and c % 2 == 0 for c in range(C)]
-    sources = [[p for p in range(C) if not inside[c] or p in (c - 1, c)] for c in range(C)]  # allowed previous tags
+    sources = [[p for p in range(C) if not inside[c] or p in (c - 1, c)] for c in range(C)]  # allowed before c
     rows = log_probs.tolist()
     score = [-np.inf if inside[c] else rows[0][c] for c in range(C)]  # best score of a path ending in each tag
     back = []
@@ -449,14 +411,26 @@ def viterbi_bio(log_probs):
 
 
 def decode_spans(enc, log_probs):
-    """Log-probabilities (T_padded, 2K+1) of one encoded sentence -> spans via BIO-constrained Viterbi over
-    the tokens that carry a tag ([CLS], [SEP], padding and, with first_only, later sub-words take no part),
-    snapped to whole words."""
-    real = [i for i, tagged in enumerate(enc["tagged"]) if tagged]
-    tags = [None] * len(enc["words"])
-    for i, tag in zip(real, viterbi_bio(log_probs[real]) if real else []):
-        tags[i] = tag
-    return bio_to_spans(enc, tags)
+    """Log-probabilities (T_padded, 2K+1) of one encoded sentence -> [(start, end, type_index)] of whole
+    words. A word takes one tag: its score for B-k is that of B-k on its first sub-word and I-k on the
+    others (as training labels it), for I-k and O that of the tag on every sub-word; BIO-constrained
+    Viterbi then runs over the words. So spans never start or end inside a word, nor overlap."""
+    tokens = [i for i, w in enumerate(enc["words"]) if w is not None]  # not [CLS], [SEP], padding
+    words = [enc["words"][i] for i in tokens]
+    starts = [n for n in range(len(tokens)) if n == 0 or words[n] != words[n - 1]]  # each word's first sub-word
+    if not tokens:
+        return []
+    real = log_probs[tokens]  # (sub-words, C)
+    word_scores = np.add.reduceat(real, starts, axis=0)  # (words, C): the tag on every sub-word
+    word_scores[:, 1::2] = word_scores[:, 2::2] + real[starts, 1::2] - real[starts, 2::2]  # B-k, then I-k
+    spans = []
+    for s, e, tag in zip(starts, starts[1:] + [len(tokens)], viterbi_bio(word_scores)):
+        start, end = enc["offsets"][tokens[s]][0], enc["offsets"][tokens[e - 1]][1]
+        if tag % 2 == 1:  # B-k opens a span
+            spans.append([start, end, (tag - 1) // 2])
+        elif tag:  # I-k extends it: Viterbi puts it only after B-k or I-k
+            spans[-1][1] = end
+    return [tuple(span) for span in spans]
 
 
 def token_mask(enc, spans):
@@ -555,22 +529,30 @@ def collate(examples, pad_id=0, multiple=8):
 
 # ----------------------------------------------------------------------------- small shared helpers
 
-def read_sentences(path):
-    """JSON Lines of {"id", "text", ...}; or plain text, one sentence per line (ids: line numbers)."""
-    records = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
+def iter_sentences(path):
+    """JSON Lines of {"id", "text", ...}, or plain text with one sentence per line (ids: line numbers),
+    read line by line. A line that is neither is an error naming the file and line."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start}); save the file "
+                                 "as UTF-8") from None
             if not line.strip():
                 continue
             try:
-                is_json = line.lstrip().startswith("{")
-                record = json.loads(line) if is_json else {"id": str(n), "text": line.rstrip("\n")}
+                record = json.loads(line) if line.lstrip().startswith("{") else {"id": str(n), "text": line.rstrip()}
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "id" not in record:
-                raise ValueError(f'{path}:{n}: expected an object with "id" and "text"')
-            records.append(record)
-    return records
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            if not isinstance(record, dict) or "id" not in record or not isinstance(record.get("text"), str) \
+                    or not record["text"].strip():
+                raise ValueError(f'{path}:{n}: expected an object with "id" and a non-empty "text"')
+            yield record
+
+
+def read_sentences(path):
+    return list(iter_sentences(path))
 
 
 def write_jsonl_file(records, path):
@@ -603,20 +585,18 @@ if __name__ == "__main__":
     args = {key: value for key, _, value in options if key != "pubmed"}
     pubmed = [value for key, _, value in options if key == "pubmed"]
     if (not all(a.startswith("--") and eq for a, (_, eq, _) in zip(sys.argv[1:], options))
-            or set(args) - {"split", "data_dir", "dataset"} or ("split" in args) == bool(pubmed)):
+            or set(args) - {"split", "data_dir", "dataset"} or ("split" in args) == bool(pubmed)
+            or args.get("dataset", "ade") not in ("ade", *NER_DATASETS)):
         sys.exit("usage: python data.py --split=train|dev|dev+neg|test|test+neg|pool "
-                 "[--dataset=ade|bc5cdr|ncbi_disease] [--data_dir=DIR]\n"
+                 f"[--dataset=ade|{'|'.join(NER_DATASETS)}] [--data_dir=DIR]\n"
                  "       python data.py --pubmed=FILE.xml.gz [--pubmed=FILE2.xml.gz ...] > pool.jsonl")
-    root, dataset = data_root(args.get("data_dir", "")), args.get("dataset", "ade")
     try:
-        splits = ade_splits(root) if dataset == "ade" or pubmed else ner_splits(root, dataset)
-        if pubmed:
-            records, counts = pubmed_pool(pubmed, splits)
-            sys.stdout.writelines(json.dumps(r) + "\n" for r in records)
-            print("pubmed: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
-            sys.exit(0)
+        splits = load_splits(data_root(args.get("data_dir", "")), "ade" if pubmed else args.get("dataset", "ade"))
+        records, counts = pubmed_pool(pubmed, splits) if pubmed else (splits.get(args["split"]), {})
+        if records is None:
+            sys.exit(f"error: unknown split {args['split']!r}; choose one of {', '.join(splits)}")
+        sys.stdout.writelines(json.dumps(r) + "\n" for r in records)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    if args["split"] not in splits:
-        sys.exit(f"unknown split {args['split']!r}; choose one of {sorted(splits)}")
-    sys.stdout.writelines(json.dumps(r) + "\n" for r in splits[args["split"]])
+    if counts:
+        print("pubmed: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)

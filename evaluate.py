@@ -150,6 +150,22 @@ def only_type(records, entity_type):
     return [{**r, "entities": [e for e in r.get("entities", []) if e["type"] == entity_type]} for r in records]
 
 
+def markdown_table(rows):
+    """Result rows ({"system", "teacher", "split", "strict", "lenient"}, as ade_distill writes them to
+    results.json) -> a markdown table of P / R / F1 in percent, F1 with its 95 % interval where it has one."""
+    lines = ["| system | teacher | split | strict P | strict R | strict F1 | lenient P | lenient R | lenient F1 |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        cells = []
+        for m in (r["strict"], r["lenient"]):
+            interval = " [{:.1f}, {:.1f}]".format(*(100 * x for x in m["ci95"]["f1"])) if "ci95" in m else ""
+            cells += [f"{100 * m['precision']:.2f}", f"{100 * m['recall']:.2f}", f"{100 * m['f1']:.2f}{interval}"]
+        lines.append(f"| {r['system']} | {r['teacher']} | {r['split']} | " + " | ".join(cells) + " |")
+    if any("ci95" in r["strict"] for r in rows):
+        lines += ["", "F1 [95 % interval, sentence bootstrap]"]
+    return "\n".join(lines)
+
+
 def read_jsonl(path):
     """Records of a JSONL file; a malformed line is an error naming the file and line."""
     records = []

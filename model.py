@@ -326,16 +326,13 @@ N_BIO = 3  # O, B, I
 class AdeModel(nn.Module):
     """Encoder + drug BIO head + drug-conditioned ADE BIO head (one encoder pass per sentence)."""
 
-    def __init__(self, encoder, dropout=0.1, interaction=False):
+    def __init__(self, encoder, dropout=0.1):
         super().__init__()
         D = encoder.config.hidden_size
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.drug_head = nn.Linear(D, N_BIO)
         self.ade_head = nn.Linear(2 * D, N_BIO)  # the paper's Linear(2D, 3) over [H_t ; v_d]
-        # An option beside the paper's head: a term W_x (H_t * v_d) through which the drug can change
-        # each token's scores differently (the paper's head only shifts all tokens' scores alike).
-        self.interaction = nn.Linear(D, N_BIO, bias=False) if interaction else None
 
     def forward(self, input_ids, attention_mask, drug_sentence, drug_token_mask):
         """
@@ -360,10 +357,7 @@ class AdeModel(nn.Module):
         # part once per drug, broadcast over tokens. Same numbers, no (M, T, 2D) tensor.
         token_part = F.linear(hidden, self.ade_head.weight[:, :D], self.ade_head.bias)  # (B, T, 3)
         drug_part = F.linear(drug_vectors, self.ade_head.weight[:, D:])  # (M, 3)
-        logits = token_part[drug_sentence] + drug_part[:, None, :]  # (M, T, 3)
-        if self.interaction is not None:
-            logits = logits + self.interaction(drug_hidden * drug_vectors[:, None, :])  # (M, T, D) -> (M, T, 3)
-        return logits
+        return token_part[drug_sentence] + drug_part[:, None, :]  # (M, T, 3)
 
 
 class NerModel(nn.Module):
@@ -379,25 +373,39 @@ class NerModel(nn.Module):
         return self.head(self.dropout(self.encoder(input_ids, attention_mask)))  # (B, T, 2K+1)
 
 
-def save_student(model, path, tokenizer_from, meta):
-    """The encoder in Hugging Face layout, plus heads.safetensors and student.json (kind, labels...)."""
-    save_encoder(model.encoder, path, tokenizer_from)
+def save_student(model, path, tokenizer_from, meta, train_state=None):
+    """The encoder in Hugging Face layout, plus heads.safetensors and student.json: `meta` (the caller's
+    settings) and the student's kind, "ade" (AdeModel) or "ner" (NerModel over meta["types"]); with
+    `train_state`, also train_state.pt (torch.save) to resume from. Written aside, then swapped in with
+    os.replace: a kill at any moment leaves a complete `path`, or a complete `path.old` that
+    load_student falls back to."""
+    tmp, old = path + ".tmp", path + ".old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_encoder(model.encoder, tmp, tokenizer_from)
     heads = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
-    save_file(heads, os.path.join(path, "heads.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(path, "student.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+    save_file(heads, os.path.join(tmp, "heads.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(tmp, "student.json"), "w") as f:
+        json.dump({**meta, "model": "ade" if isinstance(model, AdeModel) else "ner"}, f, indent=2)
+    if train_state is not None:
+        torch.save(train_state, os.path.join(tmp, "train_state.pt"))
+    if os.path.exists(path):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_student(path):
-    """-> (AdeModel or NerModel in eval mode, meta dict) from a directory written by save_student;
-    meta["model"] is "ade" (AdeModel) or "ner" (NerModel over meta["types"])."""
+    """-> (AdeModel or NerModel in eval mode, meta dict) from a directory written by save_student (or
+    from `path`.old, where a kill came between the two renames of a save)."""
+    if not os.path.exists(path) and os.path.exists(path + ".old"):
+        path += ".old"
     meta_path = os.path.join(path, "student.json")
     if not os.path.exists(meta_path):
         raise FileNotFoundError(f"{meta_path} not found: {path} is not a trained student (train one first).")
     meta = json.load(open(meta_path))
     encoder = load_encoder(path)
-    model = (AdeModel(encoder, interaction=meta.get("head") == "interaction") if meta["model"] == "ade"
-             else NerModel(encoder, len(meta["types"])))
+    model = AdeModel(encoder) if meta["model"] == "ade" else NerModel(encoder, len(meta["types"]))
     heads_path = os.path.join(path, "heads.safetensors")
     heads = read_safetensors(heads_path)
     load_state(model, {**{f"encoder.{k}": v for k, v in encoder.state_dict().items()}, **heads}, heads_path)
@@ -405,11 +413,10 @@ def load_student(path):
 
 
 def bio_loss(logits, labels):
-    """Summed cross-entropy over real tokens (label != -100) and their count: the caller divides once
-    by the total count of a whole (accumulated) batch, so padding never changes the weighting."""
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+    """Cross-entropy summed over the real tokens (label != -100): the caller divides once by the number of
+    real labels of the whole batch, so padding and micro-batches never change the weighting."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                            ignore_index=-100, reduction="sum")
-    return loss, int((labels != -100).sum())
 
 
 if __name__ == "__main__":

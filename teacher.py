@@ -107,10 +107,13 @@ def align(text, drug, event):
 
 
 def spans_from_reply(obj, text, types=None):
-    """A parsed reply -> (record fields, strings given, strings aligned)."""
+    """A parsed reply -> (record fields, strings given, strings aligned); fields None when the reply is not
+    the answer asked for ({"pairs": [...]}, or {"entities": {...}} for NER)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("pairs" if types is None else "entities"),
+                                                   list if types is None else dict):
+        return None, 0, 0
     if types is None:
-        items = obj.get("pairs") if isinstance(obj.get("pairs"), list) else []  # {"pairs": null} and worse
-        items = [p for p in items if isinstance(p, dict)
+        items = [p for p in obj["pairs"] if isinstance(p, dict)
                  and isinstance(p.get("drug"), str) and isinstance(p.get("adverse_event"), str)]
         pairs, aligned = [], 0
         for item in items:
@@ -120,14 +123,14 @@ def spans_from_reply(obj, text, types=None):
                 pairs.append({"drug": spans[0], "ade": spans[1]})
         return {"pairs": pairs}, len(items), aligned
     entities, given, aligned = [], 0, 0
-    found = obj.get("entities", {}) if isinstance(obj.get("entities"), dict) else {}
     for t in types:
-        mentions = found.get(t) if isinstance(found.get(t), list) else []
+        mentions = obj["entities"].get(t) if isinstance(obj["entities"].get(t), list) else []
         for mention in dict.fromkeys(m for m in mentions if isinstance(m, str)):
             given += 1
             spans = data.find_mentions(text, mention)
             aligned += bool(spans)
-            entities += [{"span": list(s), "type": t} for s in spans if {"span": list(s), "type": t} not in entities]
+            entities += [{"span": list(s), "type": t} for s in spans
+                         if {"span": list(s), "type": t} not in entities]
     return {"entities": entities}, given, aligned
 
 
@@ -136,52 +139,57 @@ def spans_from_reply(obj, text, types=None):
 @dataclass
 class TeacherConfig:
     """The teacher's options (teacher.py's command line); ade_distill.Config adds the student's."""
-    teacher: str = "lexicon"  # lexicon | gold | llm
-    task: str = "ade"  # ade | ner
-    dataset: str = "ade"  # for --task=ner: bc5cdr | ncbi_disease
+    teacher: str = "lexicon"
+    task: str = "ade"
+    dataset: str = "ade"  # --task=ner: bc5cdr | ncbi_disease
     data_dir: str = ""  # default: $ADE_DISTILL_DATA, else ./data
-    lexicon_min_precision: float = 0.1  # the lexicon keeps terms this precise on train + ADE-free sentences
     # the LLM teacher
     base_url: str = "http://localhost:8000/v1"
     llm_model: str = ""
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never written anywhere
-    shots: int = 0
-    shot_seed: int = 0
-    temperature: float = 0.0
-    llm_seed: int = 0  # sent to the server as "seed" (-1: not sent)
-    max_tokens: int = 512
+    shots: int = 0  # k examples of the train split (drawn with seed 0) as prior turns of the chat
     json_mode: str = "true"  # true: response_format json_object; schema: json_schema of the answer; false: none
-    timeout: float = 60.0
+    max_tokens: int = 512
+    timeout: float = 60.0  # seconds to wait for one reply (a local model on a CPU may need more)
     concurrency: int = 8
-    max_retries: int = 6
-    backoff: float = 1.0  # seconds before the first retry; doubles each time, with jitter
-    price_in: float = 0.0  # $ per million prompt tokens, for the cost estimate
-    price_out: float = 0.0  # $ per million completion tokens
     cache: str = "cache/llm_replies.jsonl"
     dry_run: bool = False  # send nothing: print the requests to send, the estimated tokens and cost
-    max_cost: float = 0.0  # USD: stop before this run's spend could pass it (0 = no cap; needs the prices)
+    price_in: float = 0.0  # USD per million prompt tokens, for the cost estimate and --max_cost
+    price_out: float = 0.0  # USD per million completion tokens
+    max_cost: float = 0.0  # USD: stop before this run's spend could pass it (0 = no cap)
     batch_api: bool = False  # the OpenAI Batch API: half price, replies within 24 h; a killed run resumes its batch
-    batch_poll: float = 30.0  # seconds between polls of a batch
+
+    # what `override` checks as each option is parsed (class attributes, not options)
+    CHOICES = {"teacher": ("lexicon", "gold", "llm"), "task": ("ade", "ner"),
+               "dataset": ("ade", *data.NER_DATASETS), "json_mode": ("true", "false", "schema")}
+    AT_LEAST_ONE = ("max_tokens", "concurrency")
+
+
+def check_config(cfg):
+    """The checks that involve several teacher options, before any data is read or any request sent."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.api_key_env) or cfg.api_key_env.startswith("sk"):
+        raise SystemExit("error: --api_key_env takes the NAME of the variable that holds the key (e.g. "
+                         "OPENAI_API_KEY), never the key itself")
+    if cfg.max_cost and not (cfg.price_in or cfg.price_out):
+        raise SystemExit("error: --max_cost needs the prices: --price_in and --price_out (USD per million tokens)")
+    if cfg.dry_run and cfg.teacher != "llm":
+        raise SystemExit(f"error: --dry_run=true is for --teacher=llm (the {cfg.teacher} teacher sends nothing)")
+    if (cfg.task == "ner") == (cfg.dataset == "ade"):
+        raise SystemExit(f"error: --task={cfg.task} --dataset={cfg.dataset}: the ADE task reads --dataset=ade, "
+                         f"--task=ner one of {', '.join(data.NER_DATASETS)}")
+
+
+# Plumbing no run needs to change (the tests set some of them lower).
+LEXICON_MIN_PRECISION = 0.1  # the lexicon keeps terms at least this precise on train + ADE-free sentences
+MAX_RETRIES = 6
+BACKOFF_S = 1.0  # seconds before the first retry; doubles each time, with jitter
+BATCH_POLL_S = 30.0  # seconds between polls of a Batch API batch
 
 
 # ----------------------------------------------------------------------------- the HTTP client
 
 class TeacherError(RuntimeError):
     pass
-
-
-def check_llm_config(cfg):
-    """The LLM options, checked before any data is read or any request sent: one line naming what to fix."""
-    if cfg.json_mode not in ("true", "false", "schema"):
-        raise SystemExit(f"error: --json_mode={cfg.json_mode}: choose one of true, false, schema")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.api_key_env) or cfg.api_key_env.startswith("sk"):
-        raise SystemExit("error: --api_key_env takes the NAME of the variable that holds the key (e.g. "
-                         "OPENAI_API_KEY), never the key itself")
-    if cfg.max_cost and not (cfg.price_in or cfg.price_out):
-        raise SystemExit("error: --max_cost needs the prices: --price_in and --price_out (USD per million tokens)")
-    for key in ("concurrency", "max_tokens"):
-        if getattr(cfg, key) < 1:
-            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: must be at least 1")
 
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -207,7 +215,7 @@ def call(session, method, url, cfg, raw=False, **kwargs):
     request the server will not take, TeacherError at once on anything else a retry cannot fix."""
     key = os.environ.get(cfg.api_key_env, "")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    for attempt in range(cfg.max_retries + 1):
+    for attempt in range(MAX_RETRIES + 1):
         retry_after = None
         try:
             r = session.request(method, url, headers=headers, timeout=cfg.timeout, **kwargs)
@@ -230,13 +238,13 @@ def call(session, method, url, cfg, raw=False, **kwargs):
                 raise TeacherError(f"{method} {url} answered {problem}. "
                                    f"{ADVICE.get(r.status_code, 'check the server log')}.")
             retry_after = r.headers.get("Retry-After")
-        if attempt == cfg.max_retries:
+        if attempt == MAX_RETRIES:
             raise TeacherError(f"{method} {url} failed {attempt + 1} times; last: {problem}. Is the server up and "
                                "reachable? Rerun to continue: the replies received so far are cached.")
         try:
             delay = float(retry_after)
         except (TypeError, ValueError):
-            delay = min(60.0, cfg.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+            delay = min(60.0, BACKOFF_S * 2 ** attempt) * random.uniform(0.5, 1.0)
         time.sleep(delay)
 
 
@@ -287,9 +295,7 @@ def answer_schema(types=None):
 
 def request_body(text, cfg, shots, types=None):
     body = {"model": cfg.llm_model, "messages": messages_for(text, shots, types),
-            "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
-    if cfg.llm_seed >= 0:
-        body["seed"] = cfg.llm_seed
+            "temperature": 0.0, "seed": 0, "max_tokens": cfg.max_tokens}
     if cfg.json_mode == "true":
         body["response_format"] = {"type": "json_object"}
     elif cfg.json_mode == "schema":
@@ -298,13 +304,19 @@ def request_body(text, cfg, shots, types=None):
     return body
 
 
-def cost_usd(prompt_tokens, completion_tokens, cfg):
-    """At --price_in / --price_out per million tokens; the Batch API charges half of them."""
-    return (prompt_tokens * cfg.price_in + completion_tokens * cfg.price_out) / 1e6 * (0.5 if cfg.batch_api else 1)
+def cost_usd(cfg, usage):
+    """The price of `usage` ({"prompt_tokens", "completion_tokens"}) at --price_in / --price_out per million
+    tokens; the Batch API charges half."""
+    tokens_price = usage.get("prompt_tokens", 0) * cfg.price_in + usage.get("completion_tokens", 0) * cfg.price_out
+    return tokens_price / 1e6 * (0.5 if cfg.batch_api else 1)
 
 
-def prompt_tokens_estimate(body):
-    return len(json.dumps(body["messages"])) / 4  # about 4 characters a token in English text
+def estimate_usage(bodies, completion_tokens):
+    """Requests -> the usage they would report: prompts at about 4 characters a token (English text),
+    `completion_tokens` per reply. What the dry run, --max_cost and the Batch API's check all count with."""
+    bodies = list(bodies)
+    return {"prompt_tokens": sum(len(json.dumps(b["messages"])) for b in bodies) / 4,
+            "completion_tokens": len(bodies) * completion_tokens}
 
 
 class Budget:
@@ -315,25 +327,24 @@ class Budget:
         self.cfg, self.spent, self.reserved, self.lock = cfg, 0.0, 0.0, threading.Lock()
 
     def reserve(self, body):
-        worst = cost_usd(prompt_tokens_estimate(body), self.cfg.max_tokens, self.cfg)
+        worst = cost_usd(self.cfg, estimate_usage([body], self.cfg.max_tokens))
         with self.lock:
             if self.cfg.max_cost and self.spent + self.reserved + worst > self.cfg.max_cost:
                 raise BudgetReached(f"stopped before the spend could pass --max_cost={self.cfg.max_cost:g} USD "
-                                    f"(spent about {self.spent:.4f} USD this run); every reply received is cached: "
-                                    "rerun with a higher --max_cost to continue, nothing is asked twice")
+                                    f"(spent about {self.spent:.4f} USD this run); every reply received is "
+                                    "cached: rerun with a higher --max_cost to continue, nothing is asked twice")
             self.reserved += worst
         return worst
 
     def settle(self, worst, usage):
         with self.lock:
             self.reserved -= worst
-            self.spent += cost_usd(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), self.cfg)
+            self.spent += cost_usd(self.cfg, usage)
 
 
-def ask_live(todo, cfg, cache):
-    """Send the requests, cfg.concurrency at a time; every reply goes to the cache as it arrives.
+def ask_live(todo, cfg, cache, url):
+    """Send the requests to `url`, cfg.concurrency at a time; every reply goes to the cache as it arrives.
     -> {cache key: message} of the requests the server refused (not cached: a rerun asks them again)."""
-    url = cfg.base_url.rstrip("/") + "/chat/completions"
     session, budget, refused = requests.Session(), Budget(cfg), {}
     session.mount(url, requests.adapters.HTTPAdapter(pool_maxsize=cfg.concurrency))  # a connection per worker
 
@@ -363,11 +374,11 @@ def ask_live(todo, cfg, cache):
     return refused
 
 
-def ask_batch(todo, cfg, cache):
+def ask_batch(todo, cfg, cache, url):
     """The OpenAI Batch API (half price, within 24 h): upload the requests as a JSONL file, create the batch,
     poll it, and store every reply in the cache as the live path does. The batch id is saved beside the
     cache before polling starts: a run killed while waiting resumes the same batch, never pays twice."""
-    base, session = cfg.base_url.rstrip("/"), requests.Session()
+    base, session = url.removesuffix("/chat/completions"), requests.Session()
     state_path = cfg.cache + ".batch.json"
 
     def api(method, path, **kwargs):  # a refused Batch API step is the whole batch's problem: fatal
@@ -382,7 +393,7 @@ def ask_batch(todo, cfg, cache):
     elif not todo:
         return {}
     else:
-        worst = sum(cost_usd(prompt_tokens_estimate(b), cfg.max_tokens, cfg) for b in todo.values())
+        worst = cost_usd(cfg, estimate_usage(todo.values(), cfg.max_tokens))
         if cfg.max_cost and worst > cfg.max_cost:
             raise BudgetReached(f"the batch's worst case (about {worst:.2f} USD: every reply at --max_tokens) "
                                 f"passes --max_cost={cfg.max_cost:g}; raise it, or label fewer sentences")
@@ -403,7 +414,7 @@ def ask_batch(todo, cfg, cache):
         data.progress(f"  batch {batch.get('status')}", done, counts.get("total") or state["requests"], t0)
         if batch.get("status") not in ("validating", "in_progress", "finalizing", "cancelling"):
             break
-        time.sleep(cfg.batch_poll)
+        time.sleep(BATCH_POLL_S)
     refused = {}
     # the output and the error file (an expired batch keeps the part it finished)
     for file_id in filter(None, (batch.get("output_file_id"), batch.get("error_file_id"))):
@@ -429,7 +440,7 @@ def label_llm(records, cfg, train, types=None):
     sentence gets an "error" and no labels, and a rerun asks only those."""
     if not cfg.llm_model:
         raise TeacherError("--teacher=llm needs --llm_model=NAME (and --base_url=... of the server)")
-    shots = random.Random(cfg.shot_seed).sample(train, cfg.shots) if cfg.shots else []
+    shots = random.Random(0).sample(train, cfg.shots) if cfg.shots else []
     url = cfg.base_url.rstrip("/") + "/chat/completions"
     cache = ReplyCache(cfg.cache)
     bodies = [request_body(r["text"], cfg, shots, types) for r in records]
@@ -441,22 +452,25 @@ def label_llm(records, cfg, train, types=None):
           file=sys.stderr)
     if cfg.dry_run:
         cache.file.close()
-        answer_tokens = [len(json.dumps(answer_for(r, types))) / 4 for r in train] or [10]
-        prompt = sum(prompt_tokens_estimate(b) for b in todo.values())
-        completion = len(todo) * sum(answer_tokens) / len(answer_tokens)  # the train split's answers' length
+        answers = [len(json.dumps(answer_for(r, types))) / 4 for r in train] or [10]
+        usage = estimate_usage(todo.values(), sum(answers) / len(answers))  # answers as long as train's
         print(f"dry run: nothing sent. {len(todo)} requests to send, {len(records) - len(todo)} cached; about "
-              f"{prompt:,.0f} prompt and {completion:,.0f} completion tokens (4 characters a token); about "
-              f"{cost_usd(prompt, completion, cfg):.2f} USD at --price_in={cfg.price_in:g} --price_out="
-              f"{cfg.price_out:g} per million tokens{' (Batch API: half of that)' if cfg.batch_api else ''}",
+              f"{usage['prompt_tokens']:,.0f} prompt and {usage['completion_tokens']:,.0f} completion tokens; "
+              f"about {cost_usd(cfg, usage):.2f} USD at --price_in={cfg.price_in:g} --price_out="
+              f"{cfg.price_out:g} per million tokens{' (the Batch API price)' if cfg.batch_api else ''}",
               file=sys.stderr)
         return None, {"sentences": len(records), "requests": len(todo)}
     t0 = time.time()
-    refused = (ask_batch if cfg.batch_api else ask_live)(todo, cfg, cache)  # cache key -> the server's refusal
+    refused = (ask_batch if cfg.batch_api else ask_live)(todo, cfg, cache, url)  # cache key -> the refusal
     cache.file.close()  # every request answered: release the lock (on an error, workers in flight still write)
-    elapsed = time.time() - t0
-    labels, stats = [], {"sentences": len(records), "requests": len(todo), "refused": len(refused),
-                         "failed_replies": 0, "truncated": 0, "strings": 0, "aligned": 0, "prompt_tokens": 0,
-                         "completion_tokens": 0}
+    paid = [cache.replies[key].get("usage") or {} for key in todo.keys() - refused.keys()]
+    stats = {"sentences": len(records), "requests": len(todo), "refused": len(refused), "failed_replies": 0,
+             "truncated": 0, "strings": 0, "aligned": 0,
+             "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in paid),
+             "completion_tokens": sum(u.get("completion_tokens", 0) for u in paid),
+             "requests_per_s": len(todo) / (time.time() - t0) if todo else 0.0}
+    stats["cost_usd"] = cost_usd(cfg, stats)
+    labels = []
     for record, key in zip(records, keys):
         label = {"id": record["id"], "text": record["text"], "teacher": "llm"}
         if key in refused:
@@ -466,22 +480,13 @@ def label_llm(records, cfg, train, types=None):
         choice = (reply.get("choices") or [{}])[0]
         content = (choice.get("message") or {}).get("content") or ""
         stats["truncated"] += choice.get("finish_reason") == "length"
-        obj = parse_json_reply(content)
-        fields, given, aligned = spans_from_reply(obj or {}, record["text"], types)
-        well_formed = obj is not None and isinstance(obj.get("pairs" if types is None else "entities"),
-                                                     list if types is None else dict)
-        stats["failed_replies"] += not well_formed  # kept raw, never read as "no adverse event"
+        fields, given, aligned = spans_from_reply(parse_json_reply(content), record["text"], types)
+        stats["failed_replies"] += fields is None  # kept raw, never read as "no adverse event"
         stats["strings"] += given
         stats["aligned"] += aligned
-        labels.append({**label, **(fields if well_formed else {"error": "the reply is not the JSON answer"}),
+        labels.append({**label, **(fields or {"error": "the reply is not the JSON answer"}),
                        "raw": {"content": content, "finish_reason": choice.get("finish_reason"),
                                "usage": reply.get("usage")}})
-    for key in todo.keys() - refused.keys():  # the tokens this run paid for
-        usage = cache.replies[key].get("usage") or {}
-        stats["prompt_tokens"] += usage.get("prompt_tokens", 0)
-        stats["completion_tokens"] += usage.get("completion_tokens", 0)
-    stats["requests_per_s"] = len(todo) / elapsed if todo else 0.0
-    stats["cost_usd"] = cost_usd(stats["prompt_tokens"], stats["completion_tokens"], cfg)
     if refused:
         print(f"note: the server refused {len(refused)} requests (first: {next(iter(refused.values()))[:200]}); "
               "those sentences have no labels. Rerun the same command to ask only them.", file=sys.stderr)
@@ -547,7 +552,7 @@ def label(records, teacher, cfg, train, gold=None, types=None):
     if teacher == "llm":
         return label_llm(records, cfg, train, types)
     if teacher == "lexicon":
-        return label_lexicon(records, train, types, gold, cfg.lexicon_min_precision)
+        return label_lexicon(records, train, types, gold, LEXICON_MIN_PRECISION)
     if teacher == "gold":
         return label_gold(records, gold if gold is not None else train)
     raise TeacherError(f"unknown teacher {teacher!r}; choose llm, lexicon or gold")
@@ -565,50 +570,50 @@ def describe(stats):
 
 def override(config, argv):
     """Apply `--key=value` arguments to a dataclass instance (a bare `--key` sets a true/false option to
-    true): unknown keys and bad values are errors."""
+    true). Unknown keys, values of the wrong type, values outside the class's CHOICES and numbers below 1
+    where AT_LEAST_ONE says so are errors, each one line naming the option."""
     names = {f.name: f.type for f in fields(config)}
     for arg in argv:
         key, eq, value = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--"):
+        if not arg.startswith("--") or (not eq and names.get(key, bool) is not bool):
             raise SystemExit(f"error: {arg!r} is not --key=value")
         if key not in names:
             raise SystemExit(f"error: unknown option --{key}; valid options: {', '.join('--' + n for n in names)}")
-        kind = names[key]
-        if not eq and kind is not bool:
-            raise SystemExit(f"error: {arg!r} is not --key=value")
-        value = value if eq else "true"
+        kind, value = names[key], value if eq else "true"
         try:
             if kind is bool and value.lower() not in ("true", "false", "1", "0"):
                 raise ValueError("expected true or false")
-            value = value.lower() in ("true", "1") if kind is bool else kind(value)
+            setattr(config, key, value.lower() in ("true", "1") if kind is bool else kind(value))
         except ValueError as e:
             raise SystemExit(f"error: --{key}={value}: {e} (expected {kind.__name__})") from None
-        setattr(config, key, value)
+        if value not in config.CHOICES.get(key, (value,)):
+            raise SystemExit(f"error: --{key}={value}: choose one of {', '.join(config.CHOICES[key])}")
+        if key in config.AT_LEAST_ONE and getattr(config, key) < 1:
+            raise SystemExit(f"error: --{key}={value}: must be at least 1")
     return config
 
 
-if __name__ == "__main__":
-    argv = [a for a in sys.argv[1:] if not a.startswith(("--in=", "--out="))]
-    paths = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith(("--in=", "--out=")))
+def main(argv):
+    paths = dict(a[2:].split("=", 1) for a in argv if a.startswith(("--in=", "--out=")))
     if set(paths) != {"in", "out"}:
         sys.exit("usage: python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl [--teacher=llm|lexicon|gold] "
                  "[--base_url=... --llm_model=... --shots=K ...]")
-    args = override(TeacherConfig(), argv)
-    check_llm_config(args)
+    cfg = override(TeacherConfig(), [a for a in argv if not a.startswith(("--in=", "--out="))])
+    check_config(cfg)
+    records = data.read_sentences(paths["in"])
+    splits = data.load_splits(data.data_root(cfg.data_dir), cfg.dataset)
+    types = None if cfg.task == "ade" else data.entity_types(splits["train"])
+    labels, stats = label(records, cfg.teacher, cfg, splits["train"], splits["train"] + splits["negatives"], types)
+    print(describe(stats), file=sys.stderr)
+    if labels is not None:  # None: --dry_run
+        data.write_jsonl_file(labels, paths["out"])
+        print(f"wrote {len(labels)} labelled sentences to {paths['out']}", file=sys.stderr)
+
+
+if __name__ == "__main__":
     try:
-        records = data.read_sentences(paths["in"])
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    try:
-        root = data.data_root(args.data_dir)
-        splits = data.ade_splits(root) if args.task == "ade" else data.ner_splits(root, args.dataset)
-        types = None if args.task == "ade" else data.entity_types(splits["train"])
-        labels, stats = label(records, args.teacher, args, splits["train"],
-                              splits["train"] + splits.get("negatives", []), types)
+        main(sys.argv[1:])
     except (TeacherError, OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    print(describe(stats), file=sys.stderr)
-    if labels is None:  # --dry_run
-        sys.exit(0)
-    data.write_jsonl_file(labels, paths["out"])
-    print(f"wrote {len(labels)} labelled sentences to {paths['out']}", file=sys.stderr)
+    except KeyboardInterrupt:
+        sys.exit("\ninterrupted: the replies received so far are cached; rerun the same command to go on")

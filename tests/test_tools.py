@@ -1,0 +1,110 @@
+"""The dev scripts of tests/tools/, each run once in a tiny form (a few sentences, a tiny random BERT, a local
+server): their figures mean nothing here, but a change of the project's API that breaks a script fails the
+suite instead of the next person who runs it."""
+import json
+import os
+import py_compile
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(ROOT, "tests", "tools")
+
+
+def run_tool(name, *args, data_dir=None, timeout=300):
+    """python tests/tools/NAME ARGS from the repository root -> the finished process (its exit status 0)."""
+    env = {**os.environ, **({"ADE_DISTILL_DATA": data_dir} if data_dir else {})}
+    done = subprocess.run([sys.executable, os.path.join(TOOLS, name), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, \
+        f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def trained_out(tmp_path_factory, tiny_bert_dir, data_dir):
+    """A tiny student trained by the pipeline itself (lexicon teacher, 32 pool sentences, one epoch) at a
+    fixed start cost: the choice on dev+neg would decode its 2,107 sentences nine times."""
+    import ade_distill
+    out = str(tmp_path_factory.mktemp("trained"))
+    ade_distill.main([f"--init_from={tiny_bert_dir}", f"--out_dir={out}", f"--data_dir={data_dir}",
+                      "--max_pool=32", "--epochs=1", "--batch_size=8", "--start_cost=1.0"])
+    return out
+
+
+def test_make_fixtures_compiles():
+    # make_fixtures.py needs `transformers` (Hugging Face's BertModel is the reference it records), which is
+    # not a dependency of the project and is not installed: its tiny form is only that the file compiles.
+    py_compile.compile(os.path.join(TOOLS, "make_fixtures.py"), doraise=True)
+
+
+def test_rss_timeline_wraps_a_command():
+    command = [sys.executable, "-c", "import sys; print('one line', file=sys.stderr); sys.exit(3)"]
+    done = subprocess.run([sys.executable, os.path.join(TOOLS, "rss_timeline.py"), *command], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3  # the command's own exit status
+    first, last = done.stderr.splitlines()[0], done.stderr.splitlines()[-1]
+    assert "| RSS" in first and "| peak" in first and first.endswith("] one line")
+    assert "exit 3; peak RSS" in last
+
+
+def test_start_cost_sweep(trained_out, data_dir):
+    done = run_tool("start_cost_sweep.py", "--first=20", trained_out, os.path.join(trained_out, "student"),
+                    data_dir=data_dir)
+    tables = done.stdout.strip().split("\n\n")
+    assert len(tables) == 2  # one per trained student given (the out_dir and its student/ folder)
+    for table in tables:
+        lines = table.strip().splitlines()
+        assert "its start cost: 1.0" in lines[0]
+        assert lines[1].startswith("| start cost | dev score | dev | dev+neg | test | test+neg |")
+        import ade_distill
+        assert [float(line.split("|")[1]) for line in lines[3:]] == ade_distill.COST_GRID
+
+
+def test_memory_probe(tiny_bert_dir, data_dir):
+    done = run_tool("memory_probe.py", "3", "--sentences=48", "--predict=16", f"--init_from={tiny_bert_dir}",
+                    data_dir=data_dir)
+    assert done.stdout.startswith("start: RSS")
+    assert "training: " in done.stdout and "for 3 steps" in done.stdout
+    assert "predicting test+neg: " in done.stdout
+
+
+def test_benchmark_tiny(tiny_bert_dir, data_dir):
+    done = run_tool("benchmark.py", "--tiny", "--row=1,2,3,4,8,9", f"--init_from={tiny_bert_dir}",
+                    data_dir=data_dir)
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [line.split(".")[0] for line in table] == ["| 1", "| 2", "| 3", "| 3", "| 4", "| 8", "| 9"]
+    assert "same matches: True" in table[-1]
+
+
+@pytest.mark.slow
+def test_benchmark_tiny_subprocess_rows(tiny_bert_dir, data_dir):
+    """Rows 5 (the LLM teacher against a slow local server), 6 (--predict_file end to end) and 10
+    (micro-batches, peak memory of each side in its own process); 7 says it is skipped without CUDA."""
+    done = run_tool("benchmark.py", "--tiny", "--row=5,6,7,10", f"--init_from={tiny_bert_dir}",
+                    data_dir=data_dir)
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert sorted({line.split(".")[0] for line in table}) == ["| 10", "| 5", "| 6", "| 7"]
+
+
+def test_real_llm_against_a_local_server(server, tiny_bert_dir, data_dir, tmp_path):
+    """The whole script against the suite's HTTP server: the 'LLM' answers the first and last words of each
+    sentence as a (drug, adverse event) pair, so the student has labels to learn from."""
+    def handle(h):
+        body = json.loads(h.body or b"{}")
+        text = body["messages"][-1]["content"].removeprefix("Sentence: ") if "messages" in body else ""
+        words = [w for w in text.split() if w.isalpha()]
+        pairs = [{"drug": words[0], "adverse_event": words[-1]}] if len(words) > 1 else []
+        server.reply(h, 200, json.dumps({"choices": [{"message": {"content": json.dumps({"pairs": pairs})},
+                                                      "finish_reason": "stop"}],
+                                         "usage": {"prompt_tokens": 10, "completion_tokens": 5}}))
+    server.handle = handle
+    out = tmp_path / "real_llm"
+    done = run_tool("real_llm.py", f"--base_url={server.url}/v1", f"--out={out}", "--pool=24", "--test=16",
+                    "--epochs=1", f"--init_from={tiny_bert_dir}", data_dir=data_dir)
+    assert "| LLM 0-shot (teacher) |" in done.stdout and "| LLM 5-shot (teacher) |" in done.stdout
+    assert "| student (" in done.stdout
+    assert (out / "real_llm.md").read_text().strip() == done.stdout.strip()
+    assert sum(1 for method, path, _, _ in server.requests if method == "POST") == 2 * 16 + 24
