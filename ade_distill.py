@@ -70,7 +70,7 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     AT_LEAST_ONE = (*teacher.TeacherConfig.AT_LEAST_ONE, "epochs", "batch_size", "max_len")
 
 
-# Measured and fixed (RESULTS.md, "What was tried"): no run needs to change these.
+# Measured and fixed (README, "What was tried"): no run needs to change these.
 DROPOUT = 0.1  # the encoder's (in place of its checkpoint's) and the heads'
 WEIGHT_DECAY = 0.01
 WARMUP = 0.1  # share of the steps
@@ -426,7 +426,8 @@ def teach(cfg, splits, types):
             raise SystemExit(f"error: {cfg.labels} holds no sentence to train on, only dev/test ones; label "
                              "sentences of the pool (`python data.py --split=pool`)")
         return scored_labels, training, {}
-    pool = splits["pool"] if not cfg.pool else data.without_held_out(data.read_sentences(cfg.pool), held, cfg.pool)
+    pool = data.without_held_out(data.read_sentences(cfg.pool), held, cfg.pool) if cfg.pool else \
+        splits["pool"]
     if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
         pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
     pool = [] if cfg.eval_teacher_only else pool
@@ -570,7 +571,8 @@ def cross_validate(cfg):
     lines.append(f"| mean ± sd | {mean[0]:.2f} ± {sd[0]:.2f} | {mean[1]:.2f} ± {sd[1]:.2f} |")
     with open(os.path.join(cfg.out_dir, "cv_results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print(f"\n{cfg.cv}-fold protocol, the student on each test fold (teacher {cfg.teacher}):", *lines, sep="\n")
+    print(f"\n{cfg.cv}-fold protocol, the student on each test fold (teacher {cfg.teacher}):", *lines,
+          sep="\n")
     return scores
 
 
@@ -581,7 +583,8 @@ def predict_main(cfg):
     dtype = choose_precision(next(student.parameters()).device, cfg.amp)[0]
     if cfg.start_cost >= 0:
         meta["start_cost"] = cfg.start_cost
-    records = data.iter_sentences(cfg.predict_file) if cfg.predict_file else iter([{"id": "1", "text": cfg.predict}])
+    one = [{"id": "1", "text": cfg.predict}]
+    records = data.iter_sentences(cfg.predict_file) if cfg.predict_file else iter(one)
     while chunk := list(itertools.islice(records, 1000)):
         sys.stdout.writelines(json.dumps(r) + "\n" for r in predict(student, tokenizer, chunk, meta, dtype))
         sys.stdout.flush()

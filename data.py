@@ -52,19 +52,22 @@ def corpus_file(root, rel_path):
     source, content = path, None
     if not os.path.exists(path):
         import requests
-        source = ADE_URL.format(name=name) if folder == "ade_corpus_v2" else NER_URL.format(folder=folder, name=name)
+        source = ADE_URL.format(name=name) if folder == "ade_corpus_v2" else \
+            NER_URL.format(folder=folder, name=name)
         print(f"{path} is missing; downloading {source}", file=sys.stderr)
         try:
             r = requests.get(source, timeout=60)
             r.raise_for_status()
         except requests.RequestException as e:
-            raise FileNotFoundError(f"{path} not found and {source} could not be downloaded ({type(e).__name__}). "
-                                    f"Download it by hand into {os.path.join(root, folder)}/, or point --data_dir "
-                                    "(or $ADE_DISTILL_DATA) at a directory that holds it.") from None
+            raise FileNotFoundError(f"{path} not found and {source} could not be downloaded "
+                                    f"({type(e).__name__}). Download it by hand into "
+                                    f"{os.path.join(root, folder)}/, or point --data_dir (or $ADE_DISTILL_DATA) "
+                                    "at a directory that holds it.") from None
         content = r.content
     digest = hashlib.sha256(content if content is not None else open(path, "rb").read()).hexdigest()
     if digest != SHA256[rel_path]:
-        raise ValueError(f"{source}: sha256 {digest} is not the expected {SHA256[rel_path]}; the file is corrupt "
+        raise ValueError(f"{source}: sha256 {digest} is not the expected {SHA256[rel_path]}; the file is "
+                         "corrupt "
                          f"or a different version{'' if content else '. Delete it to download it again'}.")
     if content is not None:  # saved only once it is known to be the right file
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -107,9 +110,9 @@ class TermList:
         found, i = [], 0
         while i < len(text):
             if i == 0 or not is_word_char(text[i - 1]):
-                end = next((i + n for n in self.lengths.get(lower[i:i + 2], ()) if i + n <= len(text)
-                            and lower[i:i + n] in self.terms and (i + n == len(text) or not is_word_char(text[i + n]))),
-                           None)
+                fits = lambda n: i + n <= len(text) and lower[i:i + n] in self.terms and (  # noqa: E731
+                    i + n == len(text) or not is_word_char(text[i + n]))
+                end = next((i + n for n in self.lengths.get(lower[i:i + 2], ()) if fits(n)), None)
                 if end:
                     found.append((i, end))
                     i = end
@@ -123,7 +126,8 @@ def is_word_char(c):
 
 
 def read_ade(root):
-    """-> (positives, negatives): records {"id", "pmid", "text", "pairs": [{"drug": [s, e], "ade": [s, e]}]}."""
+    """-> (positives, negatives): records {"id", "pmid", "text", "pairs": [{"drug": [s, e], "ade": [s, e]}]};
+    the negatives have no pairs."""
     path = corpus_file(root, "ade_corpus_v2/DRUG-AE.rel")
     rows = defaultdict(list)  # (pmid, sentence) -> [(line number, ae, ae_begin, drug, drug_begin)]
     with open(path) as f:
@@ -144,7 +148,8 @@ def read_ade(root):
                    & {drug_begin - m.start() for m in re.finditer(re.escape(drug), text)})
             shifts = fit if shifts is None else shifts & fit
             if not shifts:
-                raise ValueError(f"{path}:{n}: no sentence offset places {ae!r} and {drug!r} at their offsets.")
+                raise ValueError(f"{path}:{n}: no sentence offset places {ae!r} and {drug!r} at their "
+                                 "offsets.")
         ambiguous += len(shifts) > 1
         shift = max(shifts)  # a repeated pair: take its first occurrence, as canonicalisation does
         pairs = []
@@ -164,7 +169,8 @@ def read_ade(root):
                 raise ValueError(f"{path}:{n}: expected 'PMID NEG sentence', found {line.strip()!r}")
             if m.groups() not in seen:  # 7 lines repeat a sentence verbatim
                 seen.add(m.groups())
-                negatives.append({"id": f"{m[1]}:n{per_pmid['n' + m[1]]}", "pmid": m[1], "text": m[2], "pairs": []})
+                negatives.append({"id": f"{m[1]}:n{per_pmid['n' + m[1]]}", "pmid": m[1], "text": m[2],
+                                  "pairs": []})
                 per_pmid["n" + m[1]] += 1
     assert ambiguous <= 3, f"{ambiguous} sentences have an ambiguous offset shift; SOURCE.md says 3"
     return positives, negatives
@@ -211,7 +217,8 @@ def load_splits(root, dataset="ade", cv=0, fold=0):
     dev = the next, train = the rest). NER: the corpus's own train/devel/test."""
     if dataset != "ade":
         folder = NER_DATASETS[dataset]
-        train, dev, test = (read_iob(corpus_file(root, f"{folder}/{name}.tsv")) for name in ("train", "devel", "test"))
+        train, dev, test = (read_iob(corpus_file(root, f"{folder}/{name}.tsv"))
+                            for name in ("train", "devel", "test"))
         return assemble_splits(train, dev, test, [], f"{dataset} train")
     positives, negatives = read_ade(root)
     if not cv:
@@ -254,7 +261,8 @@ def read_pubmed(path, counts):
             counts["articles"] += 1
             pmid = element.findtext("MedlineCitation/PMID")
             article = element.find("MedlineCitation/Article")
-            sections = [(part.get("Label"), text_of(part)) for part in element.iterfind(".//Abstract/AbstractText")]
+            sections = [(part.get("Label"), text_of(part))
+                        for part in element.iterfind(".//Abstract/AbstractText")]
             if pmid and article is not None and any(text for _, text in sections):
                 abstract = " ".join(f"{label}: {text}" if label else text for label, text in sections if text)
                 yield pmid.strip(), [text_of(article.find("ArticleTitle")), abstract]
@@ -263,8 +271,8 @@ def read_pubmed(path, counts):
             root.clear()  # drop the articles read so far
 
 
-ABBREVIATIONS = {"al", "vs", "cf", "fig", "figs", "approx", "ca", "no", "nos", "dr", "drs", "prof",
-                 "mr", "mrs", "ms", "st", "resp", "incl", "ref", "refs", "vol", "eq", "jan", "feb", "mar", "apr",
+ABBREVIATIONS = {"al", "vs", "cf", "fig", "figs", "approx", "ca", "no", "nos", "dr", "drs", "prof", "mr",
+                 "mrs", "ms", "st", "resp", "incl", "ref", "refs", "vol", "eq", "jan", "feb", "mar", "apr",
                  "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
 
 
@@ -326,7 +334,7 @@ def read_iob(path):
     """token<TAB>tag lines, blank between sentences -> records {"id", "text", "entities"}; the text is
     the tokens joined by single spaces, so every entity has exact character offsets. An I-tag after O or
     another type opens an entity, as conlleval reads it."""
-    records, text, entities = [], "", []
+    records, text, entities, previous = [], "", [], ""
     split = os.path.splitext(os.path.basename(path))[0]
     with open(path) as f:
         for n, line in enumerate(itertools.chain(f, [""]), 1):  # "": the end of the last sentence
@@ -396,9 +404,9 @@ def viterbi_bio(log_probs):
     handful of tags they are 2x faster than numpy's per-step calls."""
     C = log_probs.shape[1]
     inside = [c > 0 and c % 2 == 0 for c in range(C)]
-    sources = [[p for p in range(C) if not inside[c] or p in (c - 1, c)] for c in range(C)]  # allowed before c
+    sources = [[p for p in range(C) if not inside[c] or p in (c - 1, c)] for c in range(C)]  # may precede c
     rows = log_probs.tolist()
-    score = [-np.inf if inside[c] else rows[0][c] for c in range(C)]  # best score of a path ending in each tag
+    score = [-np.inf if inside[c] else rows[0][c] for c in range(C)]  # the best path ending in each tag
     back = []
     for row in rows[1:]:
         best = [max(sources[c], key=score.__getitem__) for c in range(C)]  # the first best on ties, as argmax
@@ -417,7 +425,7 @@ def decode_spans(enc, log_probs):
     Viterbi then runs over the words. So spans never start or end inside a word, nor overlap."""
     tokens = [i for i, w in enumerate(enc["words"]) if w is not None]  # not [CLS], [SEP], padding
     words = [enc["words"][i] for i in tokens]
-    starts = [n for n in range(len(tokens)) if n == 0 or words[n] != words[n - 1]]  # each word's first sub-word
+    starts = [n for n in range(len(tokens)) if n == 0 or words[n] != words[n - 1]]  # words' first sub-words
     if not tokens:
         return []
     real = log_probs[tokens]  # (sub-words, C)
@@ -542,9 +550,11 @@ def iter_sentences(path):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line) if line.lstrip().startswith("{") else {"id": str(n), "text": line.rstrip()}
+                plain = {"id": str(n), "text": line.rstrip()}
+                record = json.loads(line) if line.lstrip().startswith("{") else plain
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON "
+                                 "object") from None
             if not isinstance(record, dict) or "id" not in record or not isinstance(record.get("text"), str) \
                     or not record["text"].strip():
                 raise ValueError(f'{path}:{n}: expected an object with "id" and a non-empty "text"')
@@ -591,7 +601,8 @@ if __name__ == "__main__":
                  f"[--dataset=ade|{'|'.join(NER_DATASETS)}] [--data_dir=DIR]\n"
                  "       python data.py --pubmed=FILE.xml.gz [--pubmed=FILE2.xml.gz ...] > pool.jsonl")
     try:
-        splits = load_splits(data_root(args.get("data_dir", "")), "ade" if pubmed else args.get("dataset", "ade"))
+        dataset = "ade" if pubmed else args.get("dataset", "ade")
+        splits = load_splits(data_root(args.get("data_dir", "")), dataset)
         records, counts = pubmed_pool(pubmed, splits) if pubmed else (splits.get(args["split"]), {})
         if records is None:
             sys.exit(f"error: unknown split {args['split']!r}; choose one of {', '.join(splits)}")

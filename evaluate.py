@@ -33,7 +33,8 @@ def units(record, level):
     text = record["text"]
     if level == "entities":
         return {((*e["span"], e["type"]),) for e in record.get("entities", [])}
-    pairs = {((*canonical_drug(text, p["drug"]), "drug"), (*p["ade"], "ade")) for p in record.get("pairs", [])}
+    pairs = {((*canonical_drug(text, p["drug"]), "drug"), (*p["ade"], "ade"))
+             for p in record.get("pairs", [])}
     if level == "pairs":
         return pairs
     return {(pair[0],) for pair in pairs} if level == "drugs" else {(pair[1],) for pair in pairs}
@@ -77,7 +78,8 @@ def check_record(record, where):
     for span in spans:
         if not (isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) for x in span)
                 and 0 <= span[0] < span[1] <= len(text)):
-            raise ValueError(f"{where}: span {span!r} is not [start, end) inside the text of {len(text)} characters")
+            raise ValueError(f"{where}: span {span!r} is not [start, end) inside the text of {len(text)} "
+                             "characters")
 
 
 def paired(gold, predicted):
@@ -88,7 +90,8 @@ def paired(gold, predicted):
     if only_gold or only_pred:
         raise ValueError(f"gold and predictions cover different sentences: {len(only_gold)} ids only in gold "
                          f"(e.g. {sorted(only_gold)[:3]}), {len(only_pred)} only in predictions "
-                         f"(e.g. {sorted(only_pred)[:3]}); predict every gold sentence (an empty list is fine).")
+                         f"(e.g. {sorted(only_pred)[:3]}); predict every gold sentence (an empty list is "
+                         "fine).")
     for sid, g in gold_by_id.items():
         if pred_by_id[sid]["text"] != g["text"]:
             raise ValueError(f"sentence {sid}: the prediction's text differs from the gold text")
@@ -111,7 +114,8 @@ def score(gold, predicted, level="pairs", types=None, bootstrap=0):
     With `types`, entity figures are also given per type under "per_type"; with `bootstrap` = N, each
     metric gets "ci95": 95 % intervals of P, R and F1 from N resamplings of the sentences (seed 0)."""
     counts = sentence_counts(gold, predicted, level)
-    result = {name: prf(*(sum(c[name][i] for c in counts) for i in range(3))) for name in ("strict", "lenient")}
+    result = {name: prf(*(sum(c[name][i] for c in counts) for i in range(3)))
+              for name in ("strict", "lenient")}
     if bootstrap:  # resample whole sentences: (bootstrap, n sentences) indices -> summed counts per draw
         table = np.array([[*c["strict"], *c["lenient"]] for c in counts], dtype=np.int64).reshape(-1, 6)
         draws = table[np.random.default_rng(0).integers(0, len(table), (bootstrap, len(table)))].sum(1)
@@ -147,19 +151,21 @@ def errors(gold, predicted, level="pairs"):
 
 
 def only_type(records, entity_type):
-    return [{**r, "entities": [e for e in r.get("entities", []) if e["type"] == entity_type]} for r in records]
+    return [{**r, "entities": [e for e in r.get("entities", []) if e["type"] == entity_type]}
+            for r in records]
 
 
 def markdown_table(rows):
     """Result rows ({"system", "teacher", "split", "strict", "lenient"}, as ade_distill writes them to
     results.json) -> a markdown table of P / R / F1 in percent, F1 with its 95 % interval where it has one."""
-    lines = ["| system | teacher | split | strict P | strict R | strict F1 | lenient P | lenient R | lenient F1 |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| system | teacher | split | strict P | strict R | strict F1 | lenient P | lenient R "
+             "| lenient F1 |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         cells = []
         for m in (r["strict"], r["lenient"]):
             interval = " [{:.1f}, {:.1f}]".format(*(100 * x for x in m["ci95"]["f1"])) if "ci95" in m else ""
-            cells += [f"{100 * m['precision']:.2f}", f"{100 * m['recall']:.2f}", f"{100 * m['f1']:.2f}{interval}"]
+            cells += [f"{100 * m['precision']:.2f}", f"{100 * m['recall']:.2f}",
+                      f"{100 * m['f1']:.2f}{interval}"]
         lines.append(f"| {r['system']} | {r['teacher']} | {r['split']} | " + " | ".join(cells) + " |")
     if any("ci95" in r["strict"] for r in rows):
         lines += ["", "F1 [95 % interval, sentence bootstrap]"]
@@ -176,7 +182,8 @@ def read_jsonl(path):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON "
+                                 "object") from None
             if not isinstance(record, dict) or "id" not in record:
                 raise ValueError(f"{path}:{n}: expected an object with 'id' and 'text'")
             check_record(record, f"{path}:{n}")
@@ -185,7 +192,8 @@ def read_jsonl(path):
 
 
 if __name__ == "__main__":
-    options = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "true") for a in sys.argv[1:] if a.startswith("--"))
+    options = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "true")
+                   for a in sys.argv[1:] if a.startswith("--"))
     paths = [a for a in sys.argv[1:] if not a.startswith("--")]
     level = options.pop("level", "pairs")
     show_errors = options.pop("errors", "false") == "true"
@@ -200,7 +208,8 @@ if __name__ == "__main__":
                 print(f"{e['id']}\t{e['text']}")
                 print("".join(f"  false positive  {u}\n" for u in e["false_positives"]) +
                       "".join(f"  false negative  {u}\n" for u in e["false_negatives"]) +
-                      "".join(f"  boundary        {b['predicted']}  (gold: {b['gold']})\n" for b in e["boundary"]),
+                      "".join(f"  boundary        {b['predicted']}  (gold: {b['gold']})\n"
+                              for b in e["boundary"]),
                       end="")
         else:
             print(json.dumps(score(gold, predicted, level, bootstrap=int(n_bootstrap)), indent=2))

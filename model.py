@@ -58,7 +58,8 @@ class BertConfig:
             raise ValueError(where + f"hidden_act={raw['hidden_act']!r} is not supported; "
                              f"use one of {sorted(ACTIVATIONS)}.")
         if raw.get("model_type", "bert") != "bert":
-            raise ValueError(where + f"model_type={raw['model_type']!r}: only BERT checkpoints can be loaded.")
+            raise ValueError(where + f"model_type={raw['model_type']!r}: only BERT checkpoints can be "
+                             "loaded.")
         return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
     def to_json(self, path):
@@ -128,7 +129,8 @@ class BertLayer(nn.Module):
     def __init__(self, c):
         super().__init__()
         # ModuleDicts keep Hugging Face's names: attention.self.query, intermediate.dense, ...
-        self.attention = nn.ModuleDict({"self": BertSelfAttention(c), "output": BertAddNorm(c.hidden_size, c)})
+        self.attention = nn.ModuleDict({"self": BertSelfAttention(c),
+                                        "output": BertAddNorm(c.hidden_size, c)})
         self.intermediate = nn.ModuleDict({"dense": nn.Linear(c.hidden_size, c.intermediate_size)})
         self.output = BertAddNorm(c.intermediate_size, c)
         self.act = ACTIVATIONS[c.hidden_act]
@@ -157,7 +159,7 @@ class BertModel(nn.Module):
         """(B, T) ids and 0/1 mask -> hidden states (B, T, D). Padded positions hold garbage."""
         T = input_ids.shape[1]
         assert T <= self.config.max_position_embeddings, \
-            f"sequence of {T} tokens is longer than max_position_embeddings={self.config.max_position_embeddings}"
+            f"{T} tokens are more than max_position_embeddings={self.config.max_position_embeddings}"
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): which keys each query may see
@@ -176,7 +178,8 @@ IGNORED_KEYS = re.compile(r"^(pooler\.|cls\.|embeddings\.position_ids$|embedding
 def normalise_key(key):
     """Map the names found in the wild onto ours: `bert.` prefix, TF-era `gamma`/`beta`."""
     key = key.removeprefix("bert.")
-    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
+    key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
 
 
 def load_state(model, tensors, source, ignore=IGNORED_KEYS):
@@ -187,7 +190,8 @@ def load_state(model, tensors, source, ignore=IGNORED_KEYS):
     unexpected = sorted(k for k in set(found) - set(expected) if not ignore.search(k))
     misshaped = [f"{k}: file {tuple(found[k].shape)}, model {tuple(v.shape)}"
                  for k, v in expected.items() if k in found and found[k].shape != v.shape]
-    wrong_dtype = [f"{k}: {found[k].dtype}" for k in expected if k in found and not found[k].is_floating_point()]
+    wrong_dtype = [f"{k}: {found[k].dtype}" for k in expected
+                   if k in found and not found[k].is_floating_point()]
     problems = [f"{label} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
                 for label, keys in [("missing", missing), ("unexpected", unexpected),
                                     ("mis-shaped", misshaped), ("not floating point", wrong_dtype)] if keys]
@@ -257,15 +261,17 @@ def load_tokenizer(path):
         tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
     elif os.path.exists(os.path.join(path, "vocab.txt")):
         config_path = os.path.join(path, "tokenizer_config.json")
-        lowercase = json.load(open(config_path)).get("do_lower_case", True) if os.path.exists(config_path) else True
+        lowercase = not os.path.exists(config_path) or json.load(open(config_path)).get("do_lower_case", True)
         tok = Tokenizer(WordPiece.from_file(os.path.join(path, "vocab.txt"), unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None if lowercase else False)
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase,
+                                                    strip_accents=None if lowercase else False)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
                                                        ("[CLS]", tok.token_to_id("[CLS]")))
         tok.decoder = decoders.WordPiece()
     else:
-        raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt; pass a Hugging Face BERT directory.")
+        raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt; pass a Hugging Face BERT "
+                                "directory.")
     tok.no_truncation()  # length limits are handled (and counted) by data.py, never silently here
     tok.no_padding()
     return tok
@@ -382,7 +388,8 @@ def save_student(model, path, tokenizer_from, meta, train_state=None):
     tmp, old = path + ".tmp", path + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
     save_encoder(model.encoder, tmp, tokenizer_from)
-    heads = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+    heads = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+             if not k.startswith("encoder.")}
     save_file(heads, os.path.join(tmp, "heads.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(tmp, "student.json"), "w") as f:
         json.dump({**meta, "model": "ade" if isinstance(model, AdeModel) else "ner"}, f, indent=2)

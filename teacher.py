@@ -62,7 +62,8 @@ def answer_for(record, types=None):
     if types is None:
         return {"pairs": [{"drug": text[slice(*p["drug"])], "adverse_event": text[slice(*p["ade"])]}
                           for p in record["pairs"]]}
-    return {"entities": {t: [text[slice(*e["span"])] for e in record["entities"] if e["type"] == t] for t in types}}
+    return {"entities": {t: [text[slice(*e["span"])] for e in record["entities"] if e["type"] == t]
+                         for t in types}}
 
 
 def messages_for(text, shots, types=None):
@@ -148,7 +149,7 @@ class TeacherConfig:
     llm_model: str = ""
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never written anywhere
     shots: int = 0  # k examples of the train split (drawn with seed 0) as prior turns of the chat
-    json_mode: str = "true"  # true: response_format json_object; schema: json_schema of the answer; false: none
+    json_mode: str = "true"  # true: response_format json_object | schema: the answer's json_schema | false
     max_tokens: int = 512
     timeout: float = 60.0  # seconds to wait for one reply (a local model on a CPU may need more)
     concurrency: int = 8
@@ -157,7 +158,7 @@ class TeacherConfig:
     price_in: float = 0.0  # USD per million prompt tokens, for the cost estimate and --max_cost
     price_out: float = 0.0  # USD per million completion tokens
     max_cost: float = 0.0  # USD: stop before this run's spend could pass it (0 = no cap)
-    batch_api: bool = False  # the OpenAI Batch API: half price, replies within 24 h; a killed run resumes its batch
+    batch_api: bool = False  # the OpenAI Batch API: half price, replies within 24 h; a rerun resumes a batch
 
     # what `override` checks as each option is parsed (class attributes, not options)
     CHOICES = {"teacher": ("lexicon", "gold", "llm"), "task": ("ade", "ner"),
@@ -171,11 +172,14 @@ def check_config(cfg):
         raise SystemExit("error: --api_key_env takes the NAME of the variable that holds the key (e.g. "
                          "OPENAI_API_KEY), never the key itself")
     if cfg.max_cost and not (cfg.price_in or cfg.price_out):
-        raise SystemExit("error: --max_cost needs the prices: --price_in and --price_out (USD per million tokens)")
+        raise SystemExit("error: --max_cost needs the prices: --price_in and --price_out (USD per million "
+                         "tokens)")
     if cfg.dry_run and cfg.teacher != "llm":
-        raise SystemExit(f"error: --dry_run=true is for --teacher=llm (the {cfg.teacher} teacher sends nothing)")
+        raise SystemExit(f"error: --dry_run=true is for --teacher=llm (the {cfg.teacher} teacher sends "
+                         "nothing)")
     if (cfg.task == "ner") == (cfg.dataset == "ade"):
-        raise SystemExit(f"error: --task={cfg.task} --dataset={cfg.dataset}: the ADE task reads --dataset=ade, "
+        raise SystemExit(f"error: --task={cfg.task} --dataset={cfg.dataset}: the ADE task reads "
+                         "--dataset=ade, "
                          f"--task=ner one of {', '.join(data.NER_DATASETS)}")
 
 
@@ -193,9 +197,10 @@ class TeacherError(RuntimeError):
 
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
-REFUSED_STATUS = {400, 413, 422}  # this request only (too long, filtered): that sentence fails, the run goes on
-ADVICE = {400: "the server does not take this response_format: pass --json_mode=true (JSON object mode, which "
-               "llama.cpp's server takes) or --json_mode=false",
+# 400, 413, 422: this request only (too long, filtered): its sentence fails, the run goes on
+REFUSED_STATUS = {400, 413, 422}
+ADVICE = {400: "the server does not take this response_format: pass --json_mode=true (JSON object mode, "
+               "which llama.cpp's server takes) or --json_mode=false",
           401: "check the API key in the variable named by --api_key_env",
           403: "check the API key and that it may use this model",
           404: "check --base_url (it usually ends in /v1) and --llm_model"}
@@ -226,11 +231,13 @@ def call(session, method, url, cfg, raw=False, **kwargs):
                 try:
                     return r.text if raw else r.json()
                 except ValueError:
-                    raise TeacherError(f"{method} {url} answered 200 with a body that is not JSON: {r.text[:200]!r}. "
-                                       "Is --base_url the OpenAI-compatible endpoint (often .../v1)?") from None
+                    raise TeacherError(f"{method} {url} answered 200 with a body that is not JSON: "
+                                       f"{r.text[:200]!r}. Is --base_url the OpenAI-compatible endpoint "
+                                       "(often .../v1)?") from None
             problem = f"HTTP {r.status_code}: {r.text[:300]}"
             if "insufficient_quota" in r.text:
-                raise TeacherError(f"{method} {url} answered {problem}. The account is out of quota: add credit or "
+                raise TeacherError(f"{method} {url} answered {problem}. The account is out of quota: add "
+                                   "credit or "
                                    "use another key; the replies received so far are cached.")
             if r.status_code in REFUSED_STATUS and not re.search("response_format|json_schema", r.text):
                 raise Refused(problem)
@@ -239,7 +246,8 @@ def call(session, method, url, cfg, raw=False, **kwargs):
                                    f"{ADVICE.get(r.status_code, 'check the server log')}.")
             retry_after = r.headers.get("Retry-After")
         if attempt == MAX_RETRIES:
-            raise TeacherError(f"{method} {url} failed {attempt + 1} times; last: {problem}. Is the server up and "
+            raise TeacherError(f"{method} {url} failed {attempt + 1} times; last: {problem}. Is the server "
+                               "up and "
                                "reachable? Rerun to continue: the replies received so far are cached.")
         try:
             delay = float(retry_after)
@@ -259,7 +267,8 @@ class ReplyCache:
             if raw and not raw.endswith(b"\n"):  # killed mid-write: drop the partial last line
                 with open(path, "r+b") as f:
                     f.truncate(raw.rfind(b"\n") + 1)
-                print(f"note: {path}: dropped an incomplete last line (an interrupted write)", file=sys.stderr)
+                print(f"note: {path}: dropped an incomplete last line (an interrupted write)",
+                      file=sys.stderr)
             with open(path) as f:
                 for n, line in enumerate(f, 1):
                     try:
@@ -273,7 +282,8 @@ class ReplyCache:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.file.close()
-            raise TeacherError(f"{path} is in use by another labeling run; wait for it to finish, or give this "
+            raise TeacherError(f"{path} is in use by another labeling run; wait for it to finish, or give "
+                               "this "
                                "run its own --cache=FILE") from None
 
     def put(self, key, reply):
@@ -286,11 +296,13 @@ class ReplyCache:
 def answer_schema(types=None):
     """The JSON schema of the answer the prompt asks for (--json_mode=schema)."""
     def strict_object(properties):
-        return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+        return {"type": "object", "properties": properties, "required": list(properties),
+                "additionalProperties": False}
     if types is None:
         pair = strict_object({"drug": {"type": "string"}, "adverse_event": {"type": "string"}})
         return strict_object({"pairs": {"type": "array", "items": pair}})
-    return strict_object({"entities": strict_object({t: {"type": "array", "items": {"type": "string"}} for t in types})})
+    strings = {"type": "array", "items": {"type": "string"}}
+    return strict_object({"entities": strict_object({t: strings for t in types})})
 
 
 def request_body(text, cfg, shots, types=None):
@@ -300,14 +312,16 @@ def request_body(text, cfg, shots, types=None):
         body["response_format"] = {"type": "json_object"}
     elif cfg.json_mode == "schema":
         body["response_format"] = {"type": "json_schema",
-                                   "json_schema": {"name": "answer", "strict": True, "schema": answer_schema(types)}}
+                                   "json_schema": {"name": "answer", "strict": True,
+                                                   "schema": answer_schema(types)}}
     return body
 
 
 def cost_usd(cfg, usage):
     """The price of `usage` ({"prompt_tokens", "completion_tokens"}) at --price_in / --price_out per million
     tokens; the Batch API charges half."""
-    tokens_price = usage.get("prompt_tokens", 0) * cfg.price_in + usage.get("completion_tokens", 0) * cfg.price_out
+    tokens_price = usage.get("prompt_tokens", 0) * cfg.price_in + \
+        usage.get("completion_tokens", 0) * cfg.price_out
     return tokens_price / 1e6 * (0.5 if cfg.batch_api else 1)
 
 
@@ -330,9 +344,11 @@ class Budget:
         worst = cost_usd(self.cfg, estimate_usage([body], self.cfg.max_tokens))
         with self.lock:
             if self.cfg.max_cost and self.spent + self.reserved + worst > self.cfg.max_cost:
-                raise BudgetReached(f"stopped before the spend could pass --max_cost={self.cfg.max_cost:g} USD "
+                raise BudgetReached(f"stopped before the spend could pass --max_cost={self.cfg.max_cost:g} "
+                                    "USD "
                                     f"(spent about {self.spent:.4f} USD this run); every reply received is "
-                                    "cached: rerun with a higher --max_cost to continue, nothing is asked twice")
+                                    "cached: rerun with a higher --max_cost to continue, nothing is asked "
+                                    "twice")
             self.reserved += worst
         return worst
 
@@ -395,7 +411,8 @@ def ask_batch(todo, cfg, cache, url):
     else:
         worst = cost_usd(cfg, estimate_usage(todo.values(), cfg.max_tokens))
         if cfg.max_cost and worst > cfg.max_cost:
-            raise BudgetReached(f"the batch's worst case (about {worst:.2f} USD: every reply at --max_tokens) "
+            raise BudgetReached(f"the batch's worst case (about {worst:.2f} USD: every reply at "
+                                "--max_tokens) "
                                 f"passes --max_cost={cfg.max_cost:g}; raise it, or label fewer sentences")
         lines = "".join(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
                                     "body": body}) + "\n" for key, body in todo.items())
@@ -405,7 +422,8 @@ def ask_batch(todo, cfg, cache, url):
             "input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
         state = {"batch_id": batch["id"], "input_file_id": file_id, "requests": len(todo)}
         data.write_jsonl_file([state], state_path)  # written atomically: one JSON object
-        print(f"created batch {batch['id']} of {len(todo)} requests (id saved in {state_path})", file=sys.stderr)
+        print(f"created batch {batch['id']} of {len(todo)} requests (id saved in {state_path})",
+              file=sys.stderr)
     t0 = time.time()
     while True:
         batch = api("GET", f"/batches/{state['batch_id']}")
@@ -454,15 +472,16 @@ def label_llm(records, cfg, train, types=None):
         cache.file.close()
         answers = [len(json.dumps(answer_for(r, types))) / 4 for r in train] or [10]
         usage = estimate_usage(todo.values(), sum(answers) / len(answers))  # answers as long as train's
-        print(f"dry run: nothing sent. {len(todo)} requests to send, {len(records) - len(todo)} cached; about "
-              f"{usage['prompt_tokens']:,.0f} prompt and {usage['completion_tokens']:,.0f} completion tokens; "
+        print(f"dry run: nothing sent. {len(todo)} requests to send, {len(records) - len(todo)} cached; "
+              f"about {usage['prompt_tokens']:,.0f} prompt and {usage['completion_tokens']:,.0f} completion "
+              "tokens; "
               f"about {cost_usd(cfg, usage):.2f} USD at --price_in={cfg.price_in:g} --price_out="
               f"{cfg.price_out:g} per million tokens{' (the Batch API price)' if cfg.batch_api else ''}",
               file=sys.stderr)
         return None, {"sentences": len(records), "requests": len(todo)}
     t0 = time.time()
     refused = (ask_batch if cfg.batch_api else ask_live)(todo, cfg, cache, url)  # cache key -> the refusal
-    cache.file.close()  # every request answered: release the lock (on an error, workers in flight still write)
+    cache.file.close()  # all answered: release the lock (on an error, the workers in flight still write)
     paid = [cache.replies[key].get("usage") or {} for key in todo.keys() - refused.keys()]
     stats = {"sentences": len(records), "requests": len(todo), "refused": len(refused), "failed_replies": 0,
              "truncated": 0, "strings": 0, "aligned": 0,
@@ -488,7 +507,8 @@ def label_llm(records, cfg, train, types=None):
                        "raw": {"content": content, "finish_reason": choice.get("finish_reason"),
                                "usage": reply.get("usage")}})
     if refused:
-        print(f"note: the server refused {len(refused)} requests (first: {next(iter(refused.values()))[:200]}); "
+        first = next(iter(refused.values()))[:200]
+        print(f"note: the server refused {len(refused)} requests (first: {first}); "
               "those sentences have no labels. Rerun the same command to ask only them.", file=sys.stderr)
     if stats["failed_replies"]:
         print(f"note: {stats['failed_replies']} replies are not the JSON answer (kept raw under \"raw\"; "
@@ -532,7 +552,8 @@ def label_lexicon(records, train, types=None, labelled=None, min_precision=0.0):
                                                             if e["type"] == t})) for t in types}
         labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
                    "entities": [{"span": list(span), "type": t}
-                                for t, term_list in term_lists.items() for span in term_list.spans(r["text"])]}
+                                for t, term_list in term_lists.items()
+                                for span in term_list.spans(r["text"])]}
                   for r in records]
     return labels, {"sentences": len(records)}
 
@@ -542,7 +563,8 @@ def label_gold(records, gold):
     by_id = {r["id"]: r for r in gold}
     missing = [r["id"] for r in records if r["id"] not in by_id]
     if missing:
-        raise TeacherError(f"the gold teacher has no annotation for {len(missing)} sentences (e.g. {missing[:3]}); "
+        raise TeacherError(f"the gold teacher has no annotation for {len(missing)} sentences (e.g. "
+                           f"{missing[:3]}); "
                            "it labels only sentences of the training data")
     return [{**by_id[r["id"]], "teacher": "gold"} for r in records], {"sentences": len(records)}
 
@@ -578,7 +600,8 @@ def override(config, argv):
         if not arg.startswith("--") or (not eq and names.get(key, bool) is not bool):
             raise SystemExit(f"error: {arg!r} is not --key=value")
         if key not in names:
-            raise SystemExit(f"error: unknown option --{key}; valid options: {', '.join('--' + n for n in names)}")
+            raise SystemExit(f"error: unknown option --{key}; valid options: "
+                             f"{', '.join('--' + n for n in names)}")
         kind, value = names[key], value if eq else "true"
         try:
             if kind is bool and value.lower() not in ("true", "false", "1", "0"):
@@ -596,14 +619,16 @@ def override(config, argv):
 def main(argv):
     paths = dict(a[2:].split("=", 1) for a in argv if a.startswith(("--in=", "--out=")))
     if set(paths) != {"in", "out"}:
-        sys.exit("usage: python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl [--teacher=llm|lexicon|gold] "
+        sys.exit("usage: python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl "
+                 "[--teacher=llm|lexicon|gold] "
                  "[--base_url=... --llm_model=... --shots=K ...]")
     cfg = override(TeacherConfig(), [a for a in argv if not a.startswith(("--in=", "--out="))])
     check_config(cfg)
     records = data.read_sentences(paths["in"])
     splits = data.load_splits(data.data_root(cfg.data_dir), cfg.dataset)
     types = None if cfg.task == "ade" else data.entity_types(splits["train"])
-    labels, stats = label(records, cfg.teacher, cfg, splits["train"], splits["train"] + splits["negatives"], types)
+    labels, stats = label(records, cfg.teacher, cfg, splits["train"], splits["train"] + splits["negatives"],
+                          types)
     print(describe(stats), file=sys.stderr)
     if labels is not None:  # None: --dry_run
         data.write_jsonl_file(labels, paths["out"])

@@ -10,7 +10,7 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.
 
 
 def test_encoder_matches_hugging_face(minilm_dir):
-    """Golden outputs written by tests/make_fixtures.py with transformers.BertModel on the same weights."""
+    """Golden outputs written by tests/tools/make_fixtures.py with transformers.BertModel on the same weights."""
     ref = load_file(FIXTURE)
     encoder = model.load_encoder(minilm_dir)
     with torch.no_grad():

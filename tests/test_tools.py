@@ -89,6 +89,7 @@ def test_benchmark_tiny_subprocess_rows(tiny_bert_dir, data_dir):
     assert sorted({line.split(".")[0] for line in table}) == ["| 10", "| 5", "| 6", "| 7"]
 
 
+@pytest.mark.slow
 def test_real_llm_against_a_local_server(server, tiny_bert_dir, data_dir, tmp_path):
     """The whole script against the suite's HTTP server: the 'LLM' answers the first and last words of each
     sentence as a (drug, adverse event) pair, so the student has labels to learn from."""
@@ -103,7 +104,7 @@ def test_real_llm_against_a_local_server(server, tiny_bert_dir, data_dir, tmp_pa
     server.handle = handle
     out = tmp_path / "real_llm"
     done = run_tool("real_llm.py", f"--base_url={server.url}/v1", f"--out={out}", "--pool=24", "--test=16",
-                    "--epochs=1", f"--init_from={tiny_bert_dir}", data_dir=data_dir)
+                    "--epochs=1", f"--init_from={tiny_bert_dir}", "--start_cost=1.0", data_dir=data_dir)
     assert "| LLM 0-shot (teacher) |" in done.stdout and "| LLM 5-shot (teacher) |" in done.stdout
     assert "| student (" in done.stdout
     assert (out / "real_llm.md").read_text().strip() == done.stdout.strip()

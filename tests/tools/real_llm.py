@@ -15,7 +15,8 @@ runs; the table goes to stdout and OUT/real_llm.md.
 
 --base_url=URL uses an OpenAI-compatible server already running there (llama.cpp is not started);
 --test=N labels only the first N test sentences (0 = all); --init_from=DIR trains that BERT directory
-instead of all-MiniLM-L6-v2. With a small --pool and --epochs=1 they make the quick check of
+instead of all-MiniLM-L6-v2; --start_cost=C decodes the student at C instead of the cost chosen on dev
+(which decodes dev+neg nine times). With a small --pool and --epochs=1 they make the quick check of
 tests/test_tools.py.
 """
 import json
@@ -33,7 +34,7 @@ import data  # noqa: E402
 
 OPTIONS = {"server_python": "", "gguf": "", "out": "runs/real_llm", "pool": "1000", "port": "8765",
            "model_name": "smollm2-135m-instruct-q4_1", "max_tokens": "256", "concurrency": "2",
-           "epochs": "12", "base_url": "", "test": "0", "init_from": ""}
+           "epochs": "12", "base_url": "", "test": "0", "init_from": "", "start_cost": ""}
 
 
 def command(args, log):
@@ -118,9 +119,9 @@ def main(argv):
     with open(both, "w") as f:
         f.write(open(os.path.join(out, "test_5shot.jsonl")).read() + open(pool_labels).read())
     student_dir = os.path.join(out, "student_run")
-    init = [f"--init_from={o['init_from']}"] if o["init_from"] else []
+    student_options = [f"--{k}={o[k]}" for k in ("init_from", "start_cost") if o[k]]
     _, train_wall = command(["ade_distill.py", f"--labels={both}", f"--out_dir={student_dir}",
-                             "--overwrite=true", f"--epochs={o['epochs']}", *init],
+                             "--overwrite=true", f"--epochs={o['epochs']}", *student_options],
                             os.path.join(out, "student_run.log"))
     results = json.load(open(os.path.join(student_dir, "results.json")))
     student = next(r for r in results if r["system"] == "student" and r["split"] == "test")
