@@ -531,8 +531,8 @@ def run(cfg, splits):
                                                floor and floor["lenient"]["precision"])
     with open(os.path.join(cfg.out_dir, "student", "student.json"), "w") as f:
         json.dump(meta, f, indent=2)  # load_trained and --predict decode with it
-    scored = splits["test+neg" if cfg.task == "ade" else "test"]  # holds every gold set
-    predictions = predict(student, tokenizer, scored, meta, dtype, given=scored if cfg.given_drugs else None)
+    test = splits["test+neg" if cfg.task == "ade" else "test"]  # holds every gold set
+    predictions = predict(student, tokenizer, test, meta, dtype, given=test if cfg.given_drugs else None)
     rows += score_rows("student", cfg, gold_sets, predictions, BOOTSTRAP)
     test_ids = {r["id"] for r in splits["test"]}
     data.write_jsonl_file([p for p in predictions if p["id"] in test_ids],

@@ -28,7 +28,7 @@ ADE_URL = ("https://raw.githubusercontent.com/trunghlt/AdverseDrugReaction/"
            "2851af96e26050cf551a2e1f716ff861f7b1059b/ADE-Corpus-V2/{name}")
 NER_URL = ("https://raw.githubusercontent.com/cambridgeltl/MTL-Bioinformatics-2016/"
            "df0df02fae6dbb87d88ffcf323b9096528f06f84/data/{folder}/{name}")
-SHA256 = {  # from the SOURCE files beside the corpora
+SHA256 = {  # of the files at the commits in the URLs above
     "ade_corpus_v2/DRUG-AE.rel": "542cdc483ccc94927762eaf2c9a8ecac49a6c10037dda2895be6a6e20160f75a",
     "ade_corpus_v2/ADE-NEG.txt": "8f506c159042ce354fbf26981dc39971dde8f09b1158d94106eab1e516e53fcf",
     "BC5CDR-IOB/train.tsv": "b731361c0ed73afd04cc5fdad39afcdfd8f325d6e46c282339185a91d1af4c14",
@@ -61,14 +61,14 @@ def corpus_file(root, rel_path):
         except requests.RequestException as e:
             raise FileNotFoundError(f"{path} not found and {source} could not be downloaded "
                                     f"({type(e).__name__}). Download it by hand into "
-                                    f"{os.path.join(root, folder)}/, or point --data_dir (or $ADE_DISTILL_DATA) "
-                                    "at a directory that holds it.") from None
+                                    f"{os.path.join(root, folder)}/, or point --data_dir (or "
+                                    "$ADE_DISTILL_DATA) at a directory that holds it.") from None
         content = r.content
     digest = hashlib.sha256(content if content is not None else open(path, "rb").read()).hexdigest()
     if digest != SHA256[rel_path]:
+        advice = "" if content else ". Delete it to download it again"
         raise ValueError(f"{source}: sha256 {digest} is not the expected {SHA256[rel_path]}; the file is "
-                         "corrupt "
-                         f"or a different version{'' if content else '. Delete it to download it again'}.")
+                         f"corrupt or a different version{advice}.")
     if content is not None:  # saved only once it is known to be the right file
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".part", "wb") as f:
@@ -140,8 +140,8 @@ def read_ade(root):
             rows[(pmid, text)].append((n, ae, int(ae_begin), drug, int(drug_begin)))
     positives, per_pmid, ambiguous = [], defaultdict(int), 0
     for (pmid, text), relations in rows.items():
-        # Offsets count from the start of the abstract; one shift per sentence maps them onto it
-        # (SOURCE.md, "Offset convention"). Find the shifts that fit every relation of the sentence.
+        # Offsets count from the start of the abstract, not of the sentence; one shift per sentence maps
+        # them onto it. Find the shifts that fit every relation of the sentence (one does, for every row).
         shifts = None
         for n, ae, ae_begin, drug, drug_begin in relations:
             fit = ({ae_begin - m.start() for m in re.finditer(re.escape(ae), text)}
@@ -172,7 +172,7 @@ def read_ade(root):
                 negatives.append({"id": f"{m[1]}:n{per_pmid['n' + m[1]]}", "pmid": m[1], "text": m[2],
                                   "pairs": []})
                 per_pmid["n" + m[1]] += 1
-    assert ambiguous <= 3, f"{ambiguous} sentences have an ambiguous offset shift; SOURCE.md says 3"
+    assert ambiguous <= 3, f"{ambiguous} sentences have an ambiguous offset shift; the corpus has 3"
     return positives, negatives
 
 

@@ -1,5 +1,5 @@
 """Strict and lenient precision / recall / F1 for (drug, ADE) pairs, for entities alone, and for typed
-NER spans. This file is the definition of the metrics (SPEC.md, "Metrics"):
+NER spans. This file is the definition of the metrics:
 
 - unit: per sentence, the set of (drug span, ADE span) pairs, spans as [start, end) character offsets;
   each drug span is first moved to the first case-insensitive occurrence of its text in the sentence

@@ -179,8 +179,7 @@ def check_config(cfg):
                          "nothing)")
     if (cfg.task == "ner") == (cfg.dataset == "ade"):
         raise SystemExit(f"error: --task={cfg.task} --dataset={cfg.dataset}: the ADE task reads "
-                         "--dataset=ade, "
-                         f"--task=ner one of {', '.join(data.NER_DATASETS)}")
+                         f"--dataset=ade, --task=ner one of {', '.join(data.NER_DATASETS)}")
 
 
 # Plumbing no run needs to change (the tests set some of them lower).
@@ -237,8 +236,7 @@ def call(session, method, url, cfg, raw=False, **kwargs):
             problem = f"HTTP {r.status_code}: {r.text[:300]}"
             if "insufficient_quota" in r.text:
                 raise TeacherError(f"{method} {url} answered {problem}. The account is out of quota: add "
-                                   "credit or "
-                                   "use another key; the replies received so far are cached.")
+                                   "credit or use another key; the replies received so far are cached.")
             if r.status_code in REFUSED_STATUS and not re.search("response_format|json_schema", r.text):
                 raise Refused(problem)
             if r.status_code not in RETRY_STATUS:
@@ -247,8 +245,7 @@ def call(session, method, url, cfg, raw=False, **kwargs):
             retry_after = r.headers.get("Retry-After")
         if attempt == MAX_RETRIES:
             raise TeacherError(f"{method} {url} failed {attempt + 1} times; last: {problem}. Is the server "
-                               "up and "
-                               "reachable? Rerun to continue: the replies received so far are cached.")
+                               "up and reachable? Rerun to continue: the replies received so far are cached.")
         try:
             delay = float(retry_after)
         except (TypeError, ValueError):
@@ -283,8 +280,7 @@ class ReplyCache:
         except OSError:
             self.file.close()
             raise TeacherError(f"{path} is in use by another labeling run; wait for it to finish, or give "
-                               "this "
-                               "run its own --cache=FILE") from None
+                               "this run its own --cache=FILE") from None
 
     def put(self, key, reply):
         with self.lock:
@@ -345,9 +341,8 @@ class Budget:
         with self.lock:
             if self.cfg.max_cost and self.spent + self.reserved + worst > self.cfg.max_cost:
                 raise BudgetReached(f"stopped before the spend could pass --max_cost={self.cfg.max_cost:g} "
-                                    "USD "
-                                    f"(spent about {self.spent:.4f} USD this run); every reply received is "
-                                    "cached: rerun with a higher --max_cost to continue, nothing is asked "
+                                    f"USD (spent about {self.spent:.4f} USD this run); every reply received "
+                                    "is cached: rerun with a higher --max_cost to go on, nothing is asked "
                                     "twice")
             self.reserved += worst
         return worst
@@ -412,8 +407,8 @@ def ask_batch(todo, cfg, cache, url):
         worst = cost_usd(cfg, estimate_usage(todo.values(), cfg.max_tokens))
         if cfg.max_cost and worst > cfg.max_cost:
             raise BudgetReached(f"the batch's worst case (about {worst:.2f} USD: every reply at "
-                                "--max_tokens) "
-                                f"passes --max_cost={cfg.max_cost:g}; raise it, or label fewer sentences")
+                                f"--max_tokens) passes --max_cost={cfg.max_cost:g}; raise it, or label fewer "
+                                "sentences")
         lines = "".join(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
                                     "body": body}) + "\n" for key, body in todo.items())
         file_id = api("POST", "/files", data={"purpose": "batch"},
@@ -474,8 +469,7 @@ def label_llm(records, cfg, train, types=None):
         usage = estimate_usage(todo.values(), sum(answers) / len(answers))  # answers as long as train's
         print(f"dry run: nothing sent. {len(todo)} requests to send, {len(records) - len(todo)} cached; "
               f"about {usage['prompt_tokens']:,.0f} prompt and {usage['completion_tokens']:,.0f} completion "
-              "tokens; "
-              f"about {cost_usd(cfg, usage):.2f} USD at --price_in={cfg.price_in:g} --price_out="
+              f"tokens; about {cost_usd(cfg, usage):.2f} USD at --price_in={cfg.price_in:g} --price_out="
               f"{cfg.price_out:g} per million tokens{' (the Batch API price)' if cfg.batch_api else ''}",
               file=sys.stderr)
         return None, {"sentences": len(records), "requests": len(todo)}
@@ -564,8 +558,7 @@ def label_gold(records, gold):
     missing = [r["id"] for r in records if r["id"] not in by_id]
     if missing:
         raise TeacherError(f"the gold teacher has no annotation for {len(missing)} sentences (e.g. "
-                           f"{missing[:3]}); "
-                           "it labels only sentences of the training data")
+                           f"{missing[:3]}); it labels only sentences of the training data")
     return [{**by_id[r["id"]], "teacher": "gold"} for r in records], {"sentences": len(records)}
 
 
@@ -620,8 +613,7 @@ def main(argv):
     paths = dict(a[2:].split("=", 1) for a in argv if a.startswith(("--in=", "--out=")))
     if set(paths) != {"in", "out"}:
         sys.exit("usage: python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl "
-                 "[--teacher=llm|lexicon|gold] "
-                 "[--base_url=... --llm_model=... --shots=K ...]")
+                 "[--teacher=llm|lexicon|gold] [--base_url=... --llm_model=... --shots=K ...]")
     cfg = override(TeacherConfig(), [a for a in argv if not a.startswith(("--in=", "--out="))])
     check_config(cfg)
     records = data.read_sentences(paths["in"])

@@ -89,7 +89,7 @@ def test_gold_test_split_against_itself(ade_splits):
     test = ade_splits["test"]
     result = score(test, test)
     assert result["strict"]["f1"] == 1.0 and result["lenient"]["f1"] == 1.0
-    assert result["strict"]["n_gold"] == 674  # 685 pairs, 674 after drug canonicalisation (SPEC.md)
+    assert result["strict"]["n_gold"] == 674  # 685 pairs, 674 after drug canonicalisation
     assert sum(len(r["pairs"]) for r in test) == 685
 
 
