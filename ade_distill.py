@@ -162,8 +162,9 @@ def load_trained(path, device="cpu"):
     """A trained out_dir (or its student/) -> (student, tokenizer, meta), with everything the run saved:
     the task, the entity types, max_len and the start cost chosen on dev, so that `predict` decodes as the
     run's own test predictions were decoded."""
-    if not os.path.exists(os.path.join(path, "student.json")):
+    if not os.path.exists(os.path.join(model.saved_dir(path), "student.json")):
         path = os.path.join(path, "student")
+    path = model.saved_dir(path)
     student, meta = model.load_student(path)
     return student.to(device), model.load_tokenizer(path), meta
 
@@ -230,8 +231,8 @@ def ade_fields(student, hidden, encodings, texts, given_drugs, start_cost):
     drug_log_probs = log_softmax(student.drug_head(hidden), start_cost)
     drugs = []  # (row in the batch, all mentions of one drug)
     for row, (enc, text) in enumerate(zip(encodings, texts)):
-        decoded = [] if given_drugs else data.decode_spans(enc, drug_log_probs[row])
-        spans = given_drugs[row] if given_drugs else [s[:2] for s in decoded]
+        spans = given_drugs[row] if given_drugs else \
+            [span[:2] for span in data.decode_spans(enc, drug_log_probs[row])]
         drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
     token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
     for m, (row, mentions) in enumerate(drugs):
@@ -262,17 +263,19 @@ def dev_score(row):
 
 
 def choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, teacher_precision=None):
-    """The start cost of COST_GRID with the best dev score, from one encoder pass over dev+neg (which holds
-    dev). With `teacher_precision` (the lexicon teacher's lenient precision on dev+neg, where its labels
-    cost nothing): the best dev score among the costs at least as precise there as the teacher."""
-    outs = predict(student, tokenizer, splits["dev+neg"], meta, dtype, costs=COST_GRID)
-    rows = [score_rows("student", cfg, {s: splits[s] for s in ("dev", "dev+neg")}, out) for out in outs]
-    scores = [dev_score(dev) for dev, _ in rows]
+    """The start cost of COST_GRID with the best dev score, from one encoder pass over dev. With
+    `teacher_precision` (the lexicon teacher's lenient precision on dev+neg, where its labels cost
+    nothing): the best dev score among the costs at least as precise on dev+neg as the teacher, from one
+    pass over dev+neg (which holds dev)."""
+    sets = ["dev"] if teacher_precision is None else ["dev", "dev+neg"]
+    outs = predict(student, tokenizer, splits[sets[-1]], meta, dtype, costs=COST_GRID)
+    rows = [score_rows("student", cfg, {s: splits[s] for s in sets}, out) for out in outs]
+    scores = [dev_score(row[0]) for row in rows]
     print("dev score by start cost: " + ", ".join(f"{c:g}: {100 * s:.2f}" for c, s in zip(COST_GRID, scores)),
           file=sys.stderr)
     if teacher_precision is None:
         return COST_GRID[int(np.argmax(scores))]
-    precisions = [neg["lenient"]["precision"] for _, neg in rows]
+    precisions = [row[1]["lenient"]["precision"] for row in rows]
     print(f"dev+neg lenient precision by start cost (the teacher's: {100 * teacher_precision:.2f}): " +
           ", ".join(f"{c:g}: {100 * p:.2f}" for c, p in zip(COST_GRID, precisions)), file=sys.stderr)
     return COST_GRID[best_at_precision(scores, precisions, teacher_precision)]
@@ -299,7 +302,7 @@ def lr_scale(step, total, warmup_fraction=WARMUP):
 def resume_checkpoint(student, optimizer, scaler, last, schedule):
     """--resume: load out_dir/last (or last.old, see model.save_student) into the student, optimizer, scaler
     and RNGs -> the training state, or None when there is no checkpoint."""
-    saved_at = last if os.path.exists(last) else last + ".old"
+    saved_at = model.saved_dir(last)
     if not os.path.exists(os.path.join(saved_at, "train_state.pt")):
         print(f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
         return None
@@ -312,8 +315,9 @@ def resume_checkpoint(student, optimizer, scaler, last, schedule):
     optimizer.load_state_dict(saved.pop("optimizer"))
     scaler.load_state_dict(saved.pop("scaler"))
     torch.set_rng_state(saved.pop("rng"))
-    if saved.get("cuda_rng") is not None and torch.cuda.is_available():  # the GPU's dropout masks
-        torch.cuda.set_rng_state_all(saved.pop("cuda_rng"))
+    cuda_rng = saved.pop("cuda_rng", None)
+    if cuda_rng is not None and torch.cuda.is_available():  # the GPU's dropout masks come from these
+        torch.cuda.set_rng_state_all(cuda_rng)
     print(f"resumed from {saved_at} at step {saved['step']}", file=sys.stderr)
     return saved
 
@@ -410,7 +414,7 @@ def teach(cfg, splits, types):
     """The teacher's labels -> (its labels of the scored sentences, the training labels, labeling stats),
     or None after --dry_run. The scored sentences (test+neg, which holds test, and, where the start cost is
     chosen at the teacher's precision, dev+neg) are labelled beside the pool and never trained on."""
-    scored = splits["test+neg"] + (splits["dev+neg"] if precision_rule(cfg) else [])
+    scored = splits["test+neg"] + (splits["dev+neg"] if precision_rule(cfg) else [])  # gold records
     held = data.held_out_texts(splits)
     if cfg.labels:
         records = data.read_sentences(cfg.labels)
@@ -422,22 +426,23 @@ def teach(cfg, splits, types):
         training = data.without_held_out(training, held, cfg.labels)
         print(f"labels from {cfg.labels}: {len(training)} training sentences, {len(scored_labels)} test "
               "sentences", file=sys.stderr)
-        if not training:
-            raise SystemExit(f"error: {cfg.labels} holds no sentence to train on, only dev/test ones; label "
-                             "sentences of the pool (`python data.py --split=pool`)")
+        if not training and not cfg.eval_teacher_only:
+            raise SystemExit(f"error: {cfg.labels} holds no sentence to train on (none, or only dev/test "
+                             "ones); label sentences of the pool (`python data.py --split=pool`)")
         return scored_labels, training, {}
     pool = data.without_held_out(data.read_sentences(cfg.pool), held, cfg.pool) if cfg.pool else \
         splits["pool"]
     if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
         pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
     pool = [] if cfg.eval_teacher_only else pool
-    scored = [] if cfg.teacher == "gold" else data.unlabeled(scored)  # gold on test would be the answer key
-    labels, stats = teacher.label(scored + pool, cfg.teacher, cfg, splits["train"],
+    to_score = [] if cfg.teacher == "gold" else data.unlabeled(scored)  # gold on test: the answer key
+    labels, stats = teacher.label(to_score + pool, cfg.teacher, cfg, splits["train"],
                                   splits["train"] + splits["negatives"], types)
     if labels is None:  # --dry_run
         return None
-    print(f"{teacher.describe(stats)} ({len(scored)} scored and {len(pool)} pool sentences)", file=sys.stderr)
-    return labels[:len(scored)], labels[len(scored):], stats
+    print(f"{teacher.describe(stats)} ({len(to_score)} scored and {len(pool)} pool sentences)",
+          file=sys.stderr)
+    return labels[:len(to_score)], labels[len(to_score):], stats
 
 
 def precision_rule(cfg):
@@ -507,6 +512,9 @@ def run(cfg, splits):
     cfg = replace(cfg, teacher="labels") if cfg.labels else cfg  # the teacher's name in the results
     labelled = {r["id"] for r in scored_labels}  # a labels file may hold test and not test+neg
     whole = {split: gold for split, gold in gold_sets.items() if {r["id"] for r in gold} <= labelled}
+    if cfg.labels and whole.keys() != gold_sets.keys():
+        print(f"note: {cfg.labels} does not label every sentence of "
+              f"{', '.join(gold_sets.keys() - whole.keys())}: no teacher row there", file=sys.stderr)
     rows = score_rows("teacher", cfg, whole, scored_labels, BOOTSTRAP)
     if cfg.eval_teacher_only:
         return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
@@ -516,7 +524,7 @@ def run(cfg, splits):
     # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
     device = pick_device(cfg.device)
     student = build_student(encoder, cfg, types).to(device)
-    meta = {"task": cfg.task, "types": types, "max_len": cfg.max_len}
+    meta = {"task": cfg.task, "types": types, "max_len": cfg.max_len, "start_cost": max(cfg.start_cost, 0.0)}
     examples = make_examples(labels, tokenizer, student, meta)
     state = train(student, examples, splits["dev"], tokenizer, init, meta, cfg)
 
@@ -525,12 +533,15 @@ def run(cfg, splits):
     dtype = choose_precision(device, cfg.amp)[0]
     meta["start_cost"] = cfg.start_cost
     if cfg.start_cost < 0:
-        floor = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, scored_labels)[0] \
-            if precision_rule(cfg) else None
-        meta["start_cost"] = choose_start_cost(student, tokenizer, meta, splits, cfg, dtype,
-                                               floor and floor["lenient"]["precision"])
-    with open(os.path.join(cfg.out_dir, "student", "student.json"), "w") as f:
-        json.dump(meta, f, indent=2)  # load_trained and --predict decode with it
+        floor = None
+        if precision_rule(cfg):
+            teacher_dev = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, scored_labels)[0]
+            floor = teacher_dev["lenient"]["precision"]
+        meta["start_cost"] = choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, floor)
+        meta_path = os.path.join(cfg.out_dir, "student", "student.json")
+        with open(meta_path + ".tmp", "w") as f:
+            json.dump(meta, f, indent=2)  # load_trained and --predict decode with it
+        os.replace(meta_path + ".tmp", meta_path)
     test = splits["test+neg" if cfg.task == "ade" else "test"]  # holds every gold set
     predictions = predict(student, tokenizer, test, meta, dtype, given=test if cfg.given_drugs else None)
     rows += score_rows("student", cfg, gold_sets, predictions, BOOTSTRAP)
@@ -579,6 +590,10 @@ def cross_validate(cfg):
 def predict_main(cfg):
     """--predict / --predict_file: the trained student of out_dir -> JSON Lines on stdout, written as it
     goes, a thousand sentences at a time."""
+    student_dir = model.saved_dir(os.path.join(cfg.out_dir, "student"))
+    if not os.path.exists(os.path.join(student_dir, "student.json")):
+        raise SystemExit(f"error: --out_dir={cfg.out_dir} holds no trained student (student/student.json); "
+                         f"train one first: python ade_distill.py --out_dir={cfg.out_dir}")
     student, tokenizer, meta = load_trained(cfg.out_dir, pick_device(cfg.device))
     dtype = choose_precision(next(student.parameters()).device, cfg.amp)[0]
     if cfg.start_cost >= 0:
@@ -594,6 +609,16 @@ def check_config(cfg):
     """The checks that involve several options or the file system, before any data is read or any request
     sent (each option's own values are checked as it is parsed, by teacher.override)."""
     teacher.check_config(cfg)
+    for key in ("max_pool", "max_steps", "save_every", "shots", "cv"):
+        if getattr(cfg, key) < 0:
+            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: must be 0 or more")
+    if cfg.predict and cfg.predict_file:
+        raise SystemExit("error: pass --predict=TEXT or --predict_file=FILE, not both")
+    if cfg.given_drugs and (cfg.task, cfg.head) != ("ade", "drug"):
+        raise SystemExit("error: --given_drugs is for the drug-centric head of the ADE task (--task=ade "
+                         "--head=drug)")
+    if cfg.cv and cfg.task != "ade" or cfg.cv_folds and not cfg.cv:
+        raise SystemExit("error: --cv is the ADE corpus's protocol (--task=ade); --cv_folds needs --cv=10")
     if cfg.cv and cfg.cv < 3:
         raise SystemExit(f"error: --cv={cfg.cv}: the protocol needs at least 3 folds (test, dev, train)")
     if cfg.cv_folds and not all(k.isdigit() and int(k) < cfg.cv for k in cfg.cv_folds.split(",")):

@@ -199,13 +199,13 @@ def assemble_splits(train, dev, test, negatives, what):
     """train/dev/test sentences (+ ADE-free sentences) -> every set the pipeline uses: train, dev, test,
     dev+neg and test+neg (each with the ADE-free sentences of its PubMed IDs), the labelled ADE-free
     sentences allowed in training ("negatives"), and the unlabeled pool (train + those)."""
-    pmids_of = lambda records: {r.get("pmid") for r in records}  # noqa: E731  (NER records have none)
+    dev_pmids, test_pmids = ({r.get("pmid") for r in records} for records in (dev, test))  # NER: no pmid
     splits = {"dev": dev, "test": test,
-              "dev+neg": dev + [r for r in negatives if r["pmid"] in pmids_of(dev)],
-              "test+neg": test + [r for r in negatives if r["pmid"] in pmids_of(test)]}
+              "dev+neg": dev + [r for r in negatives if r["pmid"] in dev_pmids],
+              "test+neg": test + [r for r in negatives if r["pmid"] in test_pmids]}
     held = held_out_texts(splits)  # one sentence text is in the ADE corpus under two PubMed IDs
     splits["train"] = without_held_out(train, held, what)
-    other_abstracts = [r for r in negatives if r["pmid"] not in pmids_of(dev + test)]
+    other_abstracts = [r for r in negatives if r["pmid"] not in dev_pmids | test_pmids]
     splits["negatives"] = without_held_out(other_abstracts, held, "ADE-free")
     splits["pool"] = unlabeled(splits["train"] + splits["negatives"])
     return splits
@@ -302,7 +302,7 @@ def pubmed_pool(paths, splits):
     term of the train split, each text once, no dev/test sentence and no sentence of a dev/test PubMed ID.
     The index counts every sentence of the article (title first), so ids are stable. -> (records, counts)."""
     drugs = TermList({r["text"][slice(*p["drug"])] for r in splits["train"] for p in r["pairs"]})
-    held_texts = {r["text"] for r in splits["dev"] + splits["test+neg"]}
+    held_texts = held_out_texts(splits)
     held_pmids = {r["pmid"] for r in splits["dev"] + splits["test"]}
     counts, seen = defaultdict(int), set()
 

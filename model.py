@@ -379,12 +379,16 @@ class NerModel(nn.Module):
         return self.head(self.dropout(self.encoder(input_ids, attention_mask)))  # (B, T, 2K+1)
 
 
+def saved_dir(path):
+    """`path`, or `path`.old where a kill came between the two renames of save_student."""
+    return path + ".old" if not os.path.exists(path) and os.path.exists(path + ".old") else path
+
+
 def save_student(model, path, tokenizer_from, meta, train_state=None):
     """The encoder in Hugging Face layout, plus heads.safetensors and student.json: `meta` (the caller's
     settings) and the student's kind, "ade" (AdeModel) or "ner" (NerModel over meta["types"]); with
     `train_state`, also train_state.pt (torch.save) to resume from. Written aside, then swapped in with
-    os.replace: a kill at any moment leaves a complete `path`, or a complete `path.old` that
-    load_student falls back to."""
+    os.replace: a kill at any moment leaves a complete `path`, or a complete `path.old` (see saved_dir)."""
     tmp, old = path + ".tmp", path + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
     save_encoder(model.encoder, tmp, tokenizer_from)
@@ -403,10 +407,7 @@ def save_student(model, path, tokenizer_from, meta, train_state=None):
 
 
 def load_student(path):
-    """-> (AdeModel or NerModel in eval mode, meta dict) from a directory written by save_student (or
-    from `path`.old, where a kill came between the two renames of a save)."""
-    if not os.path.exists(path) and os.path.exists(path + ".old"):
-        path += ".old"
+    """-> (AdeModel or NerModel in eval mode, meta dict) from a directory written by save_student."""
     meta_path = os.path.join(path, "student.json")
     if not os.path.exists(meta_path):
         raise FileNotFoundError(f"{meta_path} not found: {path} is not a trained student (train one first).")

@@ -17,7 +17,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def data_dir():
     import data
-    root = data.data_root()
+    root = os.path.abspath(data.data_root())  # the tests that run in another directory find it too
     data.corpus_file(root, "ade_corpus_v2/DRUG-AE.rel")  # downloaded and checked here when it is missing
     return root
 

@@ -76,7 +76,7 @@ def test_constrained_decoding_where_argmax_breaks_bio():
     assert data.viterbi_bio(np.log(probs)) == [0, 1, 2, 1]
 
 
-def test_decode_spans_skips_special_tokens_and_snaps_to_words(minilm_dir):
+def test_decode_spans_skips_special_tokens_and_decodes_whole_words(minilm_dir):
     import numpy as np
     tokenizer = model.load_tokenizer(minilm_dir)
     text = "Recombinant interferon-alpha caused fever."

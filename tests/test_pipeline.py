@@ -29,7 +29,8 @@ def args(tiny_bert_dir, out_dir, *extra):
 
 @pytest.fixture(scope="module")
 def small(small_splits):
-    """ade_distill.main on the small cut of the splits (every test of this module that calls it)."""
+    """ade_distill.main on the small cut of the splits: from the first test that asks for it to the end of
+    this module (tests that need other splits patch data.load_splits themselves)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(data, "load_splits", lambda *a, **k: small_splits)
         yield small_splits
@@ -231,7 +232,12 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     ("--labels=/nonexistent.jsonl", "--labels=/nonexistent.jsonl: no such file"),
     ("--task=ner", "--task=ner --dataset=ade: the ADE task reads"), ("--concurrency=0", "--concurrency=0: must be"),
     ("--init_from=/nonexistent", "--init_from=/nonexistent: no config.json there"),
-    ("--cv=10 --cv_folds=0,10", "--cv_folds=0,10: fold numbers below --cv=10")])
+    ("--cv=10 --cv_folds=0,10", "--cv_folds=0,10: fold numbers below --cv=10"),
+    ("--cv_folds=1", "--cv is the ADE corpus's protocol"), ("--max_pool=-1", "--max_pool=-1: must be 0 or more"),
+    ("--task=ner --dataset=bc5cdr --cv=10", "--cv is the ADE corpus's protocol .--task=ade."),
+    ("--head=plain --given_drugs", "--given_drugs is for the drug-centric head"),
+    ("--predict=x --predict_file=/nonexistent", "pass --predict=TEXT or --predict_file=FILE, not both"),
+    ("--predict=x", "--out_dir=.* holds no trained student .student/student.json.; train one first")])
 def test_bad_options_stop_before_any_work(option, message, tmp_path):
     with pytest.raises(SystemExit, match="^error: " + message.replace("+", "\\+")):
         ade_distill.main([*option.split(), f"--out_dir={tmp_path}", "--data_dir=/nonexistent"])
@@ -246,6 +252,15 @@ def test_unknown_and_mistyped_options_are_errors():
     with pytest.raises(SystemExit, match="'--epochs' is not --key=value"):
         ade_distill.main(["--epochs"])
     assert teacher.override(ade_distill.Config(), ["--overwrite"]).overwrite is True  # a bare flag
+
+
+def test_a_labels_file_of_test_sentences_scores_the_teacher_alone(small, tmp_path, capsys):
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in small["test"]))  # test, not test+neg
+    rows = ade_distill.main([f"--out_dir={tmp_path / 'out'}", f"--labels={path}", "--eval_teacher_only"])
+    assert [(r["system"], r["split"], r["lenient"]["f1"]) for r in rows] == \
+        [("teacher", "test", 1.0), ("teacher", "test 2+ drugs", 1.0)]
+    assert f"note: {path} does not label every sentence of test+neg: no teacher row there" in capsys.readouterr().err
 
 
 def test_a_finished_run_is_not_replaced_without_overwrite(tiny_run, tiny_bert_dir):
