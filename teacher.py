@@ -453,7 +453,9 @@ def label_llm(records, cfg, train, types=None):
     sentence gets an "error" and no labels, and a rerun asks only those."""
     if not cfg.llm_model:
         raise TeacherError("--teacher=llm needs --llm_model=NAME (and --base_url=... of the server)")
-    shots = random.Random(0).sample(train, cfg.shots) if cfg.shots else []
+    if cfg.shots > len(train):
+        raise TeacherError(f"--shots={cfg.shots}: the train split has {len(train)} sentences to draw from")
+    shots = random.Random(0).sample(train, cfg.shots)
     url = cfg.base_url.rstrip("/") + "/chat/completions"
     cache = ReplyCache(cfg.cache)
     bodies = [request_body(r["text"], cfg, shots, types) for r in records]
