@@ -4,6 +4,7 @@ suite instead of the next person who runs it."""
 import json
 import os
 import py_compile
+import re
 import subprocess
 import sys
 
@@ -109,3 +110,39 @@ def test_real_llm_against_a_local_server(server, tiny_bert_dir, data_dir, tmp_pa
     assert "| student (" in done.stdout
     assert (out / "real_llm.md").read_text().strip() == done.stdout.strip()
     assert sum(1 for method, path, _, _ in server.requests if method == "POST") == 2 * 16 + 24
+
+
+@pytest.mark.slow
+def test_reproduce_then_results(tmp_path, tiny_bert_dir, data_dir):
+    """reproduce.sh runs the named runs into RUNS_DIR (tiny: EXTRA options), skips those already done, and
+    results.py writes their section from their files and names the runs still missing."""
+    env = {**os.environ, "RUNS_DIR": str(tmp_path), "ADE_DISTILL_DATA": os.path.abspath(data_dir),
+           "EXTRA": f"--init_from={tiny_bert_dir} --max_pool=16 --epochs=1 --batch_size=8 --start_cost=1"}
+    names = ["default_s0", "default_s1", "default_s2"]
+    done = subprocess.run(["bash", os.path.join(TOOLS, "reproduce.sh"), *names], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = json.load(open(tmp_path / "default_s1" / "run.json"))
+    expected = f"python ade_distill.py --out_dir={tmp_path}/default_s1 --seed=1 --init_from="
+    assert run["command"].startswith(expected)
+    again = subprocess.run(["bash", os.path.join(TOOLS, "reproduce.sh"), "default_s1"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.stdout == "default_s1: done, skipped\n"
+    table = run_tool("results.py", str(tmp_path)).stdout
+    rows = json.load(open(tmp_path / "default_s2" / "results.json"))
+    student = next(r for r in rows if r["system"] == "student" and r["split"] == "test+neg")
+    assert f"| seed 2 | student (lexicon) | test+neg | {100 * student['strict']['precision']:.2f} | " in table
+    assert "Not yet run: supervised_s0, supervised_s1, supervised_s2" in table
+    assert "Not yet run in full (0 of 10 folds)" in table
+
+
+def test_every_figure_of_the_readme_is_one_of_results_md():
+    """The README copies its figures from RESULTS.md (which a script writes from the runs): a percentage
+    with two decimals, or an interval, that RESULTS.md does not hold is a figure typed by hand, or a stale
+    one. (Settings such as a price of 0.15 have one digit before the point.)"""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    results = open(os.path.join(ROOT, "RESULTS.md")).read()
+    figures = set(re.findall(r"\[\d+\.\d, \d+\.\d\]|(?<![\d.])\d\d+\.\d\d(?![\d.])", readme))
+    assert figures, "the README quotes no figure: the pattern is wrong"
+    missing = sorted(f for f in figures if f not in results)
+    assert not missing, f"in README.md but not in RESULTS.md: {missing}"

@@ -1,0 +1,195 @@
+"""RESULTS.md's tables, written from the runs' own files so that no number is typed by hand: each run
+directory made by tests/tools/reproduce.sh holds results.json (the rows ade_distill.py scored, or one per
+fold under fold{k}/ for the 10-fold protocol), run.json (command, commit, machine, date) and time.txt
+(/usr/bin/time -v: wall time, peak resident memory).
+
+    python tests/tools/results.py runs > RESULTS.md
+
+A section names the runs it still misses, and shows those that are done.
+"""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+# (title, what it shows, [(label, run name)])
+SECTIONS = [
+    ("The default run", "The lexicon teacher and its MiniLM student, three seeds; `test+neg` adds the "
+     "ADE-free sentences of the test abstracts, `test 2+ drugs` keeps the sentences with two drugs or more.",
+     [("seed 0", "default_s0"), ("seed 1", "default_s1"), ("seed 2", "default_s2")]),
+    ("The supervised row", "The gold teacher: the student trained on the 3,417 train-split sentences, as the "
+     "paper's supervised row, three seeds.",
+     [("seed 0", "supervised_s0"), ("seed 1", "supervised_s1"), ("seed 2", "supervised_s2")]),
+    ("The architecture ablation", "The paper's drug-centric head against one plain BIO head over drugs and "
+     "adverse events (every predicted event paired with every predicted drug of the sentence), seed 0.",
+     [("drug-centric, lexicon", "default_s0"), ("plain, lexicon", "plain_default"),
+      ("drug-centric, gold", "supervised_s0"), ("plain, gold", "plain_supervised")]),
+    ("Medication and disease NER", "Vedula et al.'s setting: typed entity spans (strict: identical, "
+     "lenient: overlapping), seed 0.",
+     [("NCBI-disease, lexicon", "ncbi_lexicon"), ("NCBI-disease, gold", "ncbi_gold"),
+      ("BC5CDR, lexicon", "bc5cdr_lexicon"), ("BC5CDR, gold", "bc5cdr_gold")]),
+]
+# Measured by older code than the tables above (each lever's commit): the record of what each did, typed
+# from those runs' logs, not rerun.
+WHAT_WAS_TRIED = [
+    ("BIO-constrained Viterbi against per-token argmax (same weights)", "-",
+     "supervised 68.94 / 84.44 -> 72.32 / 86.90; default 60.28 / 77.73 -> 63.65 / 79.44", "kept", "96555d9"),
+    ("The gold teacher on the 3,417 train sentences, not 4,000 pool sentences", "-",
+     "lenient 76.8 -> 86.9", "kept", "7443cf2"),
+    ("The dev score: mean of strict and lenient F1 (was lenient alone)", "-", "-", "kept", "80a03c1"),
+    ("Lexicon terms at least 10 % precise on train + ADE-free", "-",
+     "teacher 53.7 / 68.3 -> 58.0 / 71.7; student 59.3 / 75.3 -> 64.7 / 80.9", "kept", "80a03c1"),
+    ("ADE-free sentences in the pool (--empty_ratio 0.5 against none)", "-",
+     "59.1 / 75.5 -> 59.3 / 75.3; P 29.6 -> 41.6", "kept", "7443cf2"),
+    ("--empty_ratio 0.75 and 1 against 0.5", "75.64 and 76.03 against 75.91",
+     "65.74 / 81.17 and 64.59 / 79.38 against 62.61 / 79.89; P 49.7 and 58.7 (reruns of 1: 53.6, 45.2) "
+     "against 47.3", "not kept (over 10 minutes)", "e30490e"),
+    ("A learning rate of 1e-3 for the fresh heads (supervised)", "81.14 against 81.53",
+     "72.3 / 87.2", "not kept", "7443cf2"),
+    ("ADE-free sentences in the supervised data (ratio 0.5)",
+     "lenient / strict F1 87.5 / 75.5 against 87.1 / 76.0",
+     "70.7 / 86.1 against 73.1 / 87.6; P 54.3 against 47.7", "not in the paper's row", "7443cf2"),
+    ("Supervised: 10 epochs against 6", "84.28 against 82.46", "73.88 / 88.01 against 73.32 / 87.04", "kept",
+     "d7f3e08"),
+    ("Supervised: 14 epochs against 10", "83.84 against 84.28", "74.68 / 86.70 against 73.88 / 88.01",
+     "not kept", "37b9763"),
+    ("The interaction head (token x drug term), supervised", "82.02 against 81.53",
+     "71.96 / 86.78 against 73.13 / 87.61", "not kept", "7d5dee7"),
+    ("Micro-batches of at most 1,024 padded tokens", "-", "65.13 / 82.04; peak 2.3 -> 1.44 GB, 8 m 36 s -> "
+     "6 m 45 s", "kept", "83ba03c"),
+    ("Empty sentences that mention a labelled drug, drawn first", "74.46 against 75.91",
+     "64.47 / 79.81; P 45.1 against 47.3", "not kept", "ba4a288"),
+    ("The O bias chosen on dev+neg against dev (five students)", "-",
+     "lenient 75.3-79.0 against 79.8-82.0; P 57.8-64.5 against 45.1-53.6", "neither (the start cost)",
+     "63b56df"),
+    ("No dropout", "75.48 against 76.80", "62.97 / 80.76 against 65.13 / 82.04; P 52.9 against 48.1",
+     "not kept", "78ab006"),
+    ("Drugs without an adverse event as all-O rows of the ADE head", "75.91 against 76.80 (a tie)",
+     "66.10 / 81.81 against 65.13 / 82.04; P 51.4 against 48.1", "kept", "baf7511"),
+    ("The O bias at the teacher's dev+neg precision (three seeds)", "-",
+     "P above the teacher's on two seeds, a tie on the third", "kept, as the start cost's rule", "bcd4af7"),
+    ("Self-training, one round (the student relabels the pool)", "74.04 against 76.46",
+     "65.45 / 81.92 against 64.65 / 80.88", "not kept", "b2beb6b"),
+    ("Labels on the first sub-word only (supervised)", "83.01 against 84.28",
+     "74.61 / 87.24 against 73.88 / 88.01", "not kept", "ea48cd0"),
+    ("Learning rate 2e-4 against 1e-4 (supervised, two and three seeds)", "84.25 against 85.10 (means)",
+     "78.05, 78.51 against 74.76, 77.50, 75.68 (strict)", "not kept (dev decides)", "ab92e2e"),
+    ("A start cost paid once a span, in place of an O bias at every token (six students)",
+     "higher on all six, by 0.3 to 3.0", "strict +0.9 to +4.1, lenient +0.4 to +1.8; default P -1.3 to -2.3",
+     "kept", "60ce845"),
+    ("One tag a word (Viterbi over words) against sub-word tags snapped to words (default run)",
+     "chosen: 75.71 (cost 3) against 76.46 (cost 2.5)", "68.30 / 82.14 against 68.73 / 83.15, inside the "
+     "intervals; "
+     "no overlapping spans", "kept", "f13e4d5"),
+]
+# The papers' own figures (test lenient F1; 10-fold strict F1), for comparison: quoted, not measured here.
+PAPERS = [("Gu et al. 2023: GPT-3.5 zero-shot / 5-shot", "78.22 / 85.21"),
+          ("Gu et al. 2023: GPT-4 zero-shot / 5-shot", "84.92 / 86.45"),
+          ("Gu et al. 2023: PubMedBERT distilled from GPT-3.5 5-shot (40,000 sentences)", "91.99"),
+          ("Gu et al. 2023: BioGPT distilled from GPT-3.5 5-shot (40,000 sentences)", "84.21"),
+          ("Gu et al. 2023: supervised PubMedBERT / BioGPT (3,417 sentences)", "93.36 / 88.08"),
+          ("10-fold, strict: SpERT / Table-Sequence / PFN (BERT-base) / REBEL", "79.24 / 80.1 / 80.0 / 82.2")]
+PROTOCOL = """\
+Every figure below is printed by `python tests/tools/results.py runs` from the runs of
+`bash tests/tools/reproduce.sh`; each table gives the commands, the commit of the program that ran them,
+the machine, the date, the wall time and the peak resident memory (`/usr/bin/time -v`). Precision,
+recall and F1 are micro-averaged over sentences with a one-to-one matching (`evaluate.py`), in percent;
+`[low, high]` is a 95 % interval from 1,000 sentence-bootstrap resamplings. ADE: the paper's split
+(3,417 train / 427 dev / 428 test sentences; 674 distinct test pairs)."""
+
+
+def timing(path):
+    """(wall time, peak resident memory) from a run directory's time.txt (/usr/bin/time -v)."""
+    text = open(os.path.join(path, "time.txt")).read()
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text).group(1)
+    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    return wall, f"{peak_kb / 1e6:.2f} GB"
+
+
+def read_run(path):
+    """A run directory -> {"rows", "run", "wall", "peak"}, or None while it has no results."""
+    if not os.path.exists(os.path.join(path, "results.json")):
+        return None
+    wall, peak = timing(path)
+    return {"rows": json.load(open(os.path.join(path, "results.json"))),
+            "run": json.load(open(os.path.join(path, "run.json"))), "wall": wall, "peak": peak}
+
+
+def cell(metric):
+    """P | R | F1 in percent, F1 in bold with its interval where it has one."""
+    f1 = metric.get("ci95", {}).get("f1")
+    interval = f" [{100 * f1[0]:.1f}, {100 * f1[1]:.1f}]" if f1 else ""
+    return (f"{100 * metric['precision']:.2f} | {100 * metric['recall']:.2f} | "
+            f"**{100 * metric['f1']:.2f}**{interval}")
+
+
+def section(title, caption, runs):
+    lines = [f"## {title}", "", caption, ""]
+    missing = [name for _, name, found in runs if found is None]
+    if missing:
+        lines += [f"Not yet run: {', '.join(missing)} (`bash tests/tools/reproduce.sh {' '.join(missing)}`).",
+                  ""]
+    runs = [run for run in runs if run[2] is not None]
+    if not runs:
+        return lines
+    lines += ["| run | command | commit | machine | date | wall | peak memory |",
+              "| --- | --- | --- | --- | --- | ---: | ---: |"]
+    for label, _, found in runs:
+        run = found["run"]
+        lines.append(f"| {label} | `{run['command']}` | {run['commit']} | {run['machine']} | {run['date']} | "
+                     f"{found['wall']} | {found['peak']} |")
+    lines += ["", "| run | system | split | strict P | strict R | strict F1 | lenient P | lenient R "
+              "| lenient F1 |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label, _, found in runs:
+        lines += [f"| {label} | {r['system']} ({r['teacher']}) | {r['split']} | {cell(r['strict'])} | "
+                  f"{cell(r['lenient'])} |" for r in found["rows"]]
+    return lines + [""]
+
+
+def cross_validation(path):
+    """The 10-fold protocol: the student's test F1 per fold, their mean and standard deviation."""
+    folds = sorted(glob.glob(os.path.join(path, "fold*", "results.json")),
+                   key=lambda p: int(re.search(r"fold(\d+)", p).group(1)))
+    lines = ["## The 10-fold protocol", "", "Folds by PubMed ID (fold k is the test set, the next one dev, "
+             "the other eight train), the gold teacher: comparable with SpERT (79.24 strict) and REBEL "
+             "(82.2).", ""]
+    if len(folds) < 10 or not os.path.exists(os.path.join(path, "time.txt")):
+        return lines + [f"Not yet run in full ({len(folds)} of 10 folds): "
+                        "`bash tests/tools/reproduce.sh cv10`.", ""]
+    run, (wall, peak) = json.load(open(os.path.join(path, "run.json"))), timing(path)
+    scores = []
+    for fold in folds:
+        rows = json.load(open(fold))
+        student = next(r for r in rows if r["system"] == "student" and r["split"] == "test")
+        scores.append((100 * student["strict"]["f1"], 100 * student["lenient"]["f1"]))
+    strict, lenient = zip(*scores)
+    return lines + [f"`{run['command']}`, commit {run['commit']}, {run['machine']}, {run['date']}: "
+                    f"{wall} in all, peak {peak}.", "",
+                    "| fold | strict F1 | lenient F1 |", "| ---: | ---: | ---: |",
+                    *[f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in enumerate(scores)],
+                    f"| mean ± sd | **{statistics.mean(strict):.2f}** ± {statistics.stdev(strict):.2f} | "
+                    f"**{statistics.mean(lenient):.2f}** ± {statistics.stdev(lenient):.2f} |", ""]
+
+
+def main(runs_dir):
+    lines = ["# Results", "", PROTOCOL, ""]
+    for title, caption, runs in SECTIONS:
+        found = [(label, name, read_run(os.path.join(runs_dir, name))) for label, name in runs]
+        lines += section(title, caption, found)
+    lines += cross_validation(os.path.join(runs_dir, "cv10"))
+    lines += ["## The papers' figures", "", "Quoted from the papers for comparison, not measured here.", "",
+              "| system | F1 |", "| --- | ---: |", *[f"| {name} | {f1} |" for name, f1 in PAPERS], ""]
+    lines += ["## What was tried", "", "One line a lever, each measured once (seed 0) by the code of its "
+              "commit; dev: the dev score (mean of strict and lenient F1) unless said; test: strict / "
+              "lenient F1; P: lenient precision on test+neg.", "",
+              "| lever | dev | test | kept | commit |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {' | '.join(row)} |" for row in WHAT_WAS_TRIED]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
+        sys.exit("usage: python tests/tools/results.py RUNS_DIR > RESULTS.md")
+    main(sys.argv[1])
