@@ -537,11 +537,12 @@ def collate(examples, pad_id=0, multiple=8):
 
 # ----------------------------------------------------------------------------- small shared helpers
 
-def iter_sentences(path):
+def iter_sentences(path, start=0, stop=None):
     """JSON Lines of {"id", "text", ...}, or plain text with one sentence per line (ids: line numbers),
-    read line by line. A line that is neither is an error naming the file and line."""
+    read line by line; lines start+1 to stop only (counted from 1, blank lines included). A line that is
+    neither is an error naming the file and line."""
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
+        for n, raw in enumerate(itertools.islice(f, start, stop), start + 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -563,6 +564,30 @@ def iter_sentences(path):
 
 def read_sentences(path):
     return list(iter_sentences(path))
+
+
+def count_lines(path):
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def complete_lines(path):
+    """A JSON Lines output file -> (its number of complete lines, the "id" of the last one), once a last
+    line left without its newline (by a kill while it was written) is cut off; (0, None) without a file."""
+    if not os.path.exists(path):
+        return 0, None
+    n, last, end = 0, None, 0
+    with open(path, "rb") as f:
+        for line in f:
+            if line.endswith(b"\n"):
+                n, last, end = n + 1, line, end + len(line)
+    try:
+        last_id = json.loads(last)["id"] if last else None
+    except (ValueError, TypeError, KeyError):
+        raise ValueError(f"{path}:{n}: not a line of predictions (a JSON object with an id); pass an "
+                         "output file of --predict_file, or a new name") from None
+    os.truncate(path, end)
+    return n, last_id
 
 
 def write_jsonl_file(records, path):

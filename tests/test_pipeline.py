@@ -138,6 +138,54 @@ def test_predict_file_of_plain_lines_and_predict(trained, tmp_path):
     assert one == {**records[0], "id": "1"}
 
 
+def sentences_file(path, small, n):
+    """n sentences of the corpus as JSON Lines, a blank line every 7th line (skipped, but counted)."""
+    texts = [r["text"] for split in ("test", "dev") for r in small[split]]
+    lines = ["" if k % 7 == 6 else json.dumps({"id": f"s{k}", "text": texts[k % len(texts)]}) for k in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_shards_joined_in_order_are_one_run(trained, small, tmp_path):
+    infile = sentences_file(tmp_path / "in.jsonl", small, 50)
+    whole = run_main([f"--out_dir={trained}", f"--predict_file={infile}"])
+    assert len(whole) == 43 and sum('"drug"' in line for line in whole) >= 5
+    parts = []
+    for k in (1, 2, 3):
+        out = tmp_path / f"part{k}.jsonl"
+        assert run_main([f"--out_dir={trained}", f"--predict_file={infile}", f"--shard={k}/3",
+                         f"--predict_out={out}"]) == []
+        parts.append(out.read_text().splitlines())
+    assert [len(p) for p in parts] == [14, 15, 14]  # lines 1-16, 17-33, 34-50 less their blank lines (7, 14, ...)
+    assert sum(parts, []) == whole
+
+
+@pytest.mark.slow
+def test_a_killed_prediction_resumes_after_the_last_line_written(trained, small, tmp_path):
+    """A real SIGKILL part-way, then a line cut in half as a kill while writing leaves it: the rerun of the
+    same command writes each line exactly once, the same lines as one uninterrupted run."""
+    infile = sentences_file(tmp_path / "in.jsonl", small, 4000)
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, os.path.join(ROOT, "ade_distill.py"), f"--out_dir={trained}",
+               f"--predict_file={infile}", f"--predict_out={out}"]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    while process.poll() is None and (not out.exists() or out.read_text().count("\n") < 1000):
+        time.sleep(0.005)
+    process.kill()
+    process.wait()
+    written = out.read_text().splitlines()
+    assert 1000 <= len(written) < 3000, "the kill must come part-way for this to test anything"
+    with open(out, "a") as f:
+        f.write(written[-1][:len(written[-1]) // 2])  # the next line, half-written
+    subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
+    resumed = out.read_text().splitlines()
+    assert resumed[:len(written)] == written
+    assert resumed == run_main(command[2:4])  # to stdout, uninterrupted
+    assert len({json.loads(line)["id"] for line in resumed}) == len(resumed) == 3429  # 4,000 less 571 blank
+    with pytest.raises(SystemExit, match="holds predictions of other sentences .its line 3429 has id 's3999'."):
+        ade_distill.main([*command[2:], "--shard=1/2"])
+
+
 def test_given_drugs_uses_the_gold_drug_spans(trained, small):
     student, tokenizer, meta = ade_distill.load_trained(trained)
     test = [r for r in small["test"] if r["pairs"]][:30]
@@ -237,11 +285,19 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     ("--task=ner --dataset=bc5cdr --cv=10", "--cv is the ADE corpus's protocol .--task=ade."),
     ("--head=plain --given_drugs", "--given_drugs is for the drug-centric head"),
     ("--predict=x --predict_file=/nonexistent", "pass --predict=TEXT or --predict_file=FILE, not both"),
-    ("--predict=x", "--out_dir=.* holds no trained student .student/student.json.; train one first")])
+    ("--predict_out=p.jsonl", "--predict_out and --shard go with --predict_file=FILE"),
+    ("--predict_file=/dev/null --shard=0/4", "--shard=0/4: K/N with 1 <= K <= N"),
+    ("--predict_file=/dev/null --shard=5/4", "--shard=5/4: K/N"), ("--predict_file=/dev/null --shard=1", "--shard=1: K/N")])
 def test_bad_options_stop_before_any_work(option, message, tmp_path):
     with pytest.raises(SystemExit, match="^error: " + message.replace("+", "\\+")):
         ade_distill.main([*option.split(), f"--out_dir={tmp_path}", "--data_dir=/nonexistent"])
     assert not (tmp_path / "config.json").exists()
+
+
+def test_predicting_without_a_trained_student_says_how_to_train_one(tmp_path):
+    with pytest.raises(ValueError, match=f"^{tmp_path} holds no trained student .student/student.json.; train "
+                                         f"one first: python ade_distill.py --out_dir={tmp_path}$"):
+        ade_distill.main([f"--out_dir={tmp_path}", "--predict=Aspirin-induced asthma."])
 
 
 def test_unknown_and_mistyped_options_are_errors():
@@ -334,8 +390,21 @@ def test_best_score_at_the_teachers_precision(capsys):
     assert "no start cost reaches the teacher's precision" in capsys.readouterr().err
 
 
-def test_precision_choice(monkeypatch):
-    assert ade_distill.choose_precision(torch.device("cpu"), "auto")[:2] == (None, False)
+def test_precision_choice(monkeypatch, tmp_path):
+    def on_cpu(flags):  # a /proc/cpuinfo of two cores with these flags
+        path = tmp_path / "cpuinfo"
+        path.write_text("".join(f"processor\t: {k}\nflags\t\t: fpu sse2 avx2 {flags}\n\n" for k in (0, 1)))
+        return ade_distill.choose_precision(torch.device("cpu"), "auto", str(path))
+
+    native = (torch.bfloat16, False, "--amp=auto: this CPU has avx512_bf16")
+    assert on_cpu("avx512f avx512_bf16 avx512_vnni") == native  # AMD Zen 4, Intel Cooper Lake
+    assert on_cpu("avx512f amx_tile amx_bf16 amx_int8")[0] == torch.bfloat16  # Sapphire Rapids and later
+    avx512 = (None, False, "--amp=auto: no avx512_bf16 or amx_bf16 on this CPU")
+    assert on_cpu("avx512f avx512bw avx512_vnni") == avx512  # AVX-512 without bf16: Skylake, Ice Lake
+    assert on_cpu("")[0] is None
+    missing = ade_distill.choose_precision(torch.device("cpu"), "auto", str(tmp_path / "no_such_file"))
+    assert missing[:2] == (None, False)  # macOS, Windows: no /proc/cpuinfo, fp32
+    assert ade_distill.choose_precision(torch.device("cpu"), "fp32", str(tmp_path / "cpuinfo"))[0] is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert ade_distill.choose_precision(torch.device("cuda"), "auto")[:2] == (torch.bfloat16, False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
@@ -382,7 +451,8 @@ def test_token_budget_micro_batches_take_the_same_steps(tiny_bert_dir, ade_split
     histories = []
     for budget in (4096, 64):
         monkeypatch.setattr(ade_distill, "MAX_BATCH_TOKENS", budget)
-        cfg = ade_distill.Config(out_dir=str(tmp_path / str(budget)), batch_size=8, epochs=1, max_steps=2, lr=1e-3)
+        cfg = ade_distill.Config(out_dir=str(tmp_path / str(budget)), batch_size=8, epochs=1, max_steps=2, lr=1e-3,
+                                 amp="fp32")  # bf16 would round the two summation orders apart
         torch.manual_seed(0)  # the same fresh heads
         student = model.AdeModel(model.load_encoder(tiny_bert_dir, 0.0), 0.0)
         examples = ade_distill.make_examples(ade_splits["train"][:16], tokenizer, student, meta)

@@ -5,6 +5,7 @@ Not collected by pytest; run it as
     PAD=1 python tests/tools/memory_probe.py 80   # batches padded to the longest sentence
     PAD=8 python tests/tools/memory_probe.py 80   # to a multiple of 8 tokens (the default)
     PAD=8 MALLOC_MMAP_THRESHOLD_=131072 python tests/tools/memory_probe.py 80   # glibc: large buffers by mmap
+    AMP=bf16 python tests/tools/memory_probe.py 80   # under bf16 autocast (the default where the CPU has it)
 
 Each step runs its whole batch of 32 at once (not as the training loop's micro-batches of MAX_BATCH_TOKENS).
 Options for a quick check of the script: --sentences=N trains on N sentences (2/3 annotated, 1/3 ADE-free),
@@ -45,14 +46,16 @@ def main(steps, pad, sentences=3000, n_predict=0, init_from=""):
     examples = ade_distill.make_examples(records, tokenizer, student, meta)
     optimizer = torch.optim.AdamW(student.parameters(), 1e-4)
     batches = data.length_batches([len(x["ids"]) for x in examples], 32, shuffle=True, seed=0)
-    print(f"start: RSS {rss_mb()} MB, peak {peak_mb()} MB")
+    dtype = {"bf16": torch.bfloat16, "fp32": None}[os.environ.get("AMP", "fp32")]
+    print(f"start: RSS {rss_mb()} MB, peak {peak_mb()} MB, precision {dtype or 'fp32'}")
     student.train()
     shapes, t0 = set(), time.time()
     for step, ids in enumerate(batches[:steps], 1):
         arrays = data.collate([examples[i] for i in ids], multiple=pad)
         shapes.add(arrays["input_ids"].shape)
         n = int((arrays["labels"] != -100).sum() + (arrays["ade_labels"] != -100).sum())
-        loss = ade_distill.batch_loss(student, arrays, torch.device("cpu"), True)
+        with ade_distill.autocast(torch.device("cpu"), dtype):
+            loss = ade_distill.batch_loss(student, arrays, torch.device("cpu"), True)
         (loss / n).backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -60,7 +63,7 @@ def main(steps, pad, sentences=3000, n_predict=0, init_from=""):
             print(f"step {step}: RSS {rss_mb()} MB, peak {peak_mb()} MB, {len(shapes)} batch shapes so far")
     print(f"training: {time.time() - t0:.1f} s for {steps} steps; RSS {rss_mb()} MB, peak {peak_mb()} MB")
     t0 = time.time()
-    ade_distill.predict(student, tokenizer, splits["test+neg"][:n_predict or None], meta)
+    ade_distill.predict(student, tokenizer, splits["test+neg"][:n_predict or None], meta, dtype)
     print(f"predicting test+neg: {time.time() - t0:.1f} s; RSS {rss_mb()} MB, peak {peak_mb()} MB")
 
 
