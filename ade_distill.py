@@ -54,7 +54,7 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     batch_size: int = 32
     lr: float = 1e-4
     device: str = "auto"
-    amp: str = "auto"  # bf16 where the GPU or CPU has it natively; else fp16 + GradScaler on CUDA, fp32 on CPU
+    amp: str = "auto"  # bf16 where the GPU or CPU has it natively, else fp16+GradScaler on CUDA, fp32 on CPU
     compile: bool = False
     save_every: int = 0  # steps between resumable checkpoints (0 = at the end of each epoch only)
     resume: bool = False
@@ -663,7 +663,7 @@ def check_config(cfg):
         raise SystemExit("error: --predict_out and --shard go with --predict_file=FILE")
     k, _, n = cfg.shard.partition("/")
     if cfg.shard and not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
-        raise SystemExit(f"error: --shard={cfg.shard}: K/N with 1 <= K <= N, e.g. --shard=1/4 ... --shard=4/4")
+        raise SystemExit(f"error: --shard={cfg.shard}: K/N with 1 <= K <= N, e.g. --shard=1/4 to 4/4")
     if cfg.predict_out and os.path.exists(cfg.predict_out) and cfg.predict_file and \
             os.path.samefile(cfg.predict_out, cfg.predict_file):
         raise SystemExit(f"error: --predict_out={cfg.predict_out} is the input file; name another")

@@ -4,9 +4,11 @@ same run. Not collected by pytest (no test_ prefix); run it as
     python tests/tools/benchmark.py [--quick] [--row=10] [--out_dir=DIR]   # DIR/benchmark.md: the table
 
 Rows 1-2 compare with Hugging Face's BertModel when `transformers` is installed (dev only; the row
-says so when it is not). Row 7 runs only where CUDA is present. --row=N[,N...] runs those rows alone;
---init_from=DIR measures another BERT directory than all-MiniLM-L6-v2; --tiny cuts every size to a few
-sentences and requests, a check that the script runs (tests/test_tools.py), whose figures mean nothing.
+says so when it is not). Rows 1, 2 and 6 run in fp32, and in bf16 where the CPU has it natively (where
+--amp=auto takes it). Row 7 runs only where CUDA is present. --row=N[,N...] runs those rows alone;
+--init_from=DIR measures another BERT directory than all-MiniLM-L6-v2; --student=DIR is the trained
+out_dir row 6 predicts with (else untrained heads); --tiny cuts every size to a few sentences and
+requests, a check that the script runs (tests/test_tools.py), whose figures mean nothing.
 """
 import gc
 import json
@@ -66,46 +68,55 @@ def hf_model(path):
     return BertModel.from_pretrained(path, attn_implementation="sdpa", add_pooling_layer=False)
 
 
+def precisions():
+    """fp32, and bf16 where this CPU computes it natively (where --amp=auto takes it)."""
+    return ["fp32"] + (["bf16"] if ade_distill.cpu_bf16_flag() else [])
+
+
 def encoder_rows(path, encs, batches):
+    """Rows 1-2: our encoder against Hugging Face's BertModel, in each precision of precisions()."""
     ours = model.load_encoder(path)
     hf = hf_model(path)
     inputs = [padded(encs, b) for b in batches]
-    n = sum(len(b) for b in batches)
+    n, n4 = sum(len(b) for b in batches), sum(len(b) for b in batches[:4])
+    cpu = torch.device("cpu")
 
-    @torch.no_grad()
-    def forward(m, hugging_face):
-        for ids, mask in inputs:
-            m(input_ids=ids, attention_mask=mask) if hugging_face else m(ids, mask)
+    def forward(m, hugging_face, dtype):
+        with torch.no_grad(), ade_distill.autocast(cpu, dtype):
+            for ids, mask in inputs:
+                m(input_ids=ids, attention_mask=mask) if hugging_face else m(ids, mask)
 
-    if hf is None:
-        t_ours = seconds(lambda: forward(ours.eval(), False))
-        row("1. encoder forward, fp32 CPU (sentences/s)", f"{n / t_ours:.0f}", "transformers not installed",
-            "-")
-    else:
-        t_ours, t_hf = seconds(lambda: forward(ours.eval(), False), lambda: forward(hf.eval(), True))
-        row("1. encoder forward, fp32 CPU (sentences/s)", f"{n / t_ours:.0f}", f"HF BertModel {n / t_hf:.0f}",
-            t_hf / t_ours)
-
-    def train_steps(m, hugging_face, opt):
+    def train_steps(m, hugging_face, opt, dtype):
         m.train()
         for ids, mask in inputs[:4]:
-            out = m(input_ids=ids, attention_mask=mask).last_hidden_state if hugging_face else m(ids, mask)
-            out.pow(2).mean().backward()
+            with ade_distill.autocast(cpu, dtype):
+                out = m(input_ids=ids, attention_mask=mask).last_hidden_state if hugging_face else m(ids, mask)
+            out.float().pow(2).mean().backward()
             opt.step()
             opt.zero_grad()
 
-    n4 = sum(len(b) for b in batches[:4])
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-5)
-    if hf is None:
-        t_ours = seconds(lambda: train_steps(ours, False, opt_ours))
-        row("2. training step fwd+bwd+AdamW (sentences/s)", f"{n4 / t_ours:.0f}",
-            "transformers not installed", "-")
-    else:
-        opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-5)
-        t_ours, t_hf = seconds(lambda: train_steps(ours, False, opt_ours),
-                               lambda: train_steps(hf, True, opt_hf), repeat=5)
-        row("2. training step fwd+bwd+AdamW (sentences/s)", f"{n4 / t_ours:.0f}",
-            f"HF BertModel {n4 / t_hf:.0f}", t_hf / t_ours)
+    for precision in precisions():
+        dtype = ade_distill.choose_precision(cpu, precision)[0]
+        if hf is None:
+            t_ours = seconds(lambda: forward(ours.eval(), False, dtype))
+            row(f"1. encoder forward, {precision} CPU (sentences/s)", f"{n / t_ours:.0f}",
+                "transformers not installed", "-")
+        else:
+            t_ours, t_hf = seconds(lambda: forward(ours.eval(), False, dtype),
+                                   lambda: forward(hf.eval(), True, dtype))
+            row(f"1. encoder forward, {precision} CPU (sentences/s)", f"{n / t_ours:.0f}",
+                f"HF BertModel {n / t_hf:.0f}", t_hf / t_ours)
+        opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-5)
+        if hf is None:
+            t_ours = seconds(lambda: train_steps(ours, False, opt_ours, dtype))
+            row(f"2. training step fwd+bwd+AdamW, {precision} (sentences/s)", f"{n4 / t_ours:.0f}",
+                "transformers not installed", "-")
+        else:
+            opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-5)
+            t_ours, t_hf = seconds(lambda: train_steps(ours, False, opt_ours, dtype),
+                                   lambda: train_steps(hf, True, opt_hf, dtype), repeat=5)
+            row(f"2. training step fwd+bwd+AdamW, {precision} (sentences/s)", f"{n4 / t_ours:.0f}",
+                f"HF BertModel {n4 / t_hf:.0f}", t_hf / t_ours)
 
 
 def fan_out_rows(path, test, encs):
@@ -269,36 +280,50 @@ def teacher_rows():
     server.terminate()
 
 
-def prediction_row(path, texts):
+def prediction_rows(path, texts, sizes, student):
+    """Row 6: `ade_distill.py --predict_file` end to end (start-up included) over each of `sizes` sentences
+    (the corpus's, repeated), in each precision of precisions(), with the process's own peak resident
+    memory (wait4), beside the bare encoder's rate. `student`: a trained out_dir (--student), else MiniLM
+    with untrained heads."""
     with tempfile.TemporaryDirectory() as tmp:
-        torch.manual_seed(0)
-        student = os.environ.get("BENCH_STUDENT")  # a trained out_dir; else MiniLM with untrained heads
         if not student:
             student = tmp
+            torch.manual_seed(0)
             model.save_student(model.AdeModel(model.load_encoder(path)), os.path.join(tmp, "student"), path,
                                {"task": "ade", "types": ["drug", "ade"], "max_len": 128})
-        with open(os.path.join(tmp, "in.txt"), "w") as f:
-            f.write("\n".join(texts) + "\n")
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(ROOT, "ade_distill.py"), f"--out_dir={student}",
-                        f"--predict_file={os.path.join(tmp, 'in.txt')}"], check=True,
-                       stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    encoder = model.load_encoder(path).eval()
-    encs = data.encode(model.load_tokenizer(path), texts, 128)
-    inputs = [padded(encs, b) for b in data.length_batches([len(e["ids"]) for e in encs], 64)]
+        encoder = model.load_encoder(path).eval()
+        encs = data.encode(model.load_tokenizer(path), texts[:10000], 128)
+        inputs = [padded(encs, b) for b in data.length_batches([len(e["ids"]) for e in encs], 64)]
+        for precision in precisions():
+            dtype = ade_distill.choose_precision(torch.device("cpu"), precision)[0]
 
-    @torch.no_grad()
-    def encoder_only():
-        for ids, mask in inputs:
-            encoder(ids, mask)
+            @torch.no_grad()
+            def encoder_only():
+                with ade_distill.autocast(torch.device("cpu"), dtype):
+                    for ids, mask in inputs:
+                        encoder(ids, mask)
 
-    t_enc = seconds(encoder_only, repeat=1)
-    row(f"6. --predict_file end to end (sentences/s)", f"{len(texts) / wall:.0f}",
-        f"encoder alone {len(texts) / t_enc:.0f}", (len(texts) / wall) / (len(texts) / t_enc),
-        f"{len(texts)} sentences incl. start-up; peak RSS {peak:.0f} MiB"
-        + ("" if os.environ.get("BENCH_STUDENT") else "; untrained heads"))
+            encoder_rate = len(encs) / seconds(encoder_only, repeat=1)
+            peaks = []
+            for n in sizes:
+                infile = os.path.join(tmp, f"in{n}.jsonl")
+                with open(infile, "w") as f:
+                    f.writelines(json.dumps({"id": str(i), "text": texts[i % len(texts)]}) + "\n"
+                                 for i in range(n))
+                t0 = time.perf_counter()
+                child = subprocess.Popen([sys.executable, os.path.join(ROOT, "ade_distill.py"),
+                                          f"--out_dir={student}", f"--predict_file={infile}", f"--amp={precision}",
+                                          f"--predict_out={os.path.join(tmp, f'out{n}{precision}.jsonl')}"],
+                                         stderr=subprocess.DEVNULL)
+                _, status, usage = os.wait4(child.pid, 0)
+                wall = time.perf_counter() - t0
+                assert status == 0, f"--predict_file exited with status {status}"
+                peaks.append(usage.ru_maxrss / 1024)
+                row(f"6. --predict_file, {n:,} sentences, {precision} (sentences/s)", f"{n / wall:.0f}",
+                    f"encoder alone {encoder_rate:.0f}", n / wall / encoder_rate,
+                    f"peak RSS {peaks[-1]:.0f} MiB" + (f", {peaks[-1] / peaks[0]:.2f}x the {sizes[0]:,} "
+                                                       "sentences'" if len(peaks) > 1 else "")
+                    + ("" if student != tmp else "; untrained heads"))
 
 
 def decoding_row(path, encs):
@@ -384,12 +409,12 @@ def gpu_rows(path):
 
 def main(argv):
     global QUICK, TINY
-    options = {"quick": False, "tiny": False, "row": "", "init_from": "", "out_dir": ""}
+    options = {"quick": False, "tiny": False, "row": "", "init_from": "", "out_dir": "", "student": ""}
     for arg in argv:
         key, eq, value = arg.removeprefix("--").partition("=")
-        if key not in options or eq != (key in ("row", "init_from", "out_dir")) * "=":
+        if key not in options or eq != (key in ("row", "init_from", "out_dir", "student")) * "=":
             sys.exit(f"error: unknown option {arg}; options: --quick --tiny --row=N[,N...] --init_from=DIR "
-                     "--out_dir=DIR")
+                     "--out_dir=DIR --student=DIR")
         options[key] = value if eq else True
     QUICK, TINY = options["quick"], options["tiny"]
     rows = {int(n) for n in options["row"].split(",")} if options["row"] else set(range(1, 11))
@@ -413,9 +438,9 @@ def main(argv):
     if 5 in rows:
         teacher_rows()
     if 6 in rows:
-        n = 32 if TINY else 1000 if QUICK else 10000
-        sentences = [r["text"] for r in splits["pool"] + splits["test+neg"]][:n]
-        prediction_row(path, sentences)
+        sizes = (16, 64) if TINY else (1000, 10000) if QUICK else (1000, 100000)
+        texts = [r["text"] for r in splits["pool"] + splits["test+neg"]]
+        prediction_rows(path, texts, sizes, options["student"])
     if 8 in rows:
         test_neg = splits["test+neg"][:32 if TINY else None]
         decoding_row(path, data.encode(tokenizer, [r["text"] for r in test_neg], 128))

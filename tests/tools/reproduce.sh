@@ -37,7 +37,7 @@ default_fp32 | ade_distill.py --amp=fp32
 default_bf16 | ade_distill.py --amp=bf16
 supervised_bf16 | ade_distill.py --amp=bf16 --teacher=gold --empty_ratio=0 --epochs=10
 real_llm | tests/tools/real_llm.py --server_python=$LLM_PYTHON --gguf=$GGUF
-benchmark | tests/tools/benchmark.py
+benchmark | tests/tools/benchmark.py --student=runs/default_s0
 "
 
 code_commit() {  # the last commit that changed the program (later ones change documentation or tools)
