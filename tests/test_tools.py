@@ -76,7 +76,9 @@ def test_benchmark_tiny(tiny_bert_dir, data_dir):
     done = run_tool("benchmark.py", "--tiny", "--row=1,2,3,4,8,9", f"--init_from={tiny_bert_dir}",
                     data_dir=data_dir)
     table = [line for line in done.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [line.split(".")[0] for line in table] == ["| 1", "| 2", "| 3", "| 3", "| 4", "| 8", "| 9"]
+    # rows 1 and 2 once a precision (fp32, and bf16 where the CPU has it), row 3 twice (gold, synthetic)
+    numbers = [line.split(".")[0] for line in table]
+    assert list(dict.fromkeys(numbers)) == ["| 1", "| 2", "| 3", "| 4", "| 8", "| 9"] and numbers.count("| 3") == 2
     assert "same matches: True" in table[-1]
 
 
@@ -123,7 +125,7 @@ def test_reproduce_then_results(tmp_path, tiny_bert_dir, data_dir):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     run = json.load(open(tmp_path / "default_s1" / "run.json"))
-    expected = f"python ade_distill.py --out_dir={tmp_path}/default_s1 --seed=1 --init_from="
+    expected = f"python ade_distill.py --seed=1 --out_dir={tmp_path}/default_s1 --init_from="
     assert run["command"].startswith(expected)
     again = subprocess.run(["bash", os.path.join(TOOLS, "reproduce.sh"), "default_s1"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=60)
