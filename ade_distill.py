@@ -82,10 +82,13 @@ COST_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # the start costs tri
 BOOTSTRAP = 1000  # resamplings of the test sentences for the 95 % intervals
 LOG_EVERY = 20  # steps
 # bf16 on a CPU runs matrix products through oneDNN, which keeps a compiled kernel (about 2 MB) for each
-# of the last 1,024 matrix shapes: with the hundreds of shapes of length-bucketed batches, 450 MB more at
-# the peak than fp32. Without the cache the default bf16 run takes 2 % longer and peaks 47 MiB lower than
-# with 16 shapes kept. oneDNN reads it at its first product, so setting it after torch's import works.
+# of the last 1,024 matrix shapes, and so does PyTorch's glue to it (ideep): with the hundreds of shapes of
+# length-bucketed batches, 450 MB more at the peak of a training run than fp32, and prediction memory that
+# grows with the file (658 MiB after 100,000 sentences, 541 MiB with ideep's cache at 16). Without
+# oneDNN's cache the default bf16 run takes 2 % longer. Both are read at the first product, so setting them
+# after torch's import works; a setting of the caller's is left alone.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
 
 
 def default_student():
