@@ -83,10 +83,10 @@ BOOTSTRAP = 1000  # resamplings of the test sentences for the 95 % intervals
 LOG_EVERY = 20  # steps
 # bf16 on a CPU runs matrix products through oneDNN, which keeps a compiled kernel (about 2 MB) for each
 # of the last 1,024 matrix shapes, and so does PyTorch's glue to it (ideep): with the hundreds of shapes of
-# length-bucketed batches, 450 MB more at the peak of a training run than fp32, and prediction memory that
-# grows with the file (658 MiB after 100,000 sentences, 541 MiB with ideep's cache at 16). Without
-# oneDNN's cache the default bf16 run takes 2 % longer. Both are read at the first product, so setting them
-# after torch's import works; a setting of the caller's is left alone.
+# length-bucketed batches, a bf16 training run peaked 450 MB above fp32 and prediction memory grew with
+# the file. With oneDNN's cache off (2 % slower) and ideep's at 16 shapes, the default run peaks at 1,186
+# MiB in bf16 against 1,303 in fp32, and prediction stays flat (RESULTS.md). Both are read at the first
+# product, so setting them after torch's import works; a setting of the caller's is left alone.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
 
