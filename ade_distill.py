@@ -12,6 +12,8 @@ The pipeline (`run`): the teacher labels the unlabeled pool and the test sentenc
 learns from the pool's labels in this file's training loop, gold dev picking the epoch and the
 decoder's start cost -> teacher and student on `test` and `test+neg` -> out_dir/results.{json,md}.
 """
+import collections
+import fcntl
 import importlib.util
 import itertools
 import json
@@ -63,7 +65,7 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     cv: int = 0  # 10: folds by PubMed ID; the student's strict and lenient F1 per fold and mean +- sd
     cv_folds: str = ""  # with --cv: the folds to run, e.g. "0,1" (default: all), to share them out
     predict: str = ""
-    predict_file: str = ""  # JSON Lines or plain text, one sentence a line -> JSON Lines on stdout
+    predict_file: str = ""  # JSON Lines or plain text, one sentence a line -> JSON Lines on stdout, or:
     predict_out: str = ""  # --predict_file's output in place of stdout; rerun to resume after a kill
     shard: str = ""  # K/N: --predict_file's K-th of N contiguous parts (1 <= K <= N), for N processes
 
@@ -81,12 +83,11 @@ MAX_BATCH_TOKENS = 1024  # a batch with more padded tokens runs as micro-batches
 COST_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # the start costs tried on dev
 BOOTSTRAP = 1000  # resamplings of the test sentences for the 95 % intervals
 LOG_EVERY = 20  # steps
-# bf16 on a CPU runs matrix products through oneDNN, which keeps a compiled kernel (about 2 MB) for each
-# of the last 1,024 matrix shapes, and so does PyTorch's glue to it (ideep): with the hundreds of shapes of
-# length-bucketed batches, a bf16 training run peaked 450 MB above fp32 and prediction memory grew with
-# the file. With oneDNN's cache off (2 % slower) and ideep's at 16 shapes, the default run peaks at 1,186
-# MiB in bf16 against 1,303 in fp32, and prediction stays flat (RESULTS.md). Both are read at the first
-# product, so setting them after torch's import works; a setting of the caller's is left alone.
+# bf16 on a CPU runs matrix products through oneDNN, which keeps a compiled kernel (about 2 MB) for each of
+# the last 1,024 matrix shapes, and so does PyTorch's glue to it (ideep): length-bucketed batches have
+# hundreds of shapes, and the default caches made a bf16 run's memory grow with its length (RESULTS.md,
+# "What was tried"). Both settings are read at the first product, so setting them after torch's import
+# works; a setting of the caller's is left alone.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
 
@@ -117,8 +118,8 @@ def cpu_bf16_flag(cpuinfo="/proc/cpuinfo"):
 def choose_precision(device, amp, cpuinfo="/proc/cpuinfo"):
     """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler, why). --amp=auto: on CUDA bf16
     where native (Ampere and later; emulated bf16 on a T4 or V100 is slow), else fp16 with a GradScaler;
-    on a CPU bf16 where its instruction set has it (same rounding as emulated bf16, 1.6x faster training
-    steps on an EPYC with avx512_bf16), else fp32."""
+    on a CPU bf16 where its instruction set has it (the same rounding as emulated bf16, only faster;
+    RESULTS.md, "Precision"), else fp32."""
     why = f"--amp={amp}"
     if amp == "auto" and device.type == "cuda":
         native = torch.cuda.is_bf16_supported(including_emulation=False)
@@ -133,6 +134,10 @@ def choose_precision(device, amp, cpuinfo="/proc/cpuinfo"):
 
 def autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
+def precision_name(dtype):
+    return str(dtype).removeprefix("torch.") if dtype else "fp32"
 
 
 # ----------------------------------------------------------------------------- the student
@@ -361,7 +366,7 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
                                   lr=cfg.lr, fused=device.type == "cuda")
     dtype, use_scaler, why = choose_precision(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    print(f"precision: {str(dtype).removeprefix('torch.') if dtype else 'fp32'}"
+    print(f"precision: {precision_name(dtype)}"
           f"{' with GradScaler' if use_scaler else ''} on {device} ({why})", file=sys.stderr)
     forward = torch.compile(student) if cfg.compile else student  # checkpoints come from `student`: no prefix
     lengths = [len(x["ids"]) for x in examples]
@@ -627,30 +632,64 @@ def predict_main(cfg):
     if cfg.predict:
         print(json.dumps(predict(student, tokenizer, [{"id": "1", "text": cfg.predict}], meta, dtype)[0]))
         return
-    k, n = (int(x) for x in cfg.shard.split("/")) if cfg.shard else (1, 1)
+    k, n = parse_shard(cfg.shard)
     lines = data.count_lines(cfg.predict_file)
     first, stop = lines * (k - 1) // n, lines * k // n
     records = data.iter_sentences(cfg.predict_file, first, stop)
-    done = 0
-    if cfg.predict_out:
-        done, last_id = data.complete_lines(cfg.predict_out)  # cuts a line a kill left half-written
-        skipped = list(itertools.islice(records, done))[-1:]  # the last one only, to check the ids
-        if done and (not skipped or skipped[0]["id"] != last_id):
-            raise SystemExit(f"error: --predict_out={cfg.predict_out} holds predictions of other sentences "
-                             f"(its line {done} has id {last_id!r}); pass the arguments of the run that "
-                             "wrote it, or another --predict_out")
-    print(f"predicting lines {first + 1}-{stop} of {cfg.predict_file} ({done} sentences done before), "
-          f"precision {str(dtype).removeprefix('torch.') if dtype else 'fp32'} ({why})", file=sys.stderr)
-    t0, new = time.time(), 0
-    with open(cfg.predict_out, "a", encoding="utf-8") if cfg.predict_out else nullcontext(sys.stdout) as out:
+    if first == stop:
+        print(f"note: --shard={cfg.shard} of {cfg.predict_file} ({lines} lines) holds no line",
+              file=sys.stderr)
+    with open(cfg.predict_out, "a+b") if cfg.predict_out else nullcontext() as f:
+        done = resume(f, records, cfg) if f else 0
+        out = (lambda text: f.write(text.encode())) if f else sys.stdout.write
+        print(f"predicting lines {first + 1}-{stop} of {cfg.predict_file} ({lines:,} lines; {done:,} "
+              f"sentences done before), precision {precision_name(dtype)} ({why})", file=sys.stderr)
+        t0, new = time.time(), 0
         while chunk := list(itertools.islice(records, 1000)):
-            out.writelines(json.dumps(r) + "\n" for r in predict(student, tokenizer, chunk, meta, dtype))
-            out.flush()
+            out("".join(json.dumps(r) + "\n" for r in predict(student, tokenizer, chunk, meta, dtype)))
+            (f or sys.stdout).flush()
             done, new = done + len(chunk), new + len(chunk)
             rate = new / (time.time() - t0)
             print(f"\rpredicted {done:,} of about {stop - first:,} sentences, {rate:.0f}/s, about "
                   f"{(stop - first - done) / rate:.0f} s left", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
+
+
+def resume(out, records, cfg):
+    """--predict_out, open in a+b: lock it for this run, skip the input records it already holds (checked:
+    its last line must be the prediction of the same sentence), cut a line a kill left half-written.
+    -> the number of sentences done."""
+    try:  # two runs appending to one file would interleave their lines
+        fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise SystemExit(f"error: --predict_out={cfg.predict_out} is in use by another run; wait for it, or "
+                         "pass another --predict_out") from None
+    out.seek(0)
+    done, last, end = data.last_complete_line(out)
+    skipped = collections.deque(itertools.islice(records, done), maxlen=1)  # keeps only the last
+    if done and not (isinstance(last, dict) and skipped and
+                     (last.get("id"), last.get("text")) == (skipped[0]["id"], skipped[0]["text"])):
+        raise SystemExit(f"error: --predict_out={cfg.predict_out} holds other lines than the predictions of "
+                         f"--predict_file={cfg.predict_file}{' --shard=' + cfg.shard if cfg.shard else ''} "
+                         f"(line {done}); rerun with the arguments that wrote it, or pass another "
+                         "--predict_out")
+    out.seek(end)
+    if tail := out.read(7):  # a half-written line starts as every line of `predict` does
+        if not b'{"id": '.startswith(tail):
+            raise SystemExit(f"error: --predict_out={cfg.predict_out} does not end in a line of predictions; "
+                             "pass another --predict_out")
+        out.truncate(end)
+        print(f"note: {cfg.predict_out}: dropped a half-written last line (an interrupted run)",
+              file=sys.stderr)
+    return done
+
+
+def parse_shard(text):
+    """--shard=K/N -> (K, N); "" -> (1, 1)."""
+    k, _, n = text.partition("/") if text else ("1", "/", "1")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise SystemExit(f"error: --shard={text}: K/N with 1 <= K <= N, e.g. --shard=1/4 to 4/4")
+    return int(k), int(n)
 
 
 def check_config(cfg):
@@ -664,12 +703,7 @@ def check_config(cfg):
         raise SystemExit("error: pass --predict=TEXT or --predict_file=FILE, not both")
     if (cfg.predict_out or cfg.shard) and not cfg.predict_file:
         raise SystemExit("error: --predict_out and --shard go with --predict_file=FILE")
-    k, _, n = cfg.shard.partition("/")
-    if cfg.shard and not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
-        raise SystemExit(f"error: --shard={cfg.shard}: K/N with 1 <= K <= N, e.g. --shard=1/4 to 4/4")
-    if cfg.predict_out and os.path.exists(cfg.predict_out) and cfg.predict_file and \
-            os.path.samefile(cfg.predict_out, cfg.predict_file):
-        raise SystemExit(f"error: --predict_out={cfg.predict_out} is the input file; name another")
+    parse_shard(cfg.shard)
     if cfg.given_drugs and (cfg.task, cfg.head) != ("ade", "drug"):
         raise SystemExit("error: --given_drugs is for the drug-centric head of the ADE task (--task=ade "
                          "--head=drug)")
@@ -682,6 +716,12 @@ def check_config(cfg):
     for key in ("pool", "labels", "predict_file"):
         if getattr(cfg, key) and not os.path.isfile(getattr(cfg, key)):
             raise SystemExit(f"error: --{key}={getattr(cfg, key)}: no such file")
+    out = cfg.predict_out
+    if out and (os.path.exists(out) and not os.path.isfile(out) or
+                not os.path.isdir(os.path.dirname(out) or ".")):
+        raise SystemExit(f"error: --predict_out={out}: not a file in an existing directory")
+    if out and os.path.exists(out) and os.path.samefile(out, cfg.predict_file):
+        raise SystemExit(f"error: --predict_out={out} is the input file; name another")
     if cfg.init_from and not cfg.init_from.startswith("hf:") and \
             not os.path.isfile(os.path.join(cfg.init_from, "config.json")):
         raise SystemExit(f"error: --init_from={cfg.init_from}: no config.json there; pass a Hugging Face "
@@ -714,5 +754,6 @@ if __name__ == "__main__":
     except (teacher.TeacherError, OSError, ValueError) as e:  # OSError: files, and the hf: download
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
-        sys.exit("\ninterrupted: teacher replies received so far are cached; rerun with --resume=true to "
-                 "continue training from the last checkpoint")
+        sys.exit("\ninterrupted: rerun the same command to continue after the last line of --predict_out"
+                 if "--predict_file" in " ".join(sys.argv) else "\ninterrupted: teacher replies received so "
+                 "far are cached; rerun with --resume=true to continue training from the last checkpoint")

@@ -567,27 +567,23 @@ def read_sentences(path):
 
 
 def count_lines(path):
+    """Lines of a file, the last one counted without its newline too (blank lines included)."""
     with open(path, "rb") as f:
         return sum(1 for _ in f)
 
 
-def complete_lines(path):
-    """A JSON Lines output file -> (its number of complete lines, the "id" of the last one), once a last
-    line left without its newline (by a kill while it was written) is cut off; (0, None) without a file."""
-    if not os.path.exists(path):
-        return 0, None
+def last_complete_line(f):
+    """An output file of JSON Lines opened for reading in binary -> (its number of complete lines, the
+    last of them parsed or None, the offset where they end). Bytes after that offset are a line a kill
+    left half-written."""
     n, last, end = 0, None, 0
-    with open(path, "rb") as f:
-        for line in f:
-            if line.endswith(b"\n"):
-                n, last, end = n + 1, line, end + len(line)
+    for line in f:
+        if line.endswith(b"\n"):
+            n, last, end = n + 1, line, end + len(line)
     try:
-        last_id = json.loads(last)["id"] if last else None
-    except (ValueError, TypeError, KeyError):
-        raise ValueError(f"{path}:{n}: not a line of predictions (a JSON object with an id); pass an "
-                         "output file of --predict_file, or a new name") from None
-    os.truncate(path, end)
-    return n, last_id
+        return n, json.loads(last) if last else None, end
+    except ValueError:
+        raise ValueError(f"{f.name}:{n}: not a line of JSON; is this an output file?") from None
 
 
 def write_jsonl_file(records, path):

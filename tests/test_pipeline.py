@@ -47,7 +47,7 @@ def trained(small, tiny_bert_dir, tmp_path_factory):
     """A tiny student that finds pairs: 80 steps on the train split's gold labels at a high rate."""
     out = str(tmp_path_factory.mktemp("trained"))
     ade_distill.main([f"--init_from={tiny_bert_dir}", f"--out_dir={out}", "--teacher=gold", "--empty_ratio=0",
-                      "--epochs=1", "--max_steps=80", "--batch_size=16", "--lr=1e-2"])
+                      "--epochs=1", "--max_steps=80", "--batch_size=16", "--lr=1e-2", "--amp=fp32"])
     return out
 
 
@@ -110,8 +110,8 @@ def test_python_prediction_equals_predict_file(trained, small, tmp_path):
     in_python = ade_distill.predict(student, tokenizer, records, meta)
     assert sum(len(r["pairs"]) for r in in_python) >= 5, "the student must find pairs for this to test anything"
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    lines = run_main(["--out_dir=" + trained, f"--predict_file={tmp_path / 'in.jsonl'}"])
-    assert [json.loads(line) for line in lines] == in_python
+    lines = run_main(["--out_dir=" + trained, f"--predict_file={tmp_path / 'in.jsonl'}", "--amp=fp32"])
+    assert [json.loads(line) for line in lines] == in_python  # the precision of the trained run: fp32
     saved = [json.loads(line) for line in open(os.path.join(trained, "test_predictions.jsonl"))][:30]
     assert saved == in_python  # the run's own test predictions: the same decoding
     for r in in_python:
@@ -182,8 +182,32 @@ def test_a_killed_prediction_resumes_after_the_last_line_written(trained, small,
     assert resumed[:len(written)] == written
     assert resumed == run_main(command[2:4])  # to stdout, uninterrupted
     assert len({json.loads(line)["id"] for line in resumed}) == len(resumed) == 3429  # 4,000 less 571 blank
-    with pytest.raises(SystemExit, match="holds predictions of other sentences .its line 3429 has id 's3999'."):
+    with pytest.raises(SystemExit, match="holds other lines than the predictions of --predict_file=.* --shard=1/2 "
+                                         ".line 3429."):
         ade_distill.main([*command[2:], "--shard=1/2"])
+
+
+def test_a_prediction_output_is_checked_before_anything_is_cut(trained, small, tmp_path, capsys):
+    infile = sentences_file(tmp_path / "in.jsonl", small, 20)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, no newline at the end")
+    with pytest.raises(SystemExit, match="notes.txt does not end in a line of predictions"):
+        ade_distill.main([f"--out_dir={trained}", f"--predict_file={infile}", f"--predict_out={notes}"])
+    assert notes.read_text() == "my notes, no newline at the end"
+    other = tmp_path / "other.jsonl"  # predictions of another file with the same ids
+    run_main([f"--out_dir={trained}", f"--predict_file={infile}", f"--predict_out={other}"])
+    (tmp_path / "in2.jsonl").write_text(open(infile).read().replace('"text": "', '"text": "New. '))
+    before = other.read_text()
+    with pytest.raises(SystemExit, match="holds other lines than the predictions of --predict_file=.*in2.jsonl"):
+        ade_distill.main([f"--out_dir={trained}", f"--predict_file={tmp_path / 'in2.jsonl'}", f"--predict_out={other}"])
+    assert other.read_text() == before
+    capsys.readouterr()
+    assert run_main([f"--out_dir={trained}", f"--predict_file={infile}", "--shard=4/4", f"--predict_out={other}2"]) == []
+    assert "holds no line" not in capsys.readouterr().err and (tmp_path / "other.jsonl2").read_text()
+    (tmp_path / "two.txt").write_text("Aspirin.\nHeparin.\n")
+    run_main([f"--out_dir={trained}", f"--predict_file={tmp_path / 'two.txt'}", "--shard=1/3",
+              f"--predict_out={tmp_path / 'empty.jsonl'}"])
+    assert "holds no line" in capsys.readouterr().err and (tmp_path / "empty.jsonl").read_text() == ""
 
 
 def test_given_drugs_uses_the_gold_drug_spans(trained, small):
@@ -287,7 +311,9 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     ("--predict=x --predict_file=/nonexistent", "pass --predict=TEXT or --predict_file=FILE, not both"),
     ("--predict_out=p.jsonl", "--predict_out and --shard go with --predict_file=FILE"),
     ("--predict_file=/dev/null --shard=0/4", "--shard=0/4: K/N with 1 <= K <= N"),
-    ("--predict_file=/dev/null --shard=5/4", "--shard=5/4: K/N"), ("--predict_file=/dev/null --shard=1", "--shard=1: K/N")])
+    ("--predict_file=/dev/null --shard=5/4", "--shard=5/4: K/N"), ("--predict_file=/dev/null --shard=1", "--shard=1: K/N"),
+    (f"--predict_file={__file__} --predict_out=/tmp", "--predict_out=/tmp: not a file in an existing directory"),
+    (f"--predict_file={__file__} --predict_out=/nonexistent/p.jsonl", "--predict_out=/nonexistent/p.jsonl: not a file")])
 def test_bad_options_stop_before_any_work(option, message, tmp_path):
     with pytest.raises(SystemExit, match="^error: " + message.replace("+", "\\+")):
         ade_distill.main([*option.split(), f"--out_dir={tmp_path}", "--data_dir=/nonexistent"])

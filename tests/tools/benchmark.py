@@ -314,10 +314,12 @@ def prediction_rows(path, texts, sizes, student):
                 child = subprocess.Popen([sys.executable, os.path.join(ROOT, "ade_distill.py"),
                                           f"--out_dir={student}", f"--predict_file={infile}", f"--amp={precision}",
                                           f"--predict_out={os.path.join(tmp, f'out{n}{precision}.jsonl')}"],
-                                         stderr=subprocess.DEVNULL)
+                                         stderr=open(os.path.join(tmp, "err.txt"), "w"))
                 _, status, usage = os.wait4(child.pid, 0)
                 wall = time.perf_counter() - t0
-                assert status == 0, f"--predict_file exited with status {status}"
+                if os.waitstatus_to_exitcode(status):
+                    sys.exit(f"error: --predict_file exited with status {os.waitstatus_to_exitcode(status)}:\n"
+                             + open(os.path.join(tmp, "err.txt")).read()[-2000:])
                 peaks.append(usage.ru_maxrss / 1024)
                 row(f"6. --predict_file, {n:,} sentences, {precision} (sentences/s)", f"{n / wall:.0f}",
                     f"encoder alone {encoder_rate:.0f}", n / wall / encoder_rate,

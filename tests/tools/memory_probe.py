@@ -47,7 +47,7 @@ def main(steps, pad, sentences=3000, n_predict=0, init_from=""):
     optimizer = torch.optim.AdamW(student.parameters(), 1e-4)
     batches = data.length_batches([len(x["ids"]) for x in examples], 32, shuffle=True, seed=0)
     dtype = {"bf16": torch.bfloat16, "fp32": None}[os.environ.get("AMP", "fp32")]
-    print(f"start: RSS {rss_mb()} MB, peak {peak_mb()} MB, precision {dtype or 'fp32'}")
+    print(f"start: RSS {rss_mb()} MB, peak {peak_mb()} MB, precision {ade_distill.precision_name(dtype)}")
     student.train()
     shapes, t0 = set(), time.time()
     for step, ids in enumerate(batches[:steps], 1):
