@@ -280,10 +280,21 @@ def teacher_rows():
     server.terminate()
 
 
+# ade_distill.py as its own program, writing its peak resident memory (VmHWM: reset by exec, unlike the
+# ru_maxrss a child inherits from this large process) to the file named by its first argument at exit
+PEAK_CHILD = """import atexit, runpy, sys
+sys.path.insert(0, {root!r})
+hwm = sys.argv.pop(1)
+atexit.register(lambda: open(hwm, "w").write(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]))
+sys.argv[0] = {root!r} + "/ade_distill.py"
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def prediction_rows(path, texts, sizes, student):
     """Row 6: `ade_distill.py --predict_file` end to end (start-up included) over each of `sizes` sentences
     (the corpus's, repeated), in each precision of precisions(), with the process's own peak resident
-    memory (wait4), beside the bare encoder's rate. `student`: a trained out_dir (--student), else MiniLM
+    memory (VmHWM), beside the bare encoder's rate. `student`: a trained out_dir (--student), else MiniLM
     with untrained heads."""
     with tempfile.TemporaryDirectory() as tmp:
         if not student:
@@ -311,16 +322,15 @@ def prediction_rows(path, texts, sizes, student):
                     f.writelines(json.dumps({"id": str(i), "text": texts[i % len(texts)]}) + "\n"
                                  for i in range(n))
                 t0 = time.perf_counter()
-                child = subprocess.Popen([sys.executable, os.path.join(ROOT, "ade_distill.py"),
-                                          f"--out_dir={student}", f"--predict_file={infile}", f"--amp={precision}",
-                                          f"--predict_out={os.path.join(tmp, f'out{n}{precision}.jsonl')}"],
-                                         stderr=open(os.path.join(tmp, "err.txt"), "w"))
-                _, status, usage = os.wait4(child.pid, 0)
+                hwm = os.path.join(tmp, "hwm")
+                done = subprocess.run([sys.executable, "-c", PEAK_CHILD.format(root=ROOT), hwm,
+                                       f"--out_dir={student}", f"--predict_file={infile}", f"--amp={precision}",
+                                       f"--predict_out={os.path.join(tmp, f'out{n}{precision}.jsonl')}"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 wall = time.perf_counter() - t0
-                if os.waitstatus_to_exitcode(status):
-                    sys.exit(f"error: --predict_file exited with status {os.waitstatus_to_exitcode(status)}:\n"
-                             + open(os.path.join(tmp, "err.txt")).read()[-2000:])
-                peaks.append(usage.ru_maxrss / 1024)
+                if done.returncode:
+                    sys.exit(f"error: --predict_file exited with status {done.returncode}:\n{done.stderr[-2000:]}")
+                peaks.append(int(open(hwm).read()) / 1024)
                 row(f"6. --predict_file, {n:,} sentences, {precision} (sentences/s)", f"{n / wall:.0f}",
                     f"encoder alone {encoder_rate:.0f}", n / wall / encoder_rate,
                     f"peak RSS {peaks[-1]:.0f} MiB" + (f", {peaks[-1] / peaks[0]:.2f}x the {sizes[0]:,} "
