@@ -61,6 +61,7 @@ echo "$RUNS" | while IFS='|' read -r name script_options; do
         echo "$name: done, skipped"
         continue
     fi
+    script_options=$(echo "$script_options" | xargs)
     extra=$([[ $script_options == ade_distill.py* ]] && echo "${EXTRA:-}" || true)
     command=$(echo "python $script_options --out_dir=$out $extra" | xargs)
     echo "$name: $command"
