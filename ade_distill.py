@@ -13,6 +13,7 @@ learns from the pool's labels in this file's training loop, gold dev picking the
 decoder's start cost -> teacher and student on `test` and `test+neg` -> out_dir/results.{json,md}.
 """
 import collections
+import ctypes
 import fcntl
 import importlib.util
 import itertools
@@ -625,6 +626,7 @@ def predict_main(cfg):
     input's order, written a chunk at a time (memory does not grow with the file) to stdout or to
     --predict_out, where rerunning the same command continues after the last line written. --shard=K/N:
     the K-th of N contiguous parts of the file's lines; the N outputs, joined in order, are one run's."""
+    fixed_mmap_threshold()
     student, tokenizer, meta = load_trained(cfg.out_dir, pick_device(cfg.device))
     dtype, _, why = choose_precision(next(student.parameters()).device, cfg.amp)
     if cfg.start_cost >= 0:
@@ -653,6 +655,17 @@ def predict_main(cfg):
             print(f"\rpredicted {done:,} of about {stop - first:,} sentences, {rate:.0f}/s, about "
                   f"{(stop - first - done) / rate:.0f} s left", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
+
+
+def fixed_mmap_threshold(size=16 << 20):
+    """glibc serves a block larger than its mmap threshold by mmap and raises the threshold to the size of each
+    such block freed, after which the activations of each new batch shape are carved out of the heap, which
+    fragments: a long prediction's memory grew with its length. A fixed threshold keeps it flat (RESULTS.md,
+    "What was tried"). Other C libraries: nothing to do."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def resume(out, records, cfg):
