@@ -32,12 +32,11 @@ ncbi_lexicon | ade_distill.py --task=ner --dataset=ncbi_disease
 ncbi_gold | ade_distill.py --task=ner --dataset=ncbi_disease --teacher=gold
 bc5cdr_lexicon | ade_distill.py --task=ner --dataset=bc5cdr
 bc5cdr_gold | ade_distill.py --task=ner --dataset=bc5cdr --teacher=gold
-cv10 | ade_distill.py --teacher=gold --empty_ratio=0 --epochs=4 --cv=10
 default_fp32 | ade_distill.py --amp=fp32
-default_bf16 | ade_distill.py --amp=bf16
-supervised_bf16 | ade_distill.py --amp=bf16 --teacher=gold --empty_ratio=0 --epochs=10
-real_llm | tests/tools/real_llm.py --server_python=$LLM_PYTHON --gguf=$GGUF
+supervised_fp32 | ade_distill.py --amp=fp32 --teacher=gold --empty_ratio=0 --epochs=10
 benchmark | tests/tools/benchmark.py --student=runs/default_s0
+cv10 | ade_distill.py --teacher=gold --empty_ratio=0 --epochs=4 --cv=10
+real_llm | tests/tools/real_llm.py --server_python=$LLM_PYTHON --gguf=$GGUF
 "
 
 code_commit() {  # the last commit that changed the program (later ones change documentation or tools)

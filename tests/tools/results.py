@@ -30,13 +30,12 @@ SECTIONS = [
      "lenient: overlapping), seed 0.",
      [("NCBI-disease, lexicon", "ncbi_lexicon"), ("NCBI-disease, gold", "ncbi_gold"),
       ("BC5CDR, lexicon", "bc5cdr_lexicon"), ("BC5CDR, gold", "bc5cdr_gold")]),
-    ("Precision: bf16 against fp32", "bf16 autocast (`--amp=auto` takes it on a CPU with avx512_bf16 or "
-     "amx_bf16, and on a GPU with native bf16) against fp32, seed 0: the same rounding where the CPU "
-     "emulates bf16, so the accuracy holds on any CPU; the speed only where it is native. The fp32 supervised "
-     "row is the run of the tables above: in fp32 the later commit gives the default run a results.json "
-     "identical to that commit's.",
-     [("default, fp32", "default_fp32"), ("default, bf16", "default_bf16"), ("supervised, fp32", "supervised_s0"),
-      ("supervised, bf16", "supervised_bf16")]),
+    ("Precision: bf16 against fp32", "bf16 autocast against fp32, seed 0. The bf16 rows are the seed-0 runs "
+     "above: `--amp=auto` takes bf16 on a CPU with avx512_bf16 or amx_bf16 (this one), and on a GPU with "
+     "native bf16. Where a CPU emulates bf16 the rounding is the same, so the accuracy holds on any CPU; the "
+     "speed only where it is native.",
+     [("default, fp32", "default_fp32"), ("default, bf16", "default_s0"), ("supervised, fp32", "supervised_fp32"),
+      ("supervised, bf16", "supervised_s0")]),
 ]
 # Tables a tool wrote (from its own measurements): (title, caption, run name, file in the run directory)
 TOOL_TABLES = [
