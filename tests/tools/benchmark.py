@@ -160,7 +160,7 @@ def fan_out_rows(path, test, encs):
         diff = max((a - b).abs().max().item() for a, b in zip(outputs["batched"], outputs["per_drug"]))
         name = "synthetic, 5 drugs/sentence" if synthetic else "ADE test split, gold drugs"
         row(f"3. drug fan-out, {name} (s)", f"{t_batched:.2f} s batched", f"{t_per_drug:.2f} s per drug",
-            t_per_drug / t_batched, f"{n_drugs} drugs in {len(encs)} sentences; max |diff| {diff:.1e}")
+            t_per_drug / t_batched, f"{n_drugs} drugs in {len(encs)} sentences; largest difference {diff:.1e}")
 
 
 def bucketing_row(path, pool_encs):
@@ -223,8 +223,9 @@ def token_budget_row(path, pool_encs):
             capture_output=True, text=True, check=True).stdout) for budget in sides]
         T = -(-max(lengths.values()) // 8) * 8
         for (budget, inputs), t, peak in list(zip(sides.items(), times, peaks))[1:]:
-            row(f"10. {name} batch (32 x {T} tokens) as micro-batches of <= {budget} tokens (s, peak MB)",
-                f"{t:.2f} s, {peak} MB ({len(inputs)} parts)", f"{times[0]:.2f} s, {peaks[0]} MB whole",
+            row(f"10. {name} batch (32 x {T} tokens) as micro-batches of <= {budget} tokens (s, peak MiB)",
+                f"{t:.2f} s, {peak} MiB ({len(inputs)} part{'s' * (len(inputs) > 1)})",
+                f"{times[0]:.2f} s, {peaks[0]} MiB whole",
                 times[0] / t, "fwd+bwd; the same gradient")
 
 
