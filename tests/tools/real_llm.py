@@ -1,4 +1,4 @@
-"""A real LLM teacher end to end, offline (README "A real LLM teacher on a laptop"): llama.cpp's
+"""A real LLM teacher end to end, offline (RESULTS.md, "A real LLM teacher on a laptop"): llama.cpp's
 OpenAI-compatible server with a small instruct model labels the test split (0-shot and 5-shot) and a pool,
 a student learns from the 5-shot labels (`ade_distill.py --labels`), and both are scored on test; then the
 LLM's and the student's sentences/s on this machine. Dev-only, not collected by pytest; the server and
