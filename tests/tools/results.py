@@ -34,8 +34,8 @@ SECTIONS = [
      "above: `--amp=auto` takes bf16 on a CPU with avx512_bf16 or amx_bf16 (this one), and on a GPU with "
      "native bf16. Where a CPU emulates bf16 the rounding is the same, so the accuracy holds on any CPU; the "
      "speed only where it is native.",
-     [("default, fp32", "default_fp32"), ("default, bf16", "default_s0"), ("supervised, fp32", "supervised_fp32"),
-      ("supervised, bf16", "supervised_s0")]),
+     [("default, fp32", "default_fp32"), ("default, bf16", "default_s0"),
+      ("supervised, fp32", "supervised_fp32"), ("supervised, bf16", "supervised_s0")]),
 ]
 # Tables a tool wrote (from its own measurements): (title, caption, run name, file in the run directory)
 TOOL_TABLES = [
