@@ -660,8 +660,8 @@ def predict_main(cfg):
 def fixed_mmap_threshold(size=16 << 20):
     """glibc serves a block larger than its mmap threshold by mmap and raises the threshold to the size of each
     such block freed, after which the activations of each new batch shape are carved out of the heap, which
-    fragments: a long prediction's memory would grow with its length. A fixed threshold keeps it flat
-    (RESULTS.md, "What was tried"). Other C libraries: nothing to do."""
+    can fragment as a long prediction goes on; this fixes the threshold. Measured (RESULTS.md, "What was
+    tried"): not shown to keep the peak flatter. Other C libraries: nothing to do."""
     try:
         ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
