@@ -62,7 +62,7 @@ def start_server(o):
         sys.exit("error: no server on port {port}: pass --server_python=VENV/bin/python (with "
                  "llama-cpp-python[server]) and --gguf=MODEL.gguf (see this file's docstring), or the "
                  "--base_url=URL of a running server".format(**o))
-    log = open(os.path.join(o["out"], "server.log"), "w")
+    log = open(os.path.join(o["out_dir"], "server.log"), "w")
     server = subprocess.Popen([o["server_python"], "-m", "llama_cpp.server", "--model", o["gguf"],
                                "--model_alias", o["model_name"], "--host", "127.0.0.1", "--port", o["port"],
                                "--n_ctx", "4096", "--n_threads", str(os.cpu_count())], stdout=log, stderr=log)
