@@ -658,10 +658,10 @@ def predict_main(cfg):
 
 
 def fixed_mmap_threshold(size=16 << 20):
-    """glibc serves a block larger than its mmap threshold by mmap and raises the threshold to the size of each
-    such block freed, after which the activations of each new batch shape are carved out of the heap, which
-    can fragment as a long prediction goes on; this fixes the threshold. Measured (RESULTS.md, "What was
-    tried"): not shown to keep the peak flatter. Other C libraries: nothing to do."""
+    """glibc serves a block larger than its mmap threshold by mmap and raises the threshold to the size of
+    each such block freed, after which the activations of each new batch shape are carved out of the heap,
+    which can fragment as a long prediction goes on; this fixes the threshold. Measured (RESULTS.md, "What
+    was tried"): not shown to keep the peak flatter. Other C libraries: nothing to do."""
     try:
         ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
