@@ -13,7 +13,6 @@ learns from the pool's labels in this file's training loop, gold dev picking the
 decoder's start cost -> teacher and student on `test` and `test+neg` -> out_dir/results.{json,md}.
 """
 import collections
-import ctypes
 import fcntl
 import importlib.util
 import itertools
@@ -81,6 +80,7 @@ WEIGHT_DECAY = 0.01
 WARMUP = 0.1  # share of the steps
 GRAD_CLIP = 1.0
 MAX_BATCH_TOKENS = 1024  # a batch with more padded tokens runs as micro-batches of one step: flat memory
+MAX_PREDICT_TOKENS = 2048  # prediction's slices: its peak memory set by this, not by the longest sentences
 COST_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # the start costs tried on dev
 BOOTSTRAP = 1000  # resamplings of the test sentences for the 95 % intervals
 LOG_EVERY = 20  # steps
@@ -214,20 +214,27 @@ def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=Non
     encoded = data.encode(tokenizer, [r["text"] for r in records], meta["max_len"])
     grid = [max(meta.get("start_cost", 0.0), 0.0)] if costs is None else costs
     outs = [[{"id": r["id"], "text": r["text"]} for r in records] for _ in grid]
-    for batch_ids in data.length_batches([len(enc["ids"]) for enc in encoded], 64):
-        encodings = [encoded[i] for i in batch_ids]
-        batch = data.collate([{"ids": enc["ids"]} for enc in encodings])
-        input_ids, mask = (torch.from_numpy(batch[k]).to(device) for k in ("input_ids", "attention_mask"))
-        texts = [records[i]["text"] for i in batch_ids]
-        drugs = [[p["drug"] for p in given[i]["pairs"]] for i in batch_ids] if given else None
-        with autocast(device, dtype):
-            ade = isinstance(student, model.AdeModel)
-            output = student.encoder(input_ids, mask) if ade else student(input_ids, mask)  # hidden, logits
-            for out, cost in zip(outs, grid):
-                rows = (ade_fields(student, output, encodings, texts, drugs, cost) if ade
-                        else ner_fields(output, encodings, texts, meta, cost))
-                for i, fields in zip(batch_ids, rows):
-                    out[i].update(fields)
+    for batch in data.length_batches([len(enc["ids"]) for enc in encoded], 64):
+        padded = data.collate([{"ids": encoded[i]["ids"]} for i in batch])
+        # Run in slices of at most MAX_PREDICT_TOKENS padded tokens, each padded to the whole batch's length:
+        # a sentence's result (in bf16 too) depends on its padded length, not on the rows beside it.
+        rows = max(1, MAX_PREDICT_TOKENS // padded["input_ids"].shape[1])
+        for k in range(0, len(batch), rows):
+            batch_ids = batch[k:k + rows]
+            input_ids, mask = (torch.from_numpy(padded[key][k:k + rows]).to(device)
+                               for key in ("input_ids", "attention_mask"))
+            encodings = [encoded[i] for i in batch_ids]
+            texts = [records[i]["text"] for i in batch_ids]
+            drugs = [[p["drug"] for p in given[i]["pairs"]] for i in batch_ids] if given else None
+            with autocast(device, dtype):
+                ade = isinstance(student, model.AdeModel)
+                # the ADE model's encoder -> hidden states; the plain head's model -> logits
+                output = student.encoder(input_ids, mask) if ade else student(input_ids, mask)
+                for out, cost in zip(outs, grid):
+                    fields = (ade_fields(student, output, encodings, texts, drugs, cost) if ade
+                              else ner_fields(output, encodings, texts, meta, cost))
+                    for i, row in zip(batch_ids, fields):
+                        out[i].update(row)
     return outs[0] if costs is None else outs
 
 
@@ -626,7 +633,6 @@ def predict_main(cfg):
     input's order, written a chunk at a time (memory does not grow with the file) to stdout or to
     --predict_out, where rerunning the same command continues after the last line written. --shard=K/N:
     the K-th of N contiguous parts of the file's lines; the N outputs, joined in order, are one run's."""
-    fixed_mmap_threshold()
     student, tokenizer, meta = load_trained(cfg.out_dir, pick_device(cfg.device))
     dtype, _, why = choose_precision(next(student.parameters()).device, cfg.amp)
     if cfg.start_cost >= 0:
@@ -655,17 +661,6 @@ def predict_main(cfg):
             print(f"\rpredicted {done:,} of about {stop - first:,} sentences, {rate:.0f}/s, about "
                   f"{(stop - first - done) / rate:.0f} s left", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-
-
-def fixed_mmap_threshold(size=16 << 20):
-    """glibc serves a block larger than its mmap threshold by mmap and raises the threshold to the size of
-    each such block freed, after which the activations of each new batch shape are carved out of the heap,
-    which can fragment as a long prediction goes on; this fixes the threshold. Measured (RESULTS.md, "What
-    was tried"): not shown to keep the peak flatter. Other C libraries: nothing to do."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def resume(out, records, cfg):

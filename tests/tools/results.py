@@ -109,7 +109,7 @@ WHAT_WAS_TRIED = [
      "and malloc_trim after each chunk", "-", "`--predict_file`, peak over 1,000 -> 100,000 sentences: "
      "500 -> 537 MiB at 462 sentences/s (16 MiB) against 477 -> 558 at 462 (dynamic) and 458 -> 498 at 390 "
      "(4 MiB); malloc_trim: 477 -> 570 over 20,000. \"Speed and memory\", same code: 509 -> 560, and fp32 "
-     "477 -> 523 (496 -> 476 with the dynamic threshold)", "in the code, not shown to help", "0b917a3"),
+     "477 -> 523 (496 -> 476 with the dynamic threshold)", "dynamic: not shown to help", "0b917a3"),
 ]
 # The papers' own figures (test lenient F1; 10-fold strict F1), for comparison: quoted, not measured here.
 PAPERS = [("Gu et al. 2023: GPT-3.5 zero-shot / 5-shot", "78.22 / 85.21"),
