@@ -119,6 +119,22 @@ def test_python_prediction_equals_predict_file(trained, small, tmp_path):
             assert p["drug_text"] == r["text"][slice(*p["drug"])] and p["ade_text"] == r["text"][slice(*p["ade"])]
 
 
+@pytest.mark.parametrize("amp", ["fp32", "bf16"])
+def test_prediction_in_slices_equals_whole_batches(trained, small, monkeypatch, amp):
+    """MAX_PREDICT_TOKENS bounds prediction's peak memory; the output must not depend on it."""
+    student, tokenizer, meta = ade_distill.load_trained(trained)
+    records = [{"id": r["id"], "text": r["text"]} for r in small["test"][:64]]
+    dtype = torch.bfloat16 if amp == "bf16" else None
+    whole = ade_distill.predict(student, tokenizer, records, meta, dtype)
+    assert sum(len(r["pairs"]) for r in whole) >= 5, "the student must find pairs for this to test anything"
+    shapes, forward = [], student.encoder.forward
+    monkeypatch.setattr(student.encoder, "forward",
+                        lambda ids, mask: shapes.append(ids.shape) or forward(ids, mask))
+    monkeypatch.setattr(ade_distill, "MAX_PREDICT_TOKENS", 1)  # one sentence a slice
+    assert ade_distill.predict(student, tokenizer, records, meta, dtype) == whole
+    assert len(shapes) == len(records) and {rows for rows, _ in shapes} == {1}
+
+
 def run_main(argv):
     """ade_distill.main's stdout lines (--predict and --predict_file write there)."""
     import contextlib
