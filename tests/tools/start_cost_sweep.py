@@ -1,7 +1,6 @@
 """The start cost against precision, on trained students (not collected by pytest): the dev score, and
 strict F1 / lenient P / lenient F1 at every start cost of the grid on dev, dev+neg (dev plus the ADE-free
-sentences of its PubMed IDs), test and test+neg, from one encoder pass over all of them. The README's
-start-cost rows.
+sentences of its PubMed IDs), test and test+neg, from one encoder pass over all of them.
 
     python tests/tools/start_cost_sweep.py [--first=N] out [more_out ...]
 
