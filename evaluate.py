@@ -2,8 +2,8 @@
 NER spans. This file is the definition of the metrics:
 
 - unit: per sentence, the set of (drug span, ADE span) pairs, spans as [start, end) character offsets;
-  each drug span is first moved to the first case-insensitive occurrence of its text in the sentence
-  (on both sides), and duplicates collapse;
+  each drug span is first moved to the first case-insensitive, whole-word occurrence of its text in the
+  sentence (on both sides), and duplicates collapse;
 - strict: spans identical; lenient: every span overlaps its counterpart by at least one character;
 - one-to-one: per sentence, the size M of a maximum bipartite matching between predicted and gold
   units; micro-averaged: P = sum M / sum |pred|, R = sum M / sum |gold|, F1 = 2PR / (P + R).
@@ -14,6 +14,7 @@ NER spans. This file is the definition of the metrics:
 Imports nothing from the project (numpy only for the bootstrap), so it can be copied alone.
 """
 import json
+import re
 import sys
 
 import numpy as np
@@ -21,11 +22,17 @@ import numpy as np
 LEVELS = ("pairs", "drugs", "ades", "entities")
 
 
+class RecordError(ValueError):
+    """A record or file that cannot be scored; the message names it and says what to do."""
+
+
 def canonical_drug(text, span):
-    """Move a drug span to the first case-insensitive occurrence of its text in the sentence."""
-    start, end = span
-    first = text.lower().find(text[start:end].lower())
-    return (first, first + end - start)
+    """Move a drug span to the first case-insensitive occurrence of its text in the sentence as a whole
+    word (not inside a longer word; if there is none, the first occurrence). The match runs on the text
+    itself, so offsets never shift where lowercasing changes a string's length ("İ")."""
+    pattern = re.escape(text[span[0]:span[1]])
+    found = re.search(rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])", text, re.I) or re.search(pattern, text, re.I)
+    return found.span()
 
 
 def units(record, level):
@@ -44,10 +51,11 @@ def overlaps(unit_a, unit_b):
     return all(a[2] == b[2] and a[0] < b[1] and b[0] < a[1] for a, b in zip(unit_a, unit_b))
 
 
-def max_matching(predicted, gold, match):
-    """Size of a maximum one-to-one matching (Kuhn's augmenting paths; a sentence has a few units)."""
+def max_matching(predicted, gold, match, start=()):
+    """A maximum one-to-one matching -> its [(predicted, gold)] pairs (Kuhn's augmenting paths, grown from
+    the pairs of `start`; a sentence has a few units)."""
     gold = list(gold)
-    owner = [None] * len(gold)  # owner[j]: the predicted unit matched to gold[j]
+    owner = [next((p for p, g in start if g == unit), None) for unit in gold]  # owner[j]: matched to gold[j]
 
     def augment(p, seen):
         for j, g in enumerate(gold):
@@ -58,7 +66,10 @@ def max_matching(predicted, gold, match):
                     return True
         return False
 
-    return sum(augment(p, set()) for p in predicted)
+    for p in predicted:
+        if p not in owner:
+            augment(p, set())
+    return [(p, g) for p, g in zip(owner, gold) if p is not None]
 
 
 def prf(tp, n_pred, n_gold):
@@ -72,13 +83,13 @@ def check_record(record, where):
     """Spans must be [start, end) with 0 <= start < end <= len(text)."""
     text = record.get("text")
     if not isinstance(text, str):
-        raise ValueError(f"{where}: no 'text' string")
+        raise RecordError(f"{where}: no 'text' string")
     spans = [s for p in record.get("pairs", []) for s in (p.get("drug"), p.get("ade"))] + \
             [e.get("span") for e in record.get("entities", [])]
     for span in spans:
         if not (isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) for x in span)
                 and 0 <= span[0] < span[1] <= len(text)):
-            raise ValueError(f"{where}: span {span!r} is not [start, end) inside the text of {len(text)} "
+            raise RecordError(f"{where}: span {span!r} is not [start, end) inside the text of {len(text)} "
                              "characters")
 
 
@@ -88,13 +99,13 @@ def paired(gold, predicted):
     pred_by_id = {r["id"]: r for r in predicted}
     only_gold, only_pred = gold_by_id.keys() - pred_by_id.keys(), pred_by_id.keys() - gold_by_id.keys()
     if only_gold or only_pred:
-        raise ValueError(f"gold and predictions cover different sentences: {len(only_gold)} ids only in gold "
+        raise RecordError(f"gold and predictions cover different sentences: {len(only_gold)} ids only in gold "
                          f"(e.g. {sorted(only_gold)[:3]}), {len(only_pred)} only in predictions "
                          f"(e.g. {sorted(only_pred)[:3]}); predict every gold sentence (an empty list is "
                          "fine).")
     for sid, g in gold_by_id.items():
         if pred_by_id[sid]["text"] != g["text"]:
-            raise ValueError(f"sentence {sid}: the prediction's text differs from the gold text")
+            raise RecordError(f"sentence {sid}: the prediction's text differs from the gold text")
     return [(g, pred_by_id[sid]) for sid, g in gold_by_id.items()]
 
 
@@ -105,7 +116,7 @@ def sentence_counts(gold, predicted, level="pairs"):
     for g, p in paired(gold, predicted):
         pu, gu = units(p, level), units(g, level)
         counts.append({"strict": (len(pu & gu), len(pu), len(gu)),
-                       "lenient": (max_matching(pu, gu, overlaps), len(pu), len(gu))})
+                       "lenient": (len(max_matching(pu, gu, overlaps)), len(pu), len(gu))})
     return counts
 
 
@@ -129,23 +140,21 @@ def score(gold, predicted, level="pairs", types=None, bootstrap=0):
 
 
 def errors(gold, predicted, level="pairs"):
-    """-> per sentence with a mistake: false positives, false negatives, and boundary mismatches (a
-    predicted and a gold unit that match leniently but not strictly), each unit as the text of its spans."""
+    """-> per sentence with a mistake: false positives, false negatives, and boundary mismatches, each unit
+    as the text of its spans. From the lenient maximum matching of `score`, grown from the identical pairs:
+    a matched pair that is not identical is a boundary mismatch, an unmatched unit a false positive or
+    negative, so n_pred - false positives is score's lenient tp."""
     found = []
     for g, p in paired(gold, predicted):
-        predicted_units, gold_units = units(p, level), units(g, level)
-        pu, gu = predicted_units - gold_units, gold_units - predicted_units  # strict misses
-        boundary = []
-        for unit in sorted(pu):
-            partner = next((u for u in sorted(gu) if overlaps(unit, u)), None)
-            if partner:
-                boundary.append((unit, partner))
-                pu, gu = pu - {unit}, gu - {partner}
-        if pu or gu or boundary:
+        pu, gu = sorted(units(p, level)), sorted(units(g, level))
+        matched = max_matching(pu, gu, overlaps, start=[(u, u) for u in set(pu) & set(gu)])
+        boundary = sorted((a, b) for a, b in matched if a != b)
+        fp = [u for u in pu if u not in {a for a, _ in matched}]
+        fn = [u for u in gu if u not in {b for _, b in matched}]
+        if fp or fn or boundary:
             show = lambda unit: " -> ".join(g["text"][s:e] for s, e, _ in unit)  # noqa: E731
-            found.append({"id": g["id"], "text": g["text"],
-                          "false_positives": [show(u) for u in sorted(pu)],
-                          "false_negatives": [show(u) for u in sorted(gu)],
+            found.append({"id": g["id"], "text": g["text"], "false_positives": [show(u) for u in fp],
+                          "false_negatives": [show(u) for u in fn],
                           "boundary": [{"predicted": show(a), "gold": show(b)} for a, b in boundary]})
     return found
 
@@ -182,10 +191,10 @@ def read_jsonl(path):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON "
+                raise RecordError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON "
                                  "object") from None
             if not isinstance(record, dict) or "id" not in record:
-                raise ValueError(f"{path}:{n}: expected an object with 'id' and 'text'")
+                raise RecordError(f"{path}:{n}: expected an object with 'id' and 'text'")
             check_record(record, f"{path}:{n}")
             records.append(record)
     return records
@@ -213,5 +222,5 @@ if __name__ == "__main__":
                       end="")
         else:
             print(json.dumps(score(gold, predicted, level, bootstrap=int(n_bootstrap)), indent=2))
-    except (OSError, ValueError) as e:
+    except (OSError, RecordError) as e:
         sys.exit(f"error: {e}")

@@ -1,7 +1,8 @@
 """The student: a BERT encoder in plain PyTorch, its safetensors loader, and the two heads.
 
 - `BertConfig`, `BertModel`: Hugging Face's BERT, same parameter names, so any HF BERT directory
-  (all-MiniLM-L6-v2, PubMedBERT, BioBERT) loads with `load_encoder(DIR)` and saves back unchanged.
+  (all-MiniLM-L6-v2, PubMedBERT, BioBERT) loads with `load_encoder(DIR)`, and `save_encoder` writes one
+  that Hugging Face loads (its config.json keeps the fields this encoder reads, nothing else).
 - `AdeModel`: the drug-centric model of Gu et al. 2023 (arXiv 2307.06439, section 3): a drug BIO
   head, and an ADE BIO head conditioned on each drug by concatenating the drug's mean-pooled vector
   to every token's state. The encoder runs once per sentence; the ADE head fans out over drugs.
@@ -24,6 +25,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+class CheckpointError(ValueError):
+    """A model directory or file that cannot be loaded; the message names it and says what to do."""
+
 
 # ----------------------------------------------------------------------------- the encoder
 
@@ -52,13 +57,13 @@ class BertConfig:
             raw = json.load(f)
         where = f"{path}: "
         if raw.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(where + f"position_embedding_type={raw['position_embedding_type']!r} is not "
+            raise CheckpointError(where + f"position_embedding_type={raw['position_embedding_type']!r} is not "
                              "supported; this encoder implements BERT's absolute position embeddings only.")
         if raw.get("hidden_act", "gelu") not in ACTIVATIONS:
-            raise ValueError(where + f"hidden_act={raw['hidden_act']!r} is not supported; "
+            raise CheckpointError(where + f"hidden_act={raw['hidden_act']!r} is not supported; "
                              f"use one of {sorted(ACTIVATIONS)}.")
         if raw.get("model_type", "bert") != "bert":
-            raise ValueError(where + f"model_type={raw['model_type']!r}: only BERT checkpoints can be "
+            raise CheckpointError(where + f"model_type={raw['model_type']!r}: only BERT checkpoints can be "
                              "loaded.")
         return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
@@ -196,7 +201,7 @@ def load_state(model, tensors, source, ignore=IGNORED_KEYS):
                 for label, keys in [("missing", missing), ("unexpected", unexpected),
                                     ("mis-shaped", misshaped), ("not floating point", wrong_dtype)] if keys]
     if problems:
-        raise ValueError(f"{source} does not fit the model:\n  " + "\n  ".join(problems) +
+        raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(problems) +
                          "\nIs this a BERT checkpoint whose config.json matches its weights?")
     with torch.no_grad():
         for k, v in expected.items():
@@ -204,11 +209,11 @@ def load_state(model, tensors, source, ignore=IGNORED_KEYS):
 
 
 def read_safetensors(path):
-    """The tensors of a safetensors file; a truncated or foreign file is a ValueError naming it."""
+    """The tensors of a safetensors file; a truncated or foreign file is a CheckpointError naming it."""
     try:
         return load_file(path)
     except SafetensorError as e:
-        raise ValueError(f"{path} is not a readable safetensors file ({e}); was its writing cut short? "
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); was its writing cut short? "
                          "Train again, or copy the file again.") from None
 
 
@@ -230,12 +235,16 @@ def load_encoder(path, dropout=None):
     return model.eval()
 
 
+def write_safetensors(state, path):
+    """A state dict (on any device) -> a safetensors file in the layout Hugging Face writes."""
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, path, metadata={"format": "pt"})
+
+
 def save_encoder(encoder, path, tokenizer_from=None):
     """Write config.json + model.safetensors (+ tokenizer files) in the layout load_encoder reads."""
     os.makedirs(path, exist_ok=True)
     encoder.config.to_json(os.path.join(path, "config.json"))
-    state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
-    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    write_safetensors(encoder.state_dict(), os.path.join(path, "model.safetensors"))
     for name in TOKENIZER_FILES:
         src = tokenizer_from and os.path.join(tokenizer_from, name)
         if src and os.path.exists(src) and os.path.abspath(src) != os.path.abspath(os.path.join(path, name)):
@@ -245,8 +254,7 @@ def save_encoder(encoder, path, tokenizer_from=None):
 def convert_bin(path):
     """pytorch_model.bin -> model.safetensors, without unpickling arbitrary objects."""
     state = torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(path, "model.safetensors"),
-              metadata={"format": "pt"})
+    write_safetensors(state, os.path.join(path, "model.safetensors"))
 
 
 TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
@@ -277,8 +285,10 @@ def load_tokenizer(path):
     return tok
 
 
-def download_hf(spec, cache_dir, endpoint=None):
-    """`hf:ORG/NAME` -> a local directory with config, weights and tokenizer files (resumable)."""
+def download_hf(spec, cache_dir, endpoint=None, progress=None):
+    """`hf:ORG/NAME` -> a local directory with config, weights and tokenizer files. A file arrives as
+    NAME.part, renamed when complete; a rerun continues a .part with a Range request. `progress(what, done,
+    total, t0, end)`, if given, is called as each MB arrives."""
     import requests
     repo = spec.removeprefix("hf:")
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
@@ -301,6 +311,9 @@ def download_hf(spec, cache_dir, endpoint=None):
         except requests.RequestException as e:
             raise ConnectionError(f"cannot reach {url}: {e}. Are you online? Else download the files by hand "
                                   f"and pass --init_from=DIR.") from None
+        if r.status_code == 416 and r.headers.get("Content-Range") == f"bytes */{have}":
+            os.replace(part, dest)  # the .part was complete: a kill came before its rename
+            continue
         if r.status_code == 404 and not required:
             continue
         if r.status_code not in (200, 206):
@@ -313,9 +326,8 @@ def download_hf(spec, cache_dir, endpoint=None):
             for chunk in r.iter_content(1 << 20):
                 f.write(chunk)
                 have += len(chunk)
-                print(f"\r{name}: {have / 1e6:.1f}/{total / 1e6:.1f} MB "
-                      f"{(have) / 1e6 / max(time.time() - t0, 1e-9):.1f} MB/s", end="", file=sys.stderr)
-        print(file=sys.stderr)
+                if progress:
+                    progress(f"{name}, MB", have >> 20, total >> 20, t0, end=have >= total)
         os.replace(part, dest)
     if not os.path.exists(os.path.join(target, "model.safetensors")):
         if not os.path.exists(os.path.join(target, "pytorch_model.bin")):
@@ -331,6 +343,7 @@ N_BIO = 3  # O, B, I
 
 class AdeModel(nn.Module):
     """Encoder + drug BIO head + drug-conditioned ADE BIO head (one encoder pass per sentence)."""
+    kind = "ade"  # what save_student records, and what a caller branches on
 
     def __init__(self, encoder, dropout=0.1):
         super().__init__()
@@ -365,9 +378,16 @@ class AdeModel(nn.Module):
         drug_part = F.linear(drug_vectors, self.ade_head.weight[:, D:])  # (M, 3)
         return token_part[drug_sentence] + drug_part[:, None, :]  # (M, T, 3)
 
+    def loss(self, batch):
+        """Summed cross-entropy of both heads over a batch of tensors (data.collate's keys)."""
+        drug_logits, ade_logits = self(batch["input_ids"], batch["attention_mask"], batch["drug_sentence"],
+                                       batch["drug_token_mask"])
+        return bio_loss(drug_logits, batch["labels"]) + bio_loss(ade_logits, batch["ade_labels"])
+
 
 class NerModel(nn.Module):
     """Encoder + one Linear(D, 2K+1) BIO head over K entity types."""
+    kind = "ner"
 
     def __init__(self, encoder, n_types, dropout=0.1):
         super().__init__()
@@ -377,6 +397,9 @@ class NerModel(nn.Module):
 
     def forward(self, input_ids, attention_mask):
         return self.head(self.dropout(self.encoder(input_ids, attention_mask)))  # (B, T, 2K+1)
+
+    def loss(self, batch):
+        return bio_loss(self(batch["input_ids"], batch["attention_mask"]), batch["labels"])
 
 
 def saved_dir(path):
@@ -388,15 +411,14 @@ def save_student(model, path, tokenizer_from, meta, train_state=None):
     """The encoder in Hugging Face layout, plus heads.safetensors and student.json: `meta` (the caller's
     settings) and the student's kind, "ade" (AdeModel) or "ner" (NerModel over meta["types"]); with
     `train_state`, also train_state.pt (torch.save) to resume from. Written aside, then swapped in with
-    os.replace: a kill at any moment leaves a complete `path`, or a complete `path.old` (see saved_dir)."""
+    os.replace: once one save has completed, a kill at any moment leaves a complete `path` or `path.old`."""
     tmp, old = path + ".tmp", path + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
     save_encoder(model.encoder, tmp, tokenizer_from)
-    heads = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-             if not k.startswith("encoder.")}
-    save_file(heads, os.path.join(tmp, "heads.safetensors"), metadata={"format": "pt"})
+    write_safetensors({k: v for k, v in model.state_dict().items() if not k.startswith("encoder.")},
+                      os.path.join(tmp, "heads.safetensors"))
     with open(os.path.join(tmp, "student.json"), "w") as f:
-        json.dump({**meta, "model": "ade" if isinstance(model, AdeModel) else "ner"}, f, indent=2)
+        json.dump({**meta, "model": model.kind}, f, indent=2)
     if train_state is not None:
         torch.save(train_state, os.path.join(tmp, "train_state.pt"))
     if os.path.exists(path):

@@ -9,8 +9,8 @@
 - `gold`: the train split's own annotations (the supervised baseline, through the same pipeline).
 
 The LLM answers with strings; `align` turns them into character spans: every case-insensitive
-whole-word occurrence is a candidate, the closest (drug, event) pair wins, a string that does not
-occur is dropped and counted.
+whole-word occurrence is a candidate (occurrences inside words where there is none), the closest
+(drug, event) pair wins, a string that does not occur is dropped and counted.
 
     python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl                      # lexicon teacher
     OPENAI_API_KEY=... python teacher.py --in=S.jsonl --out=L.jsonl --teacher=llm \\
@@ -18,7 +18,6 @@ occur is dropped and counted.
 
 Imports data.py (corpora and helpers) and never torch: a labeling machine needs no GPU stack.
 """
-import fcntl
 import hashlib
 import itertools
 import json
@@ -160,10 +159,36 @@ class TeacherConfig:
     max_cost: float = 0.0  # USD: stop before this run's spend could pass it (0 = no cap)
     batch_api: bool = False  # the OpenAI Batch API: half price, replies within 24 h; a rerun resumes a batch
 
-    # what `override` checks as each option is parsed (class attributes, not options)
+    # what `parse` checks as each option is parsed (class attributes, not options)
     CHOICES = {"teacher": ("lexicon", "gold", "llm"), "task": ("ade", "ner"),
                "dataset": ("ade", *data.NER_DATASETS), "json_mode": ("true", "false", "schema")}
     AT_LEAST_ONE = ("max_tokens", "concurrency")
+
+    @classmethod
+    def parse(cls, argv):
+        """The command line's `--key=value` arguments -> a config (a bare `--key` sets a true/false option
+        to true). Unknown keys, values of the wrong type, values outside CHOICES and numbers below 1 where
+        AT_LEAST_ONE says so are errors, each one line naming the option."""
+        config, names = cls(), {f.name: f.type for f in fields(cls)}
+        for arg in argv:
+            key, eq, value = arg.removeprefix("--").partition("=")
+            if not arg.startswith("--") or (not eq and names.get(key, bool) is not bool):
+                raise SystemExit(f"error: {arg!r} is not --key=value")
+            if key not in names:
+                raise SystemExit(f"error: unknown option --{key}; valid options: "
+                                 f"{', '.join('--' + n for n in names)}")
+            kind, value = names[key], value if eq else "true"
+            try:
+                if kind is bool and value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError("expected true or false")
+                setattr(config, key, value.lower() in ("true", "1") if kind is bool else kind(value))
+            except ValueError as e:
+                raise SystemExit(f"error: --{key}={value}: {e} (expected {kind.__name__})") from None
+            if value not in cls.CHOICES.get(key, (value,)):
+                raise SystemExit(f"error: --{key}={value}: choose one of {', '.join(cls.CHOICES[key])}")
+            if key in cls.AT_LEAST_ONE and getattr(config, key) < 1:
+                raise SystemExit(f"error: --{key}={value}: must be at least 1")
+        return config
 
 
 def check_config(cfg):
@@ -186,6 +211,7 @@ def check_config(cfg):
 LEXICON_MIN_PRECISION = 0.1  # the lexicon keeps terms at least this precise on train + ADE-free sentences
 MAX_RETRIES = 6
 BACKOFF_S = 1.0  # seconds before the first retry; doubles each time, with jitter
+MAX_WAIT_S = 60.0  # the longest wait before a retry, a server's Retry-After included
 BATCH_POLL_S = 30.0  # seconds between polls of a Batch API batch
 
 
@@ -215,8 +241,9 @@ class BudgetReached(TeacherError):
 
 def call(session, method, url, cfg, raw=False, **kwargs):
     """One API call (a chat completion, or a Batch API step) -> its JSON (its text with raw=True); retries
-    429/5xx/connection errors/timeouts with backoff and jitter, honouring Retry-After; raises Refused for a
-    request the server will not take, TeacherError at once on anything else a retry cannot fix."""
+    RETRY_STATUS, connection errors and timeouts with backoff and jitter, honouring Retry-After up to
+    MAX_WAIT_S; raises Refused for a request the server will not take, TeacherError at once on anything
+    else a retry cannot fix."""
     key = os.environ.get(cfg.api_key_env, "")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     for attempt in range(MAX_RETRIES + 1):
@@ -249,42 +276,32 @@ def call(session, method, url, cfg, raw=False, **kwargs):
         try:
             delay = float(retry_after)
         except (TypeError, ValueError):
-            delay = min(60.0, BACKOFF_S * 2 ** attempt) * random.uniform(0.5, 1.0)
-        time.sleep(delay)
+            delay = BACKOFF_S * 2 ** attempt * random.uniform(0.5, 1.0)
+        time.sleep(min(delay, MAX_WAIT_S))
 
 
 class ReplyCache:
-    """Append-only JSONL of {"key", "reply"}; every reply is flushed the moment it arrives."""
+    """Append-only JSONL of {"key", "reply"}, held by one run at a time (data.open_appendable); every reply
+    is flushed the moment it arrives."""
 
     def __init__(self, path):
         self.path, self.replies, self.lock = path, {}, threading.Lock()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if os.path.exists(path):
-            raw = open(path, "rb").read()
-            if raw and not raw.endswith(b"\n"):  # killed mid-write: drop the partial last line
-                with open(path, "r+b") as f:
-                    f.truncate(raw.rfind(b"\n") + 1)
-                print(f"note: {path}: dropped an incomplete last line (an interrupted write)",
-                      file=sys.stderr)
-            with open(path) as f:
-                for n, line in enumerate(f, 1):
-                    try:
-                        entry = json.loads(line)
-                        self.replies[entry["key"]] = entry["reply"]
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        raise TeacherError(f"{path}:{n}: not a cache entry; delete that line (the sentence "
-                                           "will be asked again) or the file") from None
-        self.file = open(path, "a")
-        try:  # one run per cache: two writers could interleave their lines
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.file.close()
-            raise TeacherError(f"{path} is in use by another labeling run; wait for it to finish, or give "
-                               "this run its own --cache=FILE") from None
+        self.file = data.open_appendable(path, "wait for that labeling run to finish, or give this run its "
+                                               "own --cache=FILE")
+        self.file.seek(0)
+        for n, line in enumerate(self.file, 1):
+            try:
+                entry = json.loads(line)
+                self.replies[entry["key"]] = entry["reply"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                self.file.close()
+                raise TeacherError(f"{path}:{n}: not a cache entry; delete that line (the sentence will be "
+                                   "asked again) or the file") from None
 
     def put(self, key, reply):
         with self.lock:
-            self.file.write(json.dumps({"key": key, "reply": reply}) + "\n")
+            self.file.write((json.dumps({"key": key, "reply": reply}) + "\n").encode())
             self.file.flush()
             self.replies[key] = reply
 
@@ -585,38 +602,12 @@ def describe(stats):
 
 # ----------------------------------------------------------------------------- the command line
 
-def override(config, argv):
-    """Apply `--key=value` arguments to a dataclass instance (a bare `--key` sets a true/false option to
-    true). Unknown keys, values of the wrong type, values outside the class's CHOICES and numbers below 1
-    where AT_LEAST_ONE says so are errors, each one line naming the option."""
-    names = {f.name: f.type for f in fields(config)}
-    for arg in argv:
-        key, eq, value = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--") or (not eq and names.get(key, bool) is not bool):
-            raise SystemExit(f"error: {arg!r} is not --key=value")
-        if key not in names:
-            raise SystemExit(f"error: unknown option --{key}; valid options: "
-                             f"{', '.join('--' + n for n in names)}")
-        kind, value = names[key], value if eq else "true"
-        try:
-            if kind is bool and value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError("expected true or false")
-            setattr(config, key, value.lower() in ("true", "1") if kind is bool else kind(value))
-        except ValueError as e:
-            raise SystemExit(f"error: --{key}={value}: {e} (expected {kind.__name__})") from None
-        if value not in config.CHOICES.get(key, (value,)):
-            raise SystemExit(f"error: --{key}={value}: choose one of {', '.join(config.CHOICES[key])}")
-        if key in config.AT_LEAST_ONE and getattr(config, key) < 1:
-            raise SystemExit(f"error: --{key}={value}: must be at least 1")
-    return config
-
-
 def main(argv):
     paths = dict(a[2:].split("=", 1) for a in argv if a.startswith(("--in=", "--out=")))
     if set(paths) != {"in", "out"}:
         sys.exit("usage: python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl "
                  "[--teacher=llm|lexicon|gold] [--base_url=... --llm_model=... --shots=K ...]")
-    cfg = override(TeacherConfig(), [a for a in argv if not a.startswith(("--in=", "--out="))])
+    cfg = TeacherConfig.parse([a for a in argv if not a.startswith(("--in=", "--out="))])
     check_config(cfg)
     records = data.read_sentences(paths["in"])
     splits = data.load_splits(data.data_root(cfg.data_dir), cfg.dataset)
@@ -632,7 +623,7 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (TeacherError, OSError, ValueError) as e:
+    except (TeacherError, OSError, data.InputError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("\ninterrupted: the replies received so far are cached; rerun the same command to go on")

@@ -127,7 +127,7 @@ def test_spans_round_trip_through_bio_on_the_whole_corpus(ade_splits, minilm_dir
         for drug in heads[0]:
             heads.append(sorted({tuple(p["ade"]) for p in record["pairs"] if tuple(p["drug"]) == drug}))
         for spans in heads:
-            labels, off = data.spans_to_bio(enc, [(s, e, 0) for s, e in spans])
+            labels, off, _ = data.spans_to_bio(enc, [(s, e, 0) for s, e in spans])
             log_probs = np.log(np.eye(3)[np.maximum(labels, 0)] * 0.98 + 0.01)
             back = {(s, e) for s, e, _ in data.decode_spans(enc, log_probs)}
             total += len(spans)
@@ -151,8 +151,8 @@ def test_decoding_widens_to_words_and_never_opens_with_inside(minilm_dir):
     orphan = sure([0] * 15)
     orphan[1] = np.log([0.1, 0.3, 0.6])  # I on "lithium" is most likely, but may not open a span: B it is
     assert data.decode_spans(enc, orphan) == [(0, 7, 0)]
-    labels, off = data.spans_to_bio(enc, [(16, 46, 1)])
-    assert labels == [-100, 0, 0, 0, 3, 4, 4, 4, 4, 4, 4, 4, 4, 0, -100] and off == 0
+    labels, off, past_cut = data.spans_to_bio(enc, [(16, 46, 1)])
+    assert labels == [-100, 0, 0, 0, 3, 4, 4, 4, 4, 4, 4, 4, 4, 0, -100] and off == past_cut == 0
 
 
 def test_long_sentences_are_cut_with_a_count(minilm_dir, capsys):
@@ -160,6 +160,12 @@ def test_long_sentences_are_cut_with_a_count(minilm_dir, capsys):
     encs = data.encode(tokenizer, ["aspirin " * 50, "short"], max_len=16)
     assert len(encs[0]["ids"]) == 16 and encs[0]["ids"][-1] == tokenizer.token_to_id("[SEP]")
     assert "1 of 2 sentences are longer than 16 tokens" in capsys.readouterr().err
+    assert "cut_at" not in encs[1]
+    rash = data.encode(tokenizer, ["rash " * 50], max_len=16)[0]  # "rash" is one token: 14 are kept
+    assert rash["cut_at"] == 13 * 5 + 4
+    # a span past the cut is counted as cut, not as "off token boundaries"; a whole word is neither
+    _, off_boundary, past_cut = data.spans_to_bio(rash, [(0, 4, 0), (200, 204, 0), (1, 4, 0)])
+    assert (off_boundary, past_cut) == (1, 1)
 
 
 def test_ade_example_and_collate(minilm_dir):

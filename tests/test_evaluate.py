@@ -1,11 +1,13 @@
 """The scorer on hand-made cases; every expected number was worked out by hand (see comments)."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from evaluate import errors, score, units
+from conftest import ROOT
+from evaluate import canonical_drug, errors, score, units
 
 # Sentence A: "Aspirin" [0,7], "rash" [15,19], "aspirin" [24,31], "fever" [39,44].
 A = "Aspirin caused rash and aspirin caused fever."
@@ -103,27 +105,58 @@ def write(path, records):
     return str(path)
 
 
+EVALUATE = os.path.join(ROOT, "evaluate.py")
+
+
 def test_cli_prints_one_json_object(tmp_path):
-    out = subprocess.run([sys.executable, "evaluate.py", write(tmp_path / "g.jsonl", GOLD),
-                          write(tmp_path / "p.jsonl", PRED)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, EVALUATE, write(tmp_path / "g.jsonl", GOLD),
+                          write(tmp_path / "p.jsonl", PRED)], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     result = json.loads(out.stdout)
-    assert set(result) == {"strict", "lenient"}
-    assert set(result["strict"]) == {"precision", "recall", "f1", "tp", "n_pred", "n_gold"}
+    assert set(result) == {"strict", "lenient"} and result == json.loads(json.dumps(score(GOLD, PRED)))
+    assert (result["lenient"]["tp"], result["lenient"]["n_pred"], result["lenient"]["n_gold"]) == (3, 4, 5)
+    drugs = subprocess.run([sys.executable, EVALUATE, str(tmp_path / "g.jsonl"), str(tmp_path / "p.jsonl"),
+                            "--level=drugs", "--bootstrap=50"], capture_output=True, text=True, check=True)
+    assert json.loads(drugs.stdout) == json.loads(json.dumps(score(GOLD, PRED, "drugs", bootstrap=50)))
+    assert json.loads(drugs.stdout)["strict"]["tp"] == 2  # the drugs level of test_entity_levels
 
 
 def test_cli_errors_name_file_and_line(tmp_path):
     gold = write(tmp_path / "g.jsonl", GOLD)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(PRED[0]) + "\n{not json\n")
-    out = subprocess.run([sys.executable, "evaluate.py", gold, str(bad)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, EVALUATE, gold, str(bad)], capture_output=True, text=True)
     assert out.returncode != 0 and f"{bad}:2: not valid JSON" in out.stderr
     outside = write(tmp_path / "o.jsonl", [{"id": "c", "text": C, "pairs": [pair((0, 12), (13, 99))]}])
-    out = subprocess.run([sys.executable, "evaluate.py", gold, outside], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, EVALUATE, gold, outside], capture_output=True, text=True)
     assert "o.jsonl:1: span [13, 99] is not [start, end) inside the text of 25 characters" in out.stderr
 
 
 def test_units_canonicalise_drug_case_insensitively():
     assert units(GOLD[0], "pairs") == {((0, 7, "drug"), (15, 19, "ade")), ((0, 7, "drug"), (39, 44, "ade"))}
+
+
+def test_canonical_drug_is_a_whole_word_at_the_texts_own_offsets():
+    text = "İn sodium valproate users, valproate gave rash."  # "İ".lower() is two characters
+    assert canonical_drug(text, (27, 36)) == (10, 19)  # the first "valproate", where it stands
+    text = "Aspirinate levels fell after ASPIRIN; aspirin gave rash."
+    assert canonical_drug(text, (38, 45)) == (29, 36)  # "ASPIRIN", not the "Aspirin" of "Aspirinate"
+    assert canonical_drug("hepatotoxicity of hepato", (18, 24)) == (18, 24)
+    assert canonical_drug("hepatotoxicity", (0, 6)) == (0, 6)  # inside a word only: its first occurrence
+
+
+def test_errors_agree_with_the_maximum_matching_of_score():
+    text = "abcdefghijklmnopqrstuvwxyz"
+    drug = (20, 26)
+    gold = [{"id": "x", "text": text, "pairs": [pair(drug, (0, 10)), pair(drug, (5, 15))]}]
+    # p1 [4,8] overlaps both golds, p2 [0,3] only the first: greedy p1->g1 would leave p2 and g2 unmatched.
+    pred = [{"id": "x", "text": text, "pairs": [pair(drug, (4, 8)), pair(drug, (0, 3))]}]
+    [found] = errors(gold, pred)
+    assert found["false_positives"] == found["false_negatives"] == []
+    assert len(found["boundary"]) == score(gold, pred)["lenient"]["tp"] == 2
+    # an identical pair stays matched to itself: one strict hit, the other gold a false negative
+    [found] = errors(gold, [{"id": "x", "text": text, "pairs": [pair(drug, (0, 10))]}])
+    assert found["boundary"] == [] and found["false_negatives"] == ["uvwxyz -> fghijklmno"]
 
 
 def test_bootstrap_interval_on_a_hand_made_case():
@@ -154,6 +187,6 @@ def test_errors_lists_false_positives_negatives_and_boundaries(tmp_path):
     assert found["b"]["false_negatives"] == ["Cisplatin -> vomiting"]
     assert found["c"]["false_negatives"] == ["Methotrexate -> pneumonitis"]
     assert found["d"]["false_positives"] == ["heparin -> events"]
-    out = subprocess.run([sys.executable, "evaluate.py", write(tmp_path / "g.jsonl", GOLD),
+    out = subprocess.run([sys.executable, EVALUATE, write(tmp_path / "g.jsonl", GOLD),
                           write(tmp_path / "p.jsonl", PRED), "--errors"], capture_output=True, text=True, check=True)
     assert "d\tNo events were seen with heparin.\n  false positive  heparin -> events\n" in out.stdout

@@ -173,17 +173,23 @@ def test_student_save_and_load(tmp_path, tiny_bert_dir):
     assert all(torch.equal(a, b) for a, b in zip(ade.state_dict().values(), again.state_dict().values()))
 
 
-def test_download_hf_over_http_resumes_a_partial_file(server, tiny_bert_dir, tmp_path):
-    """hf:ORG/NAME against a local server with the Hugging Face URL layout, Range requests included."""
+def serve_like_hugging_face(server, directory):
+    """The Hugging Face URL layout over `directory` for ORG/NAME = org/tiny, Range requests included."""
     def handle(h):
         name = h.path.split("/resolve/main/")[1]
-        path = os.path.join(tiny_bert_dir, name)
+        path = os.path.join(directory, name)
         if not h.path.startswith("/org/tiny/") or not os.path.exists(path):
             return server.reply(h, 404, "Entry not found")
         body = open(path, "rb").read()
         start = int(h.headers["Range"].split("=")[1].rstrip("-")) if h.headers.get("Range") else 0
+        if start >= len(body):  # as Hugging Face's servers answer a range past the end
+            return server.reply(h, 416, "", {"Content-Range": f"bytes */{len(body)}"})
         server.reply(h, 206 if start else 200, body[start:])
     server.handle = handle
+
+
+def test_download_hf_over_http_resumes_a_partial_file(server, tiny_bert_dir, tmp_path):
+    serve_like_hugging_face(server, tiny_bert_dir)
     target = tmp_path / "org--tiny"
     target.mkdir()
     weights = open(os.path.join(tiny_bert_dir, "model.safetensors"), "rb").read()
@@ -197,6 +203,17 @@ def test_download_hf_over_http_resumes_a_partial_file(server, tiny_bert_dir, tmp
     assert model.load_tokenizer(path).encode("aspirin").ids == model.load_tokenizer(tiny_bert_dir).encode("aspirin").ids
     with pytest.raises(ConnectionError, match="answered 404.*Check the model name"):
         model.download_hf("hf:org/missing", str(tmp_path), endpoint=server.url)
+
+
+def test_download_hf_renames_a_complete_part_that_a_kill_left(server, tiny_bert_dir, tmp_path):
+    serve_like_hugging_face(server, tiny_bert_dir)
+    target = tmp_path / "org--tiny"
+    target.mkdir()
+    weights = open(os.path.join(tiny_bert_dir, "model.safetensors"), "rb").read()
+    (target / "model.safetensors.part").write_bytes(weights)  # every byte arrived; the rename did not
+    path = model.download_hf("hf:org/tiny", str(tmp_path), endpoint=server.url)
+    assert open(os.path.join(path, "model.safetensors"), "rb").read() == weights
+    assert not (target / "model.safetensors.part").exists()
 
 
 def test_dropout_option_replaces_the_checkpoints_rates(tiny_bert_dir):

@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 
 import ade_distill
 import data
-import teacher
 from conftest import ROOT, shrink
 
 LOAD_SPLITS = data.load_splits  # the real one: the fixture `small` replaces it while this module runs
@@ -207,7 +206,7 @@ def test_a_prediction_output_is_checked_before_anything_is_cut(trained, small, t
     infile = sentences_file(tmp_path / "in.jsonl", small, 20)
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes, no newline at the end")
-    with pytest.raises(SystemExit, match="notes.txt does not end in a line of predictions"):
+    with pytest.raises(data.InputError, match="notes.txt does not end in a line of JSON"):
         ade_distill.main([f"--out_dir={trained}", f"--predict_file={infile}", f"--predict_out={notes}"])
     assert notes.read_text() == "my notes, no newline at the end"
     other = tmp_path / "other.jsonl"  # predictions of another file with the same ids
@@ -312,14 +311,12 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
 
 @pytest.mark.parametrize("option, message", [
     ("--batch_size=0", "--batch_size=0: must be at least 1"), ("--epochs=0", "--epochs=0: must be at least 1"),
-    ("--cv=2", "--cv=2: the protocol needs at least 3 folds"), ("--device=gpu", "--device=gpu: choose one of"),
+    ("--empty_ratio=-0.5", "--empty_ratio=-0.5: 0 or more, or -1"), ("--device=gpu", "--device=gpu: choose one of"),
     ("--head=Plain", "--head=Plain: choose one of drug, plain"), ("--task=nre", "--task=nre: choose"),
     ("--api_key_env=sk-abc123", "--api_key_env takes the NAME"), ("--teacher=gpt", "--teacher=gpt: choose one of"),
     ("--json_mode=yes", "--json_mode=yes: choose one of true, false, schema"),
     ("--max_cost=5", "--max_cost needs the prices"), ("--dry_run=true", "--dry_run=true is for --teacher=llm"),
-    ("--labels=/nonexistent.jsonl", "--labels=/nonexistent.jsonl: no such file"),
     ("--task=ner", "--task=ner --dataset=ade: the ADE task reads"), ("--concurrency=0", "--concurrency=0: must be"),
-    ("--init_from=/nonexistent", "--init_from=/nonexistent: no config.json there"),
     ("--cv=10 --cv_folds=0,10", "--cv_folds=0,10: fold numbers below --cv=10"),
     ("--cv_folds=1", "--cv is the ADE corpus's protocol"), ("--max_pool=-1", "--max_pool=-1: must be 0 or more"),
     ("--task=ner --dataset=bc5cdr --cv=10", "--cv is the ADE corpus's protocol .--task=ade."),
@@ -337,7 +334,7 @@ def test_bad_options_stop_before_any_work(option, message, tmp_path):
 
 
 def test_predicting_without_a_trained_student_says_how_to_train_one(tmp_path):
-    with pytest.raises(ValueError, match=f"^{tmp_path} holds no trained student .student/student.json.; train "
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path} holds no trained student .student/student.json.; train "
                                          f"one first: python ade_distill.py --out_dir={tmp_path}$"):
         ade_distill.main([f"--out_dir={tmp_path}", "--predict=Aspirin-induced asthma."])
 
@@ -349,7 +346,7 @@ def test_unknown_and_mistyped_options_are_errors():
         ade_distill.main(["--epochs=three"])
     with pytest.raises(SystemExit, match="'--epochs' is not --key=value"):
         ade_distill.main(["--epochs"])
-    assert teacher.override(ade_distill.Config(), ["--overwrite"]).overwrite is True  # a bare flag
+    assert ade_distill.Config.parse(["--overwrite"]).overwrite is True  # a bare flag
 
 
 def test_a_labels_file_of_test_sentences_scores_the_teacher_alone(small, tmp_path, capsys):
@@ -541,10 +538,9 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, t
 
 @pytest.mark.slow
 def test_a_kill_during_the_end_of_epoch_evaluation_resumes_into_it(tiny_bert_dir, data_dir, tmp_path):
-    # 160 sentences / 8 = 20 steps: the checkpoint of step 20 is written just before epoch 1's evaluation.
-    # Killed during that evaluation, the run has no student/ yet and no best score.
-    common = [*args(tiny_bert_dir, tmp_path, "--max_pool=160", "--epochs=1", "--save_every=20"),
-              f"--data_dir={data_dir}"]
+    # 160 sentences / 8 = 20 steps, the default --save_every=0: the checkpoint of step 20 is written just
+    # before epoch 1's evaluation. Killed during that evaluation, the run has no student/ yet, no best score.
+    common = [*args(tiny_bert_dir, tmp_path, "--max_pool=160", "--epochs=1"), f"--data_dir={data_dir}"]
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "ade_distill.py"), *common],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600

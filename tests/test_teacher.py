@@ -104,6 +104,19 @@ def test_429_with_retry_after_is_honoured(server, tmp_path):
     assert len(times) == 2 and times[1] - times[0] >= 0.95
 
 
+def test_retry_after_is_capped(server, tmp_path, monkeypatch):
+    times = []
+
+    def handle(h):
+        times.append(time.time())
+        server.reply(h, 429, "busy", {"Retry-After": "3600"}) if len(times) == 1 else \
+            server.reply(h, 200, chat_reply('{"pairs": []}'))
+    server.handle = handle
+    monkeypatch.setattr(teacher, "MAX_WAIT_S", 0.3)  # the cap: 60 s
+    teacher.label_llm(SENTENCES[:1], config(server, tmp_path), [])
+    assert len(times) == 2 and 0.29 <= times[1] - times[0] < 10
+
+
 def test_500_twice_then_success(server, tmp_path):
     count = []
 
@@ -290,15 +303,37 @@ def test_cache_means_no_request_twice_and_key_follows_prompt_and_model(server, t
     assert len(server.requests) == 15
 
 
-def test_cache_tolerates_a_line_cut_by_a_kill(server, tmp_path):
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+import teacher
+cache = teacher.ReplyCache({path!r})
+cache.file.write(b'{{"key": "k4", "reply": {{"choi')  # a reply half-written when the kill comes
+cache.file.flush()
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_run_on_a_cache_neither_cuts_the_first_ones_line_nor_writes(server, tmp_path):
     answer_pairs(server)
     cfg = config(server, tmp_path)
     teacher.label_llm(SENTENCES[:3], cfg, [])
     cache = tmp_path / "cache.jsonl"
-    cache.write_bytes(cache.read_bytes()[:-25])  # the last entry cut mid-write
-    teacher.label_llm(SENTENCES[:3], cfg, [])
-    assert len(server.requests) == 4  # only the cut reply is asked again
-    assert all(json.loads(line) for line in cache.read_text().splitlines())
+    first = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=ROOT, path=str(cache))],
+                             stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline() == "holding\n"
+    before = cache.read_bytes()
+    with pytest.raises(data.InputError, match="in use by another run; wait for that labeling run.*--cache=FILE"):
+        teacher.label_llm(SENTENCES[:4], cfg, [])
+    assert cache.read_bytes() == before and before.endswith(b'"reply": {"choi')
+    first.send_signal(signal.SIGKILL)  # mid-write
+    first.wait()
+    teacher.label_llm(SENTENCES[:4], cfg, [])
+    assert len(server.requests) == 4  # the three cached, then only the fourth
+    assert [json.loads(line)["key"] for line in cache.read_text().splitlines()][:3] == \
+        [json.loads(line)["key"] for line in before.decode().splitlines()[:3]]
+    assert len(cache.read_text().splitlines()) == 4
 
 
 def run_cli(args, env):
@@ -381,14 +416,6 @@ def test_ner_prompt_and_reply(server, tmp_path):
     assert labels[0]["entities"] == [{"span": [0, 9], "type": "Chemical"}, {"span": [29, 38], "type": "Chemical"},
                                      {"span": [10, 24], "type": "Disease"}]
     assert (stats["strings"], stats["aligned"]) == (3, 2)
-
-
-def test_reply_cache_is_locked_against_a_second_run(tmp_path):
-    first = teacher.ReplyCache(str(tmp_path / "replies.jsonl"))
-    with pytest.raises(teacher.TeacherError, match="in use by another labeling run.*--cache=FILE"):
-        teacher.ReplyCache(str(tmp_path / "replies.jsonl"))
-    first.file.close()
-    teacher.ReplyCache(str(tmp_path / "replies.jsonl")).file.close()  # free again once the first run is done
 
 
 def test_progress_in_a_log_file_is_plain_lines(capsys):

@@ -55,7 +55,7 @@ def main(steps, pad, sentences=3000, n_predict=0, init_from=""):
         shapes.add(arrays["input_ids"].shape)
         n = int((arrays["labels"] != -100).sum() + (arrays["ade_labels"] != -100).sum())
         with ade_distill.autocast(torch.device("cpu"), dtype):
-            loss = ade_distill.batch_loss(student, arrays, torch.device("cpu"), True)
+            loss = student.loss({k: torch.from_numpy(v) for k, v in arrays.items()})
         (loss / n).backward()
         optimizer.step()
         optimizer.zero_grad()
