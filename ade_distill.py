@@ -110,7 +110,8 @@ def run(cfg, splits):
     gold_sets = gold_sets_of(cfg, splits)
     rows, unanswered = score_teacher(cfg, gold_sets, scored_labels)
     if cfg.eval_teacher_only:
-        return write_results(rows, cfg, {"teacher_unanswered": unanswered, "wall_s": round(time.time() - t0, 1)})
+        return write_results(rows, cfg, {"teacher_unanswered": unanswered,
+                                         "wall_s": round(time.time() - t0, 1)})
     data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
     labels = training_set(labels, cfg.empty_ratio, cfg.seed)
 
@@ -214,8 +215,8 @@ def score_teacher(cfg, gold_sets, scored_labels):
               f"{', '.join(gold_sets.keys() - whole.keys())}: no teacher row there", file=sys.stderr)
     unanswered = sum("pairs" not in r and "entities" not in r for r in scored_labels)
     if unanswered:
-        print(f"note: the teacher gave no answer for {unanswered} of the {len(scored_labels)} sentences it is "
-              "scored on; they count as predicting nothing (rerun to ask them again)", file=sys.stderr)
+        print(f"note: the teacher gave no answer for {unanswered} of the {len(scored_labels)} sentences it "
+              "is scored on; they count as predicting nothing (rerun to ask them again)", file=sys.stderr)
     return score_rows("teacher", cfg, whole, scored_labels, BOOTSTRAP), unanswered
 
 
@@ -278,7 +279,8 @@ def make_examples(records, tokenizer, student, meta):
         print(f"note: {off_boundary} labelled spans do not fall on token boundaries (tagged to the tokens "
               "they touch)", file=sys.stderr)
     if past_cut:
-        print(f"note: {past_cut} labelled spans reach past the --max_len cut (tagged up to it)", file=sys.stderr)
+        print(f"note: {past_cut} labelled spans reach past the --max_len cut (tagged up to it)",
+              file=sys.stderr)
     return examples
 
 
@@ -370,7 +372,8 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
         if state["step"] == (epoch + 1) * steps_per_epoch or state["step"] >= total:  # the end of an epoch
             if saved_step != state["step"]:  # first the steps: a kill during the evaluation resumes into it
                 saved_step = save(last, resumable=True)
-            dev_row = score_rows("student", cfg, {"dev": dev}, predict(student, tokenizer, dev, meta, dtype))[0]
+            predicted = predict(student, tokenizer, dev, meta, dtype)
+            dev_row = score_rows("student", cfg, {"dev": dev}, predicted)[0]
             score = dev_score(dev_row)
             best = score > state["best_score"]
             print(f"epoch {epoch + 1}: dev lenient F1 {dev_row['lenient']['f1']:.4f} strict F1 "
@@ -652,7 +655,8 @@ def check_config(cfg):
     if out and (os.path.exists(out) and not os.path.isfile(out) or
                 not os.path.isdir(os.path.dirname(out) or ".")):
         raise SystemExit(f"error: --predict_out={out}: not a file in an existing directory")
-    if out and os.path.exists(out) and os.path.exists(cfg.predict_file) and os.path.samefile(out, cfg.predict_file):
+    if out and os.path.exists(out) and os.path.exists(cfg.predict_file) and \
+            os.path.samefile(out, cfg.predict_file):
         raise SystemExit(f"error: --predict_out={out} is the input file; name another")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device=cuda, but torch sees no CUDA device; use --device=cpu (or auto)")

@@ -491,7 +491,8 @@ def ade_example(enc, record, unpaired=()):
 def ner_example(enc, record, types):
     spans = [(*e["span"], types.index(e["type"])) for e in record.get("entities", [])]
     labels, off_boundary, past_cut = spans_to_bio(enc, spans)
-    return {"ids": enc["ids"], "labels": labels, "drugs": [], "off_boundary": off_boundary, "past_cut": past_cut}
+    return {"ids": enc["ids"], "labels": labels, "drugs": [], "off_boundary": off_boundary,
+            "past_cut": past_cut}
 
 
 # ----------------------------------------------------------------------------- batching

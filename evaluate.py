@@ -31,8 +31,8 @@ def canonical_drug(text, span):
     word (not inside a longer word; if there is none, the first occurrence). The match runs on the text
     itself, so offsets never shift where lowercasing changes a string's length ("İ")."""
     pattern = re.escape(text[span[0]:span[1]])
-    found = re.search(rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])", text, re.I) or re.search(pattern, text, re.I)
-    return found.span()
+    whole_word = re.search(rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])", text, re.I)
+    return (whole_word or re.search(pattern, text, re.I)).span()
 
 
 def units(record, level):
@@ -99,10 +99,10 @@ def paired(gold, predicted):
     pred_by_id = {r["id"]: r for r in predicted}
     only_gold, only_pred = gold_by_id.keys() - pred_by_id.keys(), pred_by_id.keys() - gold_by_id.keys()
     if only_gold or only_pred:
-        raise RecordError(f"gold and predictions cover different sentences: {len(only_gold)} ids only in gold "
-                         f"(e.g. {sorted(only_gold)[:3]}), {len(only_pred)} only in predictions "
-                         f"(e.g. {sorted(only_pred)[:3]}); predict every gold sentence (an empty list is "
-                         "fine).")
+        raise RecordError(f"gold and predictions cover different sentences: {len(only_gold)} ids only in "
+                          f"gold (e.g. {sorted(only_gold)[:3]}), {len(only_pred)} only in predictions "
+                          f"(e.g. {sorted(only_pred)[:3]}); predict every gold sentence (an empty list is "
+                          "fine).")
     for sid, g in gold_by_id.items():
         if pred_by_id[sid]["text"] != g["text"]:
             raise RecordError(f"sentence {sid}: the prediction's text differs from the gold text")

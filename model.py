@@ -55,16 +55,12 @@ class BertConfig:
     def from_json(cls, path):
         with open(path) as f:
             raw = json.load(f)
-        where = f"{path}: "
-        if raw.get("position_embedding_type", "absolute") != "absolute":
-            raise CheckpointError(where + f"position_embedding_type={raw['position_embedding_type']!r} is not "
-                             "supported; this encoder implements BERT's absolute position embeddings only.")
-        if raw.get("hidden_act", "gelu") not in ACTIVATIONS:
-            raise CheckpointError(where + f"hidden_act={raw['hidden_act']!r} is not supported; "
-                             f"use one of {sorted(ACTIVATIONS)}.")
-        if raw.get("model_type", "bert") != "bert":
-            raise CheckpointError(where + f"model_type={raw['model_type']!r}: only BERT checkpoints can be "
-                             "loaded.")
+        supported = {"model_type": ("bert", ["bert"]), "position_embedding_type": ("absolute", ["absolute"]),
+                     "hidden_act": ("gelu", sorted(ACTIVATIONS))}  # this encoder is BERT's, nothing else
+        for key, (default, allowed) in supported.items():
+            if raw.get(key, default) not in allowed:
+                raise CheckpointError(f"{path}: {key}={raw[key]!r} is not supported: only BERT checkpoints "
+                                      f"with {key} one of {allowed} can be loaded.")
         return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
     def to_json(self, path):

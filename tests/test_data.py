@@ -35,6 +35,13 @@ def test_no_held_out_sentence_reaches_training_or_pool(ade_splits):
     assert len(ade_splits["pool"]) == len(ade_splits["train"]) + len(ade_splits["negatives"])
 
 
+def test_the_data_root_is_the_option_else_the_variable_else_data(monkeypatch):
+    monkeypatch.setenv("ADE_DISTILL_DATA", "/from/variable")
+    assert (data.data_root("/from/option"), data.data_root()) == ("/from/option", "/from/variable")
+    monkeypatch.delenv("ADE_DISTILL_DATA")
+    assert data.data_root() == "data"
+
+
 def test_ids_are_unique(data_dir):
     positives, negatives = data.read_ade(data_dir)
     ids = [r["id"] for r in positives + negatives]

@@ -1,10 +1,13 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import model
+from conftest import ROOT
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.safetensors")
 
@@ -106,7 +109,9 @@ def test_pytorch_bin_gets_advice_and_converts(tmp_path, minilm_dir):
     (tmp_path / "config.json").write_bytes(open(os.path.join(minilm_dir, "config.json"), "rb").read())
     with pytest.raises(FileNotFoundError, match="python model.py convert"):
         model.load_encoder(str(tmp_path))
-    model.convert_bin(str(tmp_path))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "model.py"), "convert", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == f"wrote {tmp_path / 'model.safetensors'}\n", done.stderr
     converted = model.load_encoder(str(tmp_path)).state_dict()
     original = model.load_encoder(minilm_dir).state_dict()
     assert converted.keys() == original.keys() and all(torch.equal(converted[k], original[k]) for k in original)

@@ -104,7 +104,9 @@ def test_the_kept_student_is_the_best_dev_epoch(small, tiny_bert_dir, tmp_path, 
 
 def test_python_prediction_equals_predict_file(trained, small, tmp_path):
     student, tokenizer, meta = ade_distill.load_trained(trained)
-    assert meta["start_cost"] in ade_distill.COST_GRID and meta["max_len"] == 128
+    cfg = ade_distill.Config.parse(["--teacher=gold"])  # the gold teacher: the dev score alone chooses
+    assert meta["start_cost"] == ade_distill.choose_start_cost(student, tokenizer, meta, small, cfg, None)
+    assert meta["max_len"] == 128
     records = [{"id": r["id"], "text": r["text"]} for r in small["test"][:30]]
     in_python = ade_distill.predict(student, tokenizer, records, meta)
     assert sum(len(r["pairs"]) for r in in_python) >= 5, "the student must find pairs for this to test anything"
@@ -228,17 +230,25 @@ def test_a_prediction_output_is_checked_before_anything_is_cut(trained, small, t
 def test_given_drugs_uses_the_gold_drug_spans(trained, small):
     student, tokenizer, meta = ade_distill.load_trained(trained)
     test = [r for r in small["test"] if r["pairs"]][:30]
-    predicted = ade_distill.predict(student, tokenizer, test, meta, given=test)
-    assert sum(len(r["pairs"]) for r in predicted) >= 5
-    for p, g in zip(predicted, test):
-        gold_drugs = {g["text"][slice(*x["drug"])].lower() for x in g["pairs"]}
-        assert {p["text"][slice(*x["drug"])].lower() for x in p["pairs"]} <= gold_drugs
+    drug_text = lambda r, x: r["text"][slice(*x["drug"])].lower()  # noqa: E731
+    # given drugs the drug head does not find: the first word of each sentence, as the drug of every pair
+    first_word = [{**r, "pairs": [{"drug": [0, r["text"].index(" ")], "ade": [0, 1]}]} for r in test]
+    with_first = ade_distill.predict(student, tokenizer, test, meta, given=first_word)
+    assert sum(len(r["pairs"]) for r in with_first) >= 5, "the ADE head must pair something for this to test"
+    for p, g in zip(with_first, first_word):
+        assert {drug_text(p, x) for x in p["pairs"]} <= {drug_text(g, g["pairs"][0])}
+    alone = ade_distill.predict(student, tokenizer, test, meta)
+    assert {drug_text(p, x) for p in alone for x in p["pairs"]} != {drug_text(p, x) for p in with_first
+                                                                       for x in p["pairs"]}
 
 
-def test_start_cost_decodes_one_encoder_pass_several_ways(trained, small):
+def test_start_cost_decodes_one_encoder_pass_several_ways(trained, small, monkeypatch):
     student, tokenizer, meta = ade_distill.load_trained(trained)
     test = small["test"][:40]
+    calls, forward = [], student.encoder.forward
+    monkeypatch.setattr(student.encoder, "forward", lambda ids, mask: calls.append(len(ids)) or forward(ids, mask))
     by_cost = ade_distill.predict(student, tokenizer, test, meta, costs=[meta["start_cost"], 100.0])
+    assert sum(calls) == len(test)  # each sentence through the encoder once, for both costs
     assert by_cost[0] == ade_distill.predict(student, tokenizer, test, meta)
     assert any(r["pairs"] for r in by_cost[0]) and not any(r["pairs"] for r in by_cost[1])  # O always wins
 
@@ -254,18 +264,54 @@ def test_start_cost_drops_weak_spans_whole_never_cuts_them():
     assert data.viterbi_bio((probs.log() + torch.tensor([1.0, 0.0, 0.0])).numpy()) == [0, 1, 0, 0]
 
 
-def test_ten_fold_protocol_trains_on_the_whole_training_part(tiny_bert_dir, data_dir, tmp_path, capsys,
-                                                              monkeypatch):
+def test_ten_fold_protocol_shared_by_two_processes_gives_one_table(tiny_bert_dir, data_dir, tmp_path, capsys,
+                                                                    monkeypatch):
     monkeypatch.setattr(data, "load_splits", lambda *a, **k: shrink(LOAD_SPLITS(*a, **k), 20))
-    folds = ade_distill.main(args(tiny_bert_dir, tmp_path, "--cv=10", "--cv_folds=0,7", "--teacher=gold",
-                                  "--epochs=1", "--max_steps=2", "--empty_ratio=0"))
+    common = ["--cv=10", "--teacher=gold", "--epochs=1", "--max_steps=2", "--empty_ratio=0"]
+    first = ade_distill.main(args(tiny_bert_dir, tmp_path, *common, "--cv_folds=7"))  # one process's share
+    both = ade_distill.main(args(tiny_bert_dir, tmp_path, *common, "--cv_folds=0"))  # another's, same out_dir
+    assert len(first) == 1 and len(both) == 2 and both[1] == first[0]  # folds 0 and 7, in order
     out = capsys.readouterr()
-    assert "10-fold protocol" in out.out and f"| mean ± sd | {(folds[0][0] + folds[1][0]) / 2:.2f} ± " in out.out
+    assert "2 of 10 folds done" in out.out
     for k in (0, 7):  # the gold teacher ignores --max_pool=64: every training sentence of the fold is used
         n = len(LOAD_SPLITS(data_dir, cv=10, fold=k)["train"])
         assert f"training set: {n} sentences with teacher labels + 0 without" in out.err
-        assert (tmp_path / f"fold{k}" / "results.json").exists()
-    assert (tmp_path / "cv_results.md").read_text().count("\n") == 2 + 2 + 1
+    table = (tmp_path / "cv_results.md").read_text().splitlines()
+    assert [line.split(" |")[0] for line in table[2:]] == ["| 0", "| 7", "| mean ± sd"]
+    assert table[-1].startswith(f"| mean ± sd | {(both[0][0] + both[1][0]) / 2:.2f} ± ")
+    with pytest.raises(SystemExit, match="holds a finished run .fold7/results.json."):
+        ade_distill.main(args(tiny_bert_dir, tmp_path, *common, "--cv_folds=7"))
+
+
+def test_the_llm_teacher_through_the_pipeline(small, tiny_bert_dir, tmp_path, server, capsys):
+    """A perfect LLM (it answers each sentence's gold pairs) over HTTP, but for five test sentences it
+    answers no JSON: those score as predicting nothing, and the run says how many; a rerun asks nothing."""
+    gold = {r["text"]: r for r in small["test+neg"] + small["train"] + small["negatives"]}
+    garbled = {r["text"] for r in small["test"][:5]}
+
+    def handle(h):
+        text = json.loads(h.body)["messages"][-1]["content"].removeprefix("Sentence: ")
+        r = gold[text]
+        pairs = [{"drug": text[slice(*p["drug"])], "adverse_event": text[slice(*p["ade"])]} for p in r["pairs"]]
+        content = "I cannot tell." if text in garbled else json.dumps({"pairs": pairs})
+        server.reply(h, 200, json.dumps({"choices": [{"message": {"content": content}, "finish_reason": "stop"}],
+                                         "usage": {"prompt_tokens": 50, "completion_tokens": 10}}))
+    server.handle = handle
+    llm = ["--teacher=llm", f"--base_url={server.url}/v1", "--llm_model=m", f"--cache={tmp_path / 'c.jsonl'}",
+           "--max_pool=16", "--epochs=1"]
+    rows = ade_distill.main(args(tiny_bert_dir, tmp_path / "run", *llm))
+    err = capsys.readouterr().err
+    asked = len(server.requests)
+    assert asked == len({body for *_, body in server.requests}) == len({r["text"] for r in small["test+neg"]}) + 16
+    assert f"the teacher gave no answer for 5 of the {len(small['test+neg'])} sentences it is scored on" in err
+    teacher_test = next(r for r in rows if (r["system"], r["split"]) == ("teacher", "test"))["lenient"]
+    n_gold = sum(len(evaluate_units([r])) for r in small["test"])
+    missed = sum(len(evaluate_units([r])) for r in small["test"][:5])
+    # the garbled sentences' pairs are all missed; of the others, alignment's closest pair may move one or two
+    assert n_gold - missed - 2 <= teacher_test["tp"] <= n_gold - missed and teacher_test["n_gold"] == n_gold
+    assert "teacher_unanswered=5" in open(tmp_path / "run" / "results.md").read()
+    ade_distill.main(args(tiny_bert_dir, tmp_path / "run", *llm, "--overwrite=true"))
+    assert len(server.requests) == asked  # every reply came from the cache
 
 
 def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_dir, small, tmp_path, capsys):
@@ -339,6 +385,37 @@ def test_predicting_without_a_trained_student_says_how_to_train_one(tmp_path):
         ade_distill.main([f"--out_dir={tmp_path}", "--predict=Aspirin-induced asthma."])
 
 
+def test_a_users_error_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise data.InputError("corpus.txt:3: expected 8 fields")
+    monkeypatch.setattr(data, "load_splits", broken)
+    with pytest.raises(SystemExit, match="^error: corpus.txt:3: expected 8 fields$"):
+        ade_distill.cli([f"--out_dir={tmp_path}"])
+    monkeypatch.setattr(data, "load_splits", lambda *a, **k: dict.fromkeys("ab")["c"])  # a KeyError: a bug
+    with pytest.raises(KeyError):
+        ade_distill.cli([f"--out_dir={tmp_path}", "--overwrite"])
+    monkeypatch.setattr(data, "load_splits", lambda *a, **k: np.zeros(2).reshape(3))  # numpy's ValueError
+    with pytest.raises(ValueError, match="cannot reshape"):
+        ade_distill.cli([f"--out_dir={tmp_path}", "--overwrite"])
+
+
+def test_the_files_are_checked_as_they_are_opened_before_any_request(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data, "load_splits", LOAD_SPLITS)  # the real one: --cv=2 must reach it
+    for option, message in [("--labels=/nonexistent.jsonl", "No such file or directory: '/nonexistent.jsonl'"),
+                            ("--init_from=/nonexistent", "/nonexistent/model.safetensors not found"),
+                            ("--cv=2", "--cv=2 fold 0: the protocol needs at least 3 folds")]:
+        with pytest.raises(SystemExit, match=message):
+            ade_distill.cli([option, f"--out_dir={tmp_path}", "--overwrite"])
+        assert "teacher:" not in capsys.readouterr().err
+
+
+def test_the_program_imports_where_there_is_no_fcntl():
+    """Windows has no fcntl: the append-only files then go unlocked, and everything else works."""
+    code = "import sys; sys.modules['fcntl'] = None; import ade_distill, teacher, data; print(data.fcntl)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "None\n", done.stderr
+
+
 def test_unknown_and_mistyped_options_are_errors():
     with pytest.raises(SystemExit, match="unknown option --epoch;.*--epochs"):
         ade_distill.main(["--epoch=3"])
@@ -408,6 +485,39 @@ def test_a_broken_student_directory_fails_before_the_teacher_is_paid(broken, sma
     assert "teacher:" not in capsys.readouterr().err
 
 
+def test_a_drug_of_the_labels_without_an_event_is_an_all_o_row(tiny_bert_dir, capsys):
+    records = [{"id": "1", "text": "Aspirin caused rash.", "pairs": [{"drug": [0, 7], "ade": [15, 19]}]},
+               {"id": "2", "text": "We gave aspirin again.", "pairs": []}]
+    student = ade_distill.build_student(ade_distill.model.load_encoder(tiny_bert_dir), ade_distill.Config(), None)
+    meta = {"task": "ade", "types": ["drug", "ade"], "max_len": 128}
+    with_event, without = ade_distill.make_examples(records, ade_distill.model.load_tokenizer(tiny_bert_dir),
+                                                    student, meta)
+    assert [max(d["labels"]) for d in with_event["drugs"]] == [1]  # B on "rash"
+    [row] = without["drugs"]  # "aspirin", known from the first sentence's labels: its ADE row is all O
+    assert len(row["tokens"]) > 0 and set(row["labels"]) <= {0, -100}
+    assert "drug negatives: 1 ADE-head rows" in capsys.readouterr().err
+
+
+def test_the_loop_clips_and_decays_no_bias_or_layernorm(small, tiny_bert_dir, tmp_path, monkeypatch):
+    groups, clips = [], []
+    adamw, clip = torch.optim.AdamW, torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, **k: groups.extend(params) or adamw(params, **k))
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, norm: clips.append(norm) or clip(p, norm))
+    ade_distill.main(args(tiny_bert_dir, tmp_path, "--max_pool=16", "--epochs=1", "--start_cost=0"))
+    student = ade_distill.model.load_student(str(tmp_path / "student"))[0]
+    names = {id(p): n for n, p in student.named_parameters()}
+    decayed, free = groups
+    assert decayed["weight_decay"] == ade_distill.WEIGHT_DECAY and free["weight_decay"] == 0.0
+    assert len(decayed["params"]) + len(free["params"]) == len(names)
+    assert all(p.ndim == 1 for p in free["params"])  # every bias and LayerNorm weight, nothing else
+    assert sum(p.ndim == 1 for p in student.parameters()) == len(free["params"])
+    assert clips == [ade_distill.GRAD_CLIP] * 2  # 16 sentences, 8 a batch
+
+
+def test_the_dev_score_is_the_mean_of_strict_and_lenient_f1():
+    assert ade_distill.dev_score({"strict": {"f1": 0.6}, "lenient": {"f1": 0.8}}) == pytest.approx(0.7)
+
+
 def test_lr_schedule_warms_up_then_decays_to_zero():
     assert [ade_distill.lr_scale(step, 100, 0.1) for step in (0, 9, 10, 55, 100)] == [0.1, 1.0, 1.0, 0.5, 0.0]
     assert ade_distill.lr_scale(0, 1, 0.0) == 1.0  # no warmup asked: one step at the peak
@@ -456,15 +566,19 @@ def test_precision_choice(monkeypatch, tmp_path):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_autocast_and_scaler_paths_run_on_cpu(small, tiny_bert_dir, tmp_path, amp, capsys, monkeypatch):
     """The CUDA AMP code paths, exercised with CPU autocast (fp16 also through the GradScaler)."""
-    dtypes = set()
+    dtypes, scales = set(), []
     forward = ade_distill.model.BertModel.forward
     monkeypatch.setattr(ade_distill.model.BertModel, "forward",
                         lambda self, *a: dtypes.add(torch.get_autocast_dtype("cpu") if
                                                      torch.is_autocast_enabled("cpu") else None) or forward(self, *a))
+    step = torch.amp.GradScaler.step
+    monkeypatch.setattr(torch.amp.GradScaler, "step",
+                        lambda self, *a, **k: scales.append(self.is_enabled() and self.get_scale()) or step(self, *a, **k))
     ade_distill.main(args(tiny_bert_dir, tmp_path, f"--amp={amp}", "--max_pool=32", "--epochs=1"))
     history = torch.load(tmp_path / "last" / "train_state.pt", weights_only=True)["history"]
     assert len(history) == 4 and all(np.isfinite(history)) and max(history) < 5
     assert dtypes == {getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[amp])}
+    assert len(scales) == 4 and (all(s >= 1 for s in scales) if amp == "fp16" else scales == [False] * 4)
     expected = "precision: bfloat16 on cpu" if amp == "bf16" else "precision: float16 with GradScaler on cpu"
     assert expected in capsys.readouterr().err
 
@@ -475,8 +589,11 @@ def test_ner_and_plain_head_ablation(tiny_bert_dir, data_dir, tmp_path, monkeypa
                                  "--epochs=1"))
     assert [(r["system"], r["split"]) for r in rows] == [("teacher", "test"), ("student", "test")]
     assert set(rows[0]["per_type"]) == {"Disease"}
-    rows = ade_distill.main(args(tiny_bert_dir, tmp_path / "plain", "--head=plain", "--epochs=1"))
-    assert rows[-1]["system"] == "student" and rows[-1]["strict"]["n_gold"] > 0
+    rows = ade_distill.main([f"--init_from={tiny_bert_dir}", f"--out_dir={tmp_path / 'plain'}", "--head=plain",
+                             "--teacher=gold", "--empty_ratio=0", "--epochs=1", "--max_steps=80", "--batch_size=16",
+                             "--lr=1e-2", "--amp=fp32"])  # as the fixture `trained`, with the plain head
+    plain = next(r for r in rows if (r["system"], r["split"]) == ("student", "test"))["lenient"]
+    assert plain["n_pred"] > 0 and plain["tp"] > 0, plain  # it pairs every ADE it finds with every drug
     student, meta = ade_distill.model.load_student(str(tmp_path / "plain" / "student"))
     assert meta["model"] == "ner" and meta["types"] == ["drug", "ade"]
 

@@ -117,13 +117,14 @@ def test_retry_after_is_capped(server, tmp_path, monkeypatch):
     assert len(times) == 2 and 0.29 <= times[1] - times[0] < 10
 
 
-def test_500_twice_then_success(server, tmp_path):
+@pytest.mark.parametrize("status", sorted(teacher.RETRY_STATUS - {429}))
+def test_5xx_twice_then_success(server, tmp_path, status):
     count = []
 
     def handle(h):
         count.append(1)
         if len(count) <= 2:
-            server.reply(h, 500, "oops")
+            server.reply(h, status, "oops")
         else:
             server.reply(h, 200, chat_reply('{"pairs": []}'))
     server.handle = handle
@@ -341,8 +342,10 @@ def run_cli(args, env):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_kill_midway_then_rerun_labels_everything_once(server, tmp_path, data_dir):
-    """SIGKILL the labeler mid-run; the rerun asks only for what is not cached, and loses nothing."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_kill_midway_then_rerun_labels_everything_once(server, tmp_path, data_dir, sig):
+    """SIGKILL the labeler mid-run, or Ctrl-C (SIGINT) it; the rerun asks only for what is not cached, and
+    loses nothing."""
     sentences = tmp_path / "in.jsonl"
     sentences.write_text("".join(json.dumps(s) + "\n" for s in SENTENCES))
 
@@ -357,12 +360,15 @@ def test_kill_midway_then_rerun_labels_everything_once(server, tmp_path, data_di
     deadline = time.time() + 60
     while len(server.requests) < 12 and time.time() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    err = proc.communicate()[1]
     first_run = len(server.requests)
     assert 12 <= first_run < 40 and not (tmp_path / "out.jsonl").exists()
     cached = {json.loads(line)["key"] for line in open(tmp_path / "cache.jsonl") if line.endswith("\n")}
-    assert len(cached) >= first_run - 4  # at most the requests in flight are lost
+    if sig == signal.SIGKILL:
+        assert len(cached) >= first_run - 4  # at most the requests in flight are lost
+    else:  # Ctrl-C: no new request starts, those in flight land in the cache, and the run says so
+        assert len(cached) == first_run and "interrupted: the replies received so far are cached" in err
 
     proc = run_cli(args, env)
     _, err = proc.communicate(timeout=120)
@@ -390,6 +396,25 @@ def test_lexicon_teacher_whole_words_longest_match():
     # a longer term cut by the end of the text is no match; the shorter one that fits is (the regex's answer)
     terms = data.TermList(["skin rash", "skin rashes", "ras"])
     assert terms.spans("a skin rash") == [(2, 11)] and terms.spans("ras") == [(0, 3)]
+
+
+def test_the_pipelines_lexicon_keeps_terms_annotated_a_tenth_of_the_time(monkeypatch):
+    train = [{"text": "Aspirin caused rash and fever.",
+              "pairs": [{"drug": [0, 7], "ade": [15, 19]}, {"drug": [0, 7], "ade": [24, 29]}]}]
+    sentence = [{"id": "x", "text": "Aspirin: rash, fever."}]
+    for n_free, kept in ((9, {"rash", "fever"}), (10, {"rash"})):  # fever annotated 1 time in 10, in 11
+        negatives = [{"text": f"Fever was seen on day {d}.", "pairs": []} for d in range(n_free)]
+        labels, _ = teacher.label(sentence, "lexicon", teacher.TeacherConfig(), train, train + negatives)
+        assert {sentence[0]["text"][slice(*p["ade"])] for p in labels[0]["pairs"]} == kept
+
+
+def test_labeling_needs_no_torch(tmp_path, data_dir):
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "1", "text": "Aspirin-induced asthma."}) + "\n")
+    code = (f"import sys; sys.modules['torch'] = None; sys.path.insert(0, {ROOT!r}); import teacher; "
+            f"teacher.main(['--in={tmp_path / 'in.jsonl'}', '--out={tmp_path / 'out.jsonl'}', '--data_dir={data_dir}'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out.jsonl").read_text())["pairs"] == [{"drug": [0, 7], "ade": [16, 22]}]
 
 
 def test_lexicon_drops_terms_that_are_rarely_annotated():
