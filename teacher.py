@@ -148,7 +148,7 @@ class TeacherConfig:
     llm_model: str = ""
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never written anywhere
     shots: int = 0  # k examples of the train split (drawn with seed 0) as prior turns of the chat
-    json_mode: str = "true"  # true: response_format json_object | schema: the answer's json_schema | false
+    json_mode: bool = True  # ask for response_format json_object (false: for servers that refuse it)
     max_tokens: int = 512
     timeout: float = 60.0  # seconds to wait for one reply (a local model on a CPU may need more)
     concurrency: int = 8
@@ -157,11 +157,10 @@ class TeacherConfig:
     price_in: float = 0.0  # USD per million prompt tokens, for the cost estimate and --max_cost
     price_out: float = 0.0  # USD per million completion tokens
     max_cost: float = 0.0  # USD: stop before this run's spend could pass it (0 = no cap)
-    batch_api: bool = False  # the OpenAI Batch API: half price, replies within 24 h; a rerun resumes a batch
 
     # what `parse` checks as each option is parsed (class attributes, not options)
     CHOICES = {"teacher": ("lexicon", "gold", "llm"), "task": ("ade", "ner"),
-               "dataset": ("ade", *data.NER_DATASETS), "json_mode": ("true", "false", "schema")}
+               "dataset": ("ade", *data.NER_DATASETS)}
     AT_LEAST_ONE = ("max_tokens", "concurrency")
 
     @classmethod
@@ -212,7 +211,6 @@ LEXICON_MIN_PRECISION = 0.1  # the lexicon keeps terms at least this precise on 
 MAX_RETRIES = 6
 BACKOFF_S = 1.0  # seconds before the first retry; doubles each time, with jitter
 MAX_WAIT_S = 60.0  # the longest wait before a retry, a server's Retry-After included
-BATCH_POLL_S = 30.0  # seconds between polls of a Batch API batch
 
 
 # ----------------------------------------------------------------------------- the HTTP client
@@ -224,8 +222,7 @@ class TeacherError(RuntimeError):
 RETRY_STATUS = {429, 500, 502, 503, 504}
 # 400, 413, 422: this request only (too long, filtered): its sentence fails, the run goes on
 REFUSED_STATUS = {400, 413, 422}
-ADVICE = {400: "the server does not take this response_format: pass --json_mode=true (JSON object mode, "
-               "which llama.cpp's server takes) or --json_mode=false",
+ADVICE = {400: "the server does not take this response_format: pass --json_mode=false",
           401: "check the API key in the variable named by --api_key_env",
           403: "check the API key and that it may use this model",
           404: "check --base_url (it usually ends in /v1) and --llm_model"}
@@ -239,8 +236,8 @@ class BudgetReached(TeacherError):
     pass
 
 
-def call(session, method, url, cfg, raw=False, **kwargs):
-    """One API call (a chat completion, or a Batch API step) -> its JSON (its text with raw=True); retries
+def call(session, method, url, cfg, **kwargs):
+    """One API call (a chat completion) -> its JSON; retries
     RETRY_STATUS, connection errors and timeouts with backoff and jitter, honouring Retry-After up to
     MAX_WAIT_S; raises Refused for a request the server will not take, TeacherError at once on anything
     else a retry cannot fix."""
@@ -255,7 +252,7 @@ def call(session, method, url, cfg, raw=False, **kwargs):
         else:
             if r.status_code == 200:
                 try:
-                    return r.text if raw else r.json()
+                    return r.json()
                 except ValueError:
                     raise TeacherError(f"{method} {url} answered 200 with a body that is not JSON: "
                                        f"{r.text[:200]!r}. Is --base_url the OpenAI-compatible endpoint "
@@ -264,7 +261,7 @@ def call(session, method, url, cfg, raw=False, **kwargs):
             if "insufficient_quota" in r.text:
                 raise TeacherError(f"{method} {url} answered {problem}. The account is out of quota: add "
                                    "credit or use another key; the replies received so far are cached.")
-            if r.status_code in REFUSED_STATUS and not re.search("response_format|json_schema", r.text):
+            if r.status_code in REFUSED_STATUS and "response_format" not in r.text:
                 raise Refused(problem)
             if r.status_code not in RETRY_STATUS:
                 raise TeacherError(f"{method} {url} answered {problem}. "
@@ -306,41 +303,23 @@ class ReplyCache:
             self.replies[key] = reply
 
 
-def answer_schema(types=None):
-    """The JSON schema of the answer the prompt asks for (--json_mode=schema)."""
-    def strict_object(properties):
-        return {"type": "object", "properties": properties, "required": list(properties),
-                "additionalProperties": False}
-    if types is None:
-        pair = strict_object({"drug": {"type": "string"}, "adverse_event": {"type": "string"}})
-        return strict_object({"pairs": {"type": "array", "items": pair}})
-    strings = {"type": "array", "items": {"type": "string"}}
-    return strict_object({"entities": strict_object({t: strings for t in types})})
-
-
 def request_body(text, cfg, shots, types=None):
     body = {"model": cfg.llm_model, "messages": messages_for(text, shots, types),
             "temperature": 0.0, "seed": 0, "max_tokens": cfg.max_tokens}
-    if cfg.json_mode == "true":
+    if cfg.json_mode:
         body["response_format"] = {"type": "json_object"}
-    elif cfg.json_mode == "schema":
-        body["response_format"] = {"type": "json_schema",
-                                   "json_schema": {"name": "answer", "strict": True,
-                                                   "schema": answer_schema(types)}}
     return body
 
 
 def cost_usd(cfg, usage):
     """The price of `usage` ({"prompt_tokens", "completion_tokens"}) at --price_in / --price_out per million
-    tokens; the Batch API charges half."""
-    tokens_price = usage.get("prompt_tokens", 0) * cfg.price_in + \
-        usage.get("completion_tokens", 0) * cfg.price_out
-    return tokens_price / 1e6 * (0.5 if cfg.batch_api else 1)
+    tokens."""
+    return (usage.get("prompt_tokens", 0) * cfg.price_in + usage.get("completion_tokens", 0) * cfg.price_out) / 1e6
 
 
 def estimate_usage(bodies, completion_tokens):
     """Requests -> the usage they would report: prompts at about 4 characters a token (English text),
-    `completion_tokens` per reply. What the dry run, --max_cost and the Batch API's check all count with."""
+    `completion_tokens` per reply. What the dry run and --max_cost count with."""
     bodies = list(bodies)
     return {"prompt_tokens": sum(len(json.dumps(b["messages"])) for b in bodies) / 4,
             "completion_tokens": len(bodies) * completion_tokens}
@@ -402,68 +381,6 @@ def ask_live(todo, cfg, cache, url):
     return refused
 
 
-def ask_batch(todo, cfg, cache, url):
-    """The OpenAI Batch API (half price, within 24 h): upload the requests as a JSONL file, create the batch,
-    poll it, and store every reply in the cache as the live path does. The batch id is saved beside the
-    cache before polling starts: a run killed while waiting resumes the same batch, never pays twice."""
-    base, session = url.removesuffix("/chat/completions"), requests.Session()
-    state_path = cfg.cache + ".batch.json"
-
-    def api(method, path, **kwargs):  # a refused Batch API step is the whole batch's problem: fatal
-        try:
-            return call(session, method, base + path, cfg, **kwargs)
-        except Refused as e:
-            raise TeacherError(f"{method} {base}{path} answered {e}") from None
-
-    if os.path.exists(state_path):
-        state = json.load(open(state_path))
-        print(f"resuming batch {state['batch_id']} (saved in {state_path})", file=sys.stderr)
-    elif not todo:
-        return {}
-    else:
-        worst = cost_usd(cfg, estimate_usage(todo.values(), cfg.max_tokens))
-        if cfg.max_cost and worst > cfg.max_cost:
-            raise BudgetReached(f"the batch's worst case (about {worst:.2f} USD: every reply at "
-                                f"--max_tokens) passes --max_cost={cfg.max_cost:g}; raise it, or label fewer "
-                                "sentences")
-        lines = "".join(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
-                                    "body": body}) + "\n" for key, body in todo.items())
-        file_id = api("POST", "/files", data={"purpose": "batch"},
-                      files={"file": ("requests.jsonl", lines.encode())})["id"]
-        batch = api("POST", "/batches", json={
-            "input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
-        state = {"batch_id": batch["id"], "input_file_id": file_id, "requests": len(todo)}
-        data.write_jsonl_file([state], state_path)  # written atomically: one JSON object
-        print(f"created batch {batch['id']} of {len(todo)} requests (id saved in {state_path})",
-              file=sys.stderr)
-    t0 = time.time()
-    while True:
-        batch = api("GET", f"/batches/{state['batch_id']}")
-        counts = batch.get("request_counts") or {}
-        done = counts.get("completed", 0) + counts.get("failed", 0)
-        data.progress(f"  batch {batch.get('status')}", done, counts.get("total") or state["requests"], t0)
-        if batch.get("status") not in ("validating", "in_progress", "finalizing", "cancelling"):
-            break
-        time.sleep(BATCH_POLL_S)
-    refused = {}
-    # the output and the error file (an expired batch keeps the part it finished)
-    for file_id in filter(None, (batch.get("output_file_id"), batch.get("error_file_id"))):
-        for line in api("GET", f"/files/{file_id}/content", raw=True).splitlines():
-            entry = json.loads(line)
-            response = entry.get("response") or {}
-            if response.get("status_code") == 200:
-                cache.put(entry["custom_id"], response["body"])
-            else:
-                refused[entry["custom_id"]] = json.dumps(entry.get("error") or response.get("body"))[:300]
-    if batch.get("status") != "completed" and not (batch.get("output_file_id") or batch.get("error_file_id")):
-        raise TeacherError(f"batch {state['batch_id']} ended {batch.get('status')}: {batch.get('errors')}; "
-                           f"delete {state_path} to create a new batch")
-    os.remove(state_path)
-    missing = {k: f"no reply in batch {state['batch_id']} ({batch.get('status')})" for k in todo
-               if k not in cache.replies and k not in refused}
-    return {**refused, **missing}
-
-
 def label_llm(records, cfg, train, types=None):
     """Label records with an LLM; -> (labels, stats), or (None, stats) with --dry_run. Cached replies are
     reused, never paid twice. A request the server refuses (400: too long, filtered) fails alone: its
@@ -480,7 +397,7 @@ def label_llm(records, cfg, train, types=None):
     keys = [hashlib.sha256(json.dumps([url, b], sort_keys=True).encode()).hexdigest() for b in bodies]
     todo = {k: b for k, b in zip(keys, bodies) if k not in cache.replies}
     print(f"teacher llm: {len(records)} sentences, {len(records) - len(todo)} cached, {len(todo)} to ask "
-          f"{cfg.llm_model} at {url} ({'Batch API' if cfg.batch_api else f'{cfg.concurrency} at a time'})",
+          f"{cfg.llm_model} at {url} ({cfg.concurrency} at a time)",
           file=sys.stderr)
     if cfg.dry_run:
         cache.file.close()
@@ -489,11 +406,11 @@ def label_llm(records, cfg, train, types=None):
         print(f"dry run: nothing sent. {len(todo)} requests to send, {len(records) - len(todo)} cached; "
               f"about {usage['prompt_tokens']:,.0f} prompt and {usage['completion_tokens']:,.0f} completion "
               f"tokens; about {cost_usd(cfg, usage):.2f} USD at --price_in={cfg.price_in:g} --price_out="
-              f"{cfg.price_out:g} per million tokens{' (the Batch API price)' if cfg.batch_api else ''}",
+              f"{cfg.price_out:g} per million tokens",
               file=sys.stderr)
         return None, {"sentences": len(records), "requests": len(todo)}
     t0 = time.time()
-    refused = (ask_batch if cfg.batch_api else ask_live)(todo, cfg, cache, url)  # cache key -> the refusal
+    refused = ask_live(todo, cfg, cache, url)  # cache key -> the refusal
     cache.file.close()  # all answered: release the lock (on an error, the workers in flight still write)
     paid = [cache.replies[key].get("usage") or {} for key in todo.keys() - refused.keys()]
     stats = {"sentences": len(records), "requests": len(todo), "refused": len(refused), "failed_replies": 0,

@@ -360,7 +360,7 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     ("--empty_ratio=-0.5", "--empty_ratio=-0.5: 0 or more, or -1"), ("--device=gpu", "--device=gpu: choose one of"),
     ("--head=Plain", "--head=Plain: choose one of drug, plain"), ("--task=nre", "--task=nre: choose"),
     ("--api_key_env=sk-abc123", "--api_key_env takes the NAME"), ("--teacher=gpt", "--teacher=gpt: choose one of"),
-    ("--json_mode=yes", "--json_mode=yes: choose one of true, false, schema"),
+    ("--json_mode=yes", "--json_mode=yes: expected true or false"),
     ("--max_cost=5", "--max_cost needs the prices"), ("--dry_run=true", "--dry_run=true is for --teacher=llm"),
     ("--task=ner", "--task=ner --dataset=ade: the ADE task reads"), ("--concurrency=0", "--concurrency=0: must be"),
     ("--cv=10 --cv_folds=0,10", "--cv_folds=0,10: fold numbers below --cv=10"),

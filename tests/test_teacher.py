@@ -27,7 +27,6 @@ def chat_reply(content, finish_reason="stop", usage=(100, 20)):
 def quick_retries(monkeypatch):
     monkeypatch.setattr(teacher, "MAX_RETRIES", teacher.MAX_RETRIES)  # restored after each test
     monkeypatch.setattr(teacher, "BACKOFF_S", 0.01)
-    monkeypatch.setattr(teacher, "BATCH_POLL_S", 0.01)
 
 
 def config(server, tmp_path, **kw):
@@ -163,21 +162,14 @@ def test_a_refused_sentence_fails_alone_and_a_rerun_asks_only_it(server, tmp_pat
     assert len(server.requests) == 7 and "Patient 3 " in server.requests[-1][3].decode()
 
 
-def test_json_schema_mode_sends_the_answer_schema_and_a_refusal_names_the_fallback(server, tmp_path):
+def test_json_mode_and_a_server_that_refuses_it(server, tmp_path):
     answer_pairs(server)
-    labels, _ = teacher.label_llm(SENTENCES[:1], config(server, tmp_path, json_mode="schema"), [])
-    response_format = json.loads(server.requests[0][3])["response_format"]
-    assert response_format["type"] == "json_schema" and response_format["json_schema"]["strict"] is True
-    schema = response_format["json_schema"]["schema"]
-    assert schema["required"] == ["pairs"] and schema["properties"]["pairs"]["items"]["required"] == \
-        ["drug", "adverse_event"]
-    assert len(labels[0]["pairs"]) == 1
-    server.handle = lambda h: server.reply(h, 400, '{"detail": "response_format: Input should be \'text\' or '
-                                                    '\'json_object\'"}')  # llama-cpp-python 0.3's answer
-    with pytest.raises(teacher.TeacherError, match="--json_mode=true"):
-        teacher.label_llm(SENTENCES[1:2], config(server, tmp_path, json_mode="schema"), [])
-    ner = teacher.answer_schema(["Chemical", "Disease"])["properties"]["entities"]
-    assert ner["required"] == ["Chemical", "Disease"]
+    teacher.label_llm(SENTENCES[:1], config(server, tmp_path), [])
+    teacher.label_llm(SENTENCES[1:2], config(server, tmp_path, json_mode=False), [])
+    assert [json.loads(body).get("response_format") for *_, body in server.requests] == [{"type": "json_object"}, None]
+    server.handle = lambda h: server.reply(h, 400, '{"detail": "response_format: Input should be \'text\'"}')
+    with pytest.raises(teacher.TeacherError, match="does not take this response_format: pass --json_mode=false"):
+        teacher.label_llm(SENTENCES[2:3], config(server, tmp_path), [])
 
 
 def test_dry_run_sends_nothing_and_estimates_the_cost(server, tmp_path, capsys):
@@ -204,54 +196,6 @@ def test_max_cost_stops_before_the_cap_and_a_rerun_goes_on(server, tmp_path):
     assert len(open(tmp_path / "cache.jsonl").readlines()) == 8
     labels, stats = teacher.label_llm(SENTENCES[:20], config(server, tmp_path, max_tokens=100), [])  # no cap
     assert len(server.requests) == 20 and stats["requests"] == 12 and len(labels) == 20
-
-
-def test_batch_api_uploads_polls_downloads_and_a_killed_run_resumes_its_batch(server, tmp_path):
-    uploaded, polls = [], {"fail": True, "n": 0}
-
-    def handle(h):
-        if (h.command, h.path) == ("POST", "/v1/files"):
-            assert b'name="purpose"' in h.body and b"batch" in h.body
-            uploaded.extend(json.loads(line) for line in h.body.decode().splitlines() if line.startswith("{"))
-            return server.reply(h, 200, '{"id": "file-in", "purpose": "batch"}')
-        if (h.command, h.path) == ("POST", "/v1/batches"):
-            assert json.loads(h.body) == {"input_file_id": "file-in", "endpoint": "/v1/chat/completions",
-                                          "completion_window": "24h"}
-            return server.reply(h, 200, '{"id": "batch_1", "status": "validating"}')
-        if h.path == "/v1/batches/batch_1":
-            polls["n"] += 1
-            if polls["fail"]:  # the first run dies while it waits
-                return server.reply(h, 503, "unavailable")
-            status = "in_progress" if polls["n"] % 2 else "completed"
-            return server.reply(h, 200, json.dumps({"id": "batch_1", "status": status, "output_file_id": "file-out",
-                                                    "error_file_id": "file-err",
-                                                    "request_counts": {"total": 5, "completed": 4, "failed": 1}}))
-        ok, bad = uploaded[:4], uploaded[4:]
-        lines = ([{"custom_id": u["custom_id"], "response": {"status_code": 200, "body": json.loads(chat_reply(
-                  '{"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]}'))}} for u in ok]
-                 if h.path == "/v1/files/file-out/content" else
-                 [{"custom_id": u["custom_id"], "response": {"status_code": 400, "body": {"error": "too long"}}}
-                  for u in bad])
-        server.reply(h, 200, "".join(json.dumps(line) + "\n" for line in lines))
-    server.handle = handle
-    teacher.MAX_RETRIES = 1  # restored by the test's end (see the fixture below)
-    cfg = config(server, tmp_path, batch_api=True, price_in=1.0, price_out=1.0)
-    with pytest.raises(teacher.TeacherError, match="503"):
-        teacher.label_llm(SENTENCES[:5], cfg, [])
-    state = json.load(open(cfg.cache + ".batch.json"))
-    assert state["batch_id"] == "batch_1" and len(uploaded) == 5
-    assert {(u["method"], u["url"], u["body"]["model"]) for u in uploaded} == {("POST", "/v1/chat/completions", "test-model")}
-
-    polls["fail"] = False
-    labels, stats = teacher.label_llm(SENTENCES[:5], cfg, [])
-    created = [(m, p) for m, p, _, _ in server.requests if m == "POST"]
-    assert created == [("POST", "/v1/files"), ("POST", "/v1/batches")]  # the same batch, never a second one
-    assert [len(r.get("pairs", [])) for r in labels] == [1, 1, 1, 1, 0] and "too long" in labels[4]["error"]
-    assert stats["refused"] == 1 and stats["cost_usd"] == 4 * 120 / 2 / 1e6  # the batch price: half
-    assert not os.path.exists(cfg.cache + ".batch.json")
-    n = len(server.requests)
-    teacher.label_llm(SENTENCES[:4], cfg, [])  # all cached now: nothing is sent
-    assert len(server.requests) == n
 
 
 def test_slow_server_times_out_and_is_retried(server, tmp_path):
