@@ -126,8 +126,9 @@ def run(cfg, splits):
     student, tokenizer, meta = load_trained(os.path.join(cfg.out_dir, "student"), device)
     dtype = choose_precision(device, cfg.amp)[0]
     if cfg.start_cost < 0:
-        floor = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, scored_labels)[0]["lenient"][
-            "precision"] if precision_rule(cfg) else None
+        teacher_dev = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, scored_labels)[0] \
+            if precision_rule(cfg) else None
+        floor = teacher_dev and teacher_dev["lenient"]["precision"]
         meta["start_cost"] = choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, floor)
         data.write_atomic(os.path.join(cfg.out_dir, "student", "student.json"), json.dumps(meta, indent=2))
     test = splits["test+neg" if cfg.task == "ade" else "test"]  # holds every gold set
@@ -456,62 +457,61 @@ def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=Non
     return outs[0] if costs is None else outs
 
 
-def log_softmax(logits, start_cost=0.0):
-    """(..., T, C) logits -> numpy log-probabilities in fp32 for the decoder, with `start_cost` subtracted
-    from every B tag's (O=0, B-k=1+2k): a span pays it once, so a positive cost drops unsure spans whole
-    instead of cutting them short."""
-    log_probs = torch.log_softmax(logits.float(), -1)
-    log_probs[..., 1::2] -= start_cost
-    return log_probs.cpu().numpy()
+def log_softmax(logits):
+    """(..., T, C) logits -> numpy log-probabilities in fp32, for the decoder."""
+    return torch.log_softmax(logits.float(), -1).cpu().numpy()
 
 
 def ner_fields(student, input_ids, mask, encodings, texts, meta, costs, given_drugs=None):
-    """The plain head's spans -> entities; for the ADE ablation, every ADE paired with every drug. -> one
-    list of fields per sentence, per start cost."""
-    logits = student(input_ids, mask)  # (B, T, 2K+1)
+    """The plain head's spans -> entities; for the ADE ablation, every ADE paired with every drug (the
+    pair's confidence: the product of its spans'). -> one list of fields per sentence, per start cost."""
+    log_probs = log_softmax(student(input_ids, mask))  # (B, T, 2K+1)
     by_cost = []
     for cost in costs:
         rows = []
-        for enc, text, log_probs in zip(encodings, texts, log_softmax(logits, cost)):
-            spans = data.decode_spans(enc, log_probs)
+        for text, spans in zip(texts, model.decode_batch(encodings, log_probs, cost)):
             if meta["task"] == "ner":
-                rows.append({"entities": [{"span": [s, e], "type": meta["types"][k], "text": text[s:e]}
-                                          for s, e, k in spans]})
+                rows.append({"entities": [{"span": [s, e], "type": meta["types"][k], "text": text[s:e],
+                                           "confidence": round(p, 4)} for s, e, k, p in spans]})
             else:
-                drugs, ades = ([s[:2] for s in spans if s[2] == k] for k in (0, 1))
-                rows.append({"pairs": [pair(text, d, a) for d in drugs for a in ades]})
+                drugs, ades = ([(s[:2], s[3]) for s in spans if s[2] == k] for k in (0, 1))
+                rows.append({"pairs": [pair(text, d, a, pd * pa) for d, pd in drugs for a, pa in ades]})
         by_cost.append(rows)
     return by_cost
 
 
 def ade_fields(student, input_ids, mask, encodings, texts, meta, costs, given_drugs=None):
     """The encoder once -> per start cost: the drug head's spans (or the given ones) -> drug entities (all
-    mentions of one drug string) -> the ADE head once for all of them -> pairs."""
+    mentions of one drug string) -> the ADE head once for all of them -> pairs, each with the confidence
+    of its drug (its best mention's; 1 for a given drug) times that of its event given the drug."""
     hidden = student.encoder(input_ids, mask)  # (B, T, D)
+    drug_log_probs = log_softmax(student.drug_head(hidden))
     by_cost = []
     for cost in costs:
-        drug_log_probs = log_softmax(student.drug_head(hidden), cost)
-        drugs = []  # (row in the batch, all mentions of one drug)
-        for row, (enc, text) in enumerate(zip(encodings, texts)):
-            spans = given_drugs[row] if given_drugs else \
-                [span[:2] for span in data.decode_spans(enc, drug_log_probs[row])]
-            drugs += [(row, mentions) for mentions in data.drug_entities(text, spans).values()]
+        drugs = []  # (row in the batch, all mentions of one drug, its confidence)
+        decoded = [[(s, e, 0, 1.0) for s, e in spans] for spans in given_drugs] if given_drugs else \
+            model.decode_batch(encodings, drug_log_probs, cost)
+        for row, (text, spans) in enumerate(zip(texts, decoded)):
+            for key, mentions in data.drug_entities(text, [span[:2] for span in spans]).items():
+                drugs.append((row, mentions, max(p for s, e, _, p in spans if text[s:e].lower() == key)))
         token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
-        for m, (row, mentions) in enumerate(drugs):
+        for m, (row, mentions, _) in enumerate(drugs):
             token_mask[m, data.token_mask(encodings[row], mentions)] = 1.0
-        sentence = torch.tensor([row for row, _ in drugs], dtype=torch.long, device=hidden.device)
+        sentence = torch.tensor([row for row, _, _ in drugs], dtype=torch.long, device=hidden.device)
         ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
         rows = [{"pairs": []} for _ in encodings]
-        for (row, mentions), log_probs in zip(drugs, log_softmax(ade_logits, cost)):
-            rows[row]["pairs"] += [pair(texts[row], mentions[0], (s, e)) for s, e, _ in
-                                   data.decode_spans(encodings[row], log_probs)]
+        events = model.decode_batch([encodings[row] for row, _, _ in drugs], log_softmax(ade_logits), cost)
+        for (row, mentions, drug_p), spans in zip(drugs, events):
+            rows[row]["pairs"] += [pair(texts[row], mentions[0], (s, e), drug_p * p) for s, e, _, p in spans]
         by_cost.append(rows)
     return by_cost
 
 
-def pair(text, drug, ade):
+def pair(text, drug, ade, confidence):
+    """A predicted pair; its confidence to 4 decimals (the encoder's last bits vary with the rows beside a
+    sentence in a batch, and so do the confidences' last digits)."""
     return {"drug": list(drug), "ade": list(ade), "drug_text": text[slice(*drug)],
-            "ade_text": text[slice(*ade)]}
+            "ade_text": text[slice(*ade)], "confidence": round(confidence, 4)}
 
 
 def score_rows(system, cfg, gold_sets, predicted, bootstrap=0):

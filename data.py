@@ -408,49 +408,6 @@ def spans_to_bio(enc, spans):
     return labels, off_boundary, past_cut
 
 
-def viterbi_bio(log_probs):
-    """(T, 2K+1) log-probabilities -> the most probable tag sequence in which every I-k follows B-k or I-k
-    (never O, another type, or the start). Tags: O=0, B-k=1+2k, I-k=2+2k. Plain Python lists: for a
-    handful of tags they are 2x faster than numpy's per-step calls."""
-    C = log_probs.shape[1]
-    inside = [c > 0 and c % 2 == 0 for c in range(C)]
-    sources = [[p for p in range(C) if not inside[c] or p in (c - 1, c)] for c in range(C)]  # may precede c
-    rows = log_probs.tolist()
-    score = [-np.inf if inside[c] else rows[0][c] for c in range(C)]  # the best path ending in each tag
-    back = []
-    for row in rows[1:]:
-        best = [max(sources[c], key=score.__getitem__) for c in range(C)]  # the first best on ties, as argmax
-        back.append(best)
-        score = [score[b] + x for b, x in zip(best, row)]
-    tags = [max(range(C), key=score.__getitem__)]
-    for best in reversed(back):
-        tags.append(best[tags[-1]])
-    return tags[::-1]
-
-
-def decode_spans(enc, log_probs):
-    """Log-probabilities (T_padded, 2K+1) of one encoded sentence -> [(start, end, type_index)] of whole
-    words. A word takes one tag: its score for B-k is that of B-k on its first sub-word and I-k on the
-    others (as training labels it), for I-k and O that of the tag on every sub-word; BIO-constrained
-    Viterbi then runs over the words. So spans never start or end inside a word, nor overlap."""
-    tokens = [i for i, w in enumerate(enc["words"]) if w is not None]  # not [CLS], [SEP], padding
-    words = [enc["words"][i] for i in tokens]
-    starts = [n for n in range(len(tokens)) if n == 0 or words[n] != words[n - 1]]  # words' first sub-words
-    if not tokens:
-        return []
-    real = log_probs[tokens]  # (sub-words, C)
-    word_scores = np.add.reduceat(real, starts, axis=0)  # (words, C): the tag on every sub-word
-    word_scores[:, 1::2] = word_scores[:, 2::2] + real[starts, 1::2] - real[starts, 2::2]  # B-k, then I-k
-    spans = []
-    for s, e, tag in zip(starts, starts[1:] + [len(tokens)], viterbi_bio(word_scores)):
-        start, end = enc["offsets"][tokens[s]][0], enc["offsets"][tokens[e - 1]][1]
-        if tag % 2 == 1:  # B-k opens a span
-            spans.append([start, end, (tag - 1) // 2])
-        elif tag:  # I-k extends it: Viterbi puts it only after B-k or I-k
-            spans[-1][1] = end
-    return [tuple(span) for span in spans]
-
-
 def token_mask(enc, spans):
     """Indices of the tokens that overlap any of `spans` (the sub-words a drug vector averages)."""
     return [i for i, ((s, e), w) in enumerate(zip(enc["offsets"], enc["words"]))

@@ -7,6 +7,8 @@
   head, and an ADE BIO head conditioned on each drug by concatenating the drug's mean-pooled vector
   to every token's state. The encoder runs once per sentence; the ADE head fans out over drugs.
 - `NerModel`: one BIO head over K entity types (Vedula et al. 2024; the architecture ablation).
+- `decode_batch`: a head's BIO log-probabilities -> whole-word spans by constrained Viterbi, each with its
+  marginal probability (forward-backward over the same lattice), a batch at a time.
 
 Imports nothing from the project, so it can be copied alone. `python model.py convert DIR` turns a
 directory's `pytorch_model.bin` into `model.safetensors`.
@@ -20,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -396,6 +399,109 @@ class NerModel(nn.Module):
 
     def loss(self, batch):
         return bio_loss(self(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+
+
+# ----------------------------------------------------------------------------- decoding the heads' BIO tags
+
+def word_scores(enc, log_probs):
+    """Log-probabilities (T_padded, 2K+1) of one encoded sentence -> (its words' scores (W, 2K+1), each
+    word's [start, end)). A word takes one tag: its score for B-k is that of B-k on its first sub-word and
+    I-k on the others (as training labels it), for I-k and O that of the tag on every sub-word."""
+    tokens = [i for i, w in enumerate(enc["words"]) if w is not None]  # not [CLS], [SEP], padding
+    if not tokens:
+        return np.zeros((0, log_probs.shape[-1]), dtype=log_probs.dtype), []
+    words = [enc["words"][i] for i in tokens]
+    starts = [n for n in range(len(tokens)) if n == 0 or words[n] != words[n - 1]]  # words' first sub-words
+    real = log_probs[tokens]  # (sub-words, C)
+    scores = np.add.reduceat(real, starts, axis=0)  # (words, C): the tag on every sub-word
+    scores[:, 1::2] = scores[:, 2::2] + real[starts, 1::2] - real[starts, 2::2]  # B-k, then I-k
+    ends = starts[1:] + [len(tokens)]
+    offsets = enc["offsets"]
+    return scores, [(offsets[tokens[s]][0], offsets[tokens[e - 1]][1]) for s, e in zip(starts, ends)]
+
+
+def bio_lattice(n_tags):
+    """Tags O=0, B-k=1+2k, I-k=2+2k -> (log-weights (C, C): 0 where tag c may follow tag p, -inf where not,
+    since I-k follows only B-k or I-k; log-weights (C,) of the tags that may open a sentence)."""
+    inside = np.array([c > 0 and c % 2 == 0 for c in range(n_tags)])
+    follows = np.array([[not inside[c] or p in (c - 1, c) for c in range(n_tags)] for p in range(n_tags)])
+    return np.where(follows, 0.0, -np.inf), np.where(inside, -np.inf, 0.0)
+
+
+def viterbi(scores, lengths):
+    """Word scores (B, W, C) of B sentences of `lengths` words -> (B, W) the most probable tag sequence of
+    each in the BIO lattice (on ties the first tag, as argmax), one numpy step a word for the whole batch."""
+    B, W, C = scores.shape
+    follows, opening = bio_lattice(C)
+    best = scores[:, 0] + opening  # (B, C): the best path ending in each tag
+    back = np.zeros((B, W, C), dtype=np.int64)
+    for t in range(1, W):
+        candidates = best[:, :, None] + follows  # (B, previous tag, tag)
+        back[:, t] = candidates.argmax(1)
+        best = np.where((t < lengths)[:, None], candidates.max(1) + scores[:, t], best)
+    rows = np.arange(B)
+    tags = np.zeros((B, W), dtype=np.int64)
+    tags[rows, np.maximum(lengths - 1, 0)] = best.argmax(1)
+    for t in range(W - 1, 0, -1):
+        tags[:, t - 1] = np.where(t < lengths, back[rows, t, tags[:, t]], tags[:, t - 1])
+    return tags
+
+
+def logsumexp(x, axis):
+    top = x.max(axis, keepdims=True)  # finite: O may follow and open anything
+    return (top + np.log(np.exp(x - top).sum(axis, keepdims=True))).squeeze(axis)
+
+
+def span_probabilities(scores, lengths, spans):
+    """Word scores (B, W, C), spans: per sentence [(first word i, last word j, type k)] -> per sentence the
+    marginal probability of each span in the BIO lattice: the summed weight (exp of the summed word scores)
+    of every allowed tag sequence with B-k at i, I-k up to j and no I-k after it, over that of all allowed
+    sequences. Forward-backward, batched."""
+    B, W, C = scores.shape
+    follows, opening = bio_lattice(C)
+    alpha = np.zeros((B, W, C))  # log-weight of the paths over words 0..t ending in each tag
+    alpha[:, 0] = scores[:, 0] + opening
+    for t in range(1, W):
+        alpha[:, t] = logsumexp(alpha[:, t - 1, :, None] + follows, 1) + scores[:, t]
+    beta = np.zeros((B, W, C))  # log-weight of the continuations after word t, from each tag
+    for t in range(W - 2, -1, -1):
+        after = logsumexp(follows + (scores[:, t + 1] + beta[:, t + 1])[:, None, :], 2)
+        beta[:, t] = np.where((t + 1 < lengths)[:, None], after, 0.0)
+    log_z = logsumexp(alpha[np.arange(B), np.maximum(lengths - 1, 0)], 1)
+    # after a span, the next word's tag is O or any B: a span closes there
+    opens = np.concatenate([scores[..., :1] + beta[..., :1], scores[..., 1::2] + beta[..., 1::2]], 2)
+    closing = logsumexp(opens, 2)  # (B, W)
+    return [[float(np.exp(alpha[b, i, 1 + 2 * k] + scores[b, i + 1:j + 1, 2 + 2 * k].sum() - log_z[b] +
+                          (closing[b, j + 1] if j + 1 < lengths[b] else 0.0))) for i, j, k in sentence_spans]
+            for b, sentence_spans in enumerate(spans)]
+
+
+def decode_batch(encodings, log_probs, start_cost=0.0):
+    """Log-probabilities (B, T_padded, 2K+1) of B encoded sentences -> per sentence [(start, end, type_index,
+    confidence)] of whole words, by BIO-constrained Viterbi over the words (so spans never start or end
+    inside a word, nor overlap) with `start_cost` subtracted from every B tag (a span pays it once: a positive
+    cost drops unsure spans whole); a span's confidence is its marginal probability in the lattice of the
+    model's own scores (no cost)."""
+    tilted = log_probs.copy()
+    tilted[..., 1::2] -= start_cost
+    sentences = [word_scores(enc, lp) for enc, lp in zip(encodings, tilted)]
+    lengths = np.array([len(words) for _, words in sentences], dtype=np.int64)
+    padded = np.zeros((2, len(sentences), max(1, int(lengths.max(initial=0))), log_probs.shape[-1]))
+    for b, (enc, lp, (scores, _)) in enumerate(zip(encodings, log_probs, sentences)):
+        padded[0, b, :len(scores)], padded[1, b, :len(scores)] = scores, word_scores(enc, lp)[0]
+    tags = viterbi(padded[0], lengths)
+    word_spans = []  # per sentence [[first word, last word, type]]
+    for b, n in enumerate(lengths):
+        found = []
+        for w, tag in enumerate(tags[b, :n].tolist()):
+            if tag % 2 == 1:  # B-k opens a span
+                found.append([w, w, (tag - 1) // 2])
+            elif tag:  # I-k extends it: Viterbi puts it only after B-k or I-k
+                found[-1][1] = w
+        word_spans.append(found)
+    confidences = span_probabilities(padded[1], lengths, word_spans)
+    return [[(words[i][0], words[j][1], k, p) for (i, j, k), p in zip(found, probs)]
+            for (_, words), found, probs in zip(sentences, word_spans, confidences)]
 
 
 def saved_dir(path):

@@ -314,7 +314,8 @@ def request_body(text, cfg, shots, types=None):
 def cost_usd(cfg, usage):
     """The price of `usage` ({"prompt_tokens", "completion_tokens"}) at --price_in / --price_out per million
     tokens."""
-    return (usage.get("prompt_tokens", 0) * cfg.price_in + usage.get("completion_tokens", 0) * cfg.price_out) / 1e6
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    return (prompt * cfg.price_in + completion * cfg.price_out) / 1e6
 
 
 def estimate_usage(bodies, completion_tokens):

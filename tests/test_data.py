@@ -1,8 +1,10 @@
 import hashlib
+import itertools
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import data
@@ -66,25 +68,62 @@ def test_ten_folds_by_pubmed_id(data_dir):
     assert sorted(tested) == sorted(r["id"] for r in positives)  # each sentence tested exactly once
 
 
+def viterbi_bio(scores):
+    """One sentence's word scores (W, C) -> its tags, through the batched decoder."""
+    return model.viterbi(np.asarray(scores, dtype=float)[None], np.array([len(scores)]))[0].tolist()
+
+
+def decode_spans(enc, log_probs):
+    """One encoded sentence's log-probabilities (T, C) -> [(start, end, type)], through the batched decoder."""
+    return [span[:3] for span in model.decode_batch([enc], np.asarray(log_probs)[None])[0]]
+
+
 def test_constrained_decoding_where_argmax_breaks_bio():
-    import numpy as np
     # 3 tokens, tags O, B, I. argmax reads I O I (two orphan I's); the best legal path is B I I:
     # 0.1 * 0.3 * 0.7 = 0.021 beats O O O (0.012), O B I (0.007) and every other legal path.
     probs = np.array([[0.1, 0.1, 0.8], [0.6, 0.1, 0.3], [0.2, 0.1, 0.7]])
     assert probs.argmax(1).tolist() == [2, 0, 2]
-    assert data.viterbi_bio(np.log(probs)) == [1, 2, 2]
+    assert viterbi_bio(np.log(probs)) == [1, 2, 2]
     # two types (O, B-0, I-0, B-1, I-1): I-1 may not follow B-0, so B-0 I-1 becomes B-0 I-0 (0.5*0.4=.2)
     # rather than B-1 I-1 (0.3 * 0.45 = .135) or B-0 B-1 (0.5 * 0.05)
     probs = np.array([[0.05, 0.5, 0.1, 0.3, 0.05], [0.05, 0.05, 0.4, 0.05, 0.45]])
     assert probs.argmax(1).tolist() == [1, 4]
-    assert data.viterbi_bio(np.log(probs)) == [1, 2]
+    assert viterbi_bio(np.log(probs)) == [1, 2]
     # a legal argmax is left alone
     probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])
-    assert data.viterbi_bio(np.log(probs)) == [0, 1, 2, 1]
+    assert viterbi_bio(np.log(probs)) == [0, 1, 2, 1]
+
+
+def every_tag_sequence(W, C):
+    """All BIO-allowed tag sequences of W words over C = 2K+1 tags (I-k only after B-k or I-k)."""
+    inside = lambda c: c > 0 and c % 2 == 0  # noqa: E731
+    return [seq for seq in itertools.product(range(C), repeat=W)
+            if all(not inside(c) or (t > 0 and seq[t - 1] in (c - 1, c)) for t, c in enumerate(seq))]
+
+
+def test_span_confidence_is_the_sum_over_every_allowed_tag_sequence():
+    """Hand-made scores of a 4-word sentence with two types: the marginal of every possible span, against
+    the enumeration of all 5^4 tag sequences (those the lattice allows, each weighted by exp(summed scores))."""
+    W, C = 4, 5
+    scores = np.random.default_rng(0).normal(size=(W, C)) * 2
+    weights = {seq: np.exp(sum(scores[t, c] for t, c in enumerate(seq))) for seq in every_tag_sequence(W, C)}
+    holds = lambda seq, i, j, k: (seq[i] == 1 + 2 * k and all(seq[t] == 2 + 2 * k for t in range(i + 1, j + 1))  # noqa
+                                  and (j + 1 == W or seq[j + 1] != 2 + 2 * k))
+    spans = [(i, j, k) for i in range(W) for j in range(i, W) for k in range(2)]
+    expected = [sum(w for seq, w in weights.items() if holds(seq, i, j, k)) / sum(weights.values())
+                for i, j, k in spans]
+    # the sentence alone, and padded to 7 words beside a longer one in a batch
+    alone = model.span_probabilities(scores[None], np.array([W]), [spans])[0]
+    batch = np.random.default_rng(1).normal(size=(2, 7, C))
+    batch[1, :W] = scores
+    padded = model.span_probabilities(batch, np.array([7, W]), [[], spans])[1]
+    assert np.allclose(alone, expected, atol=1e-6) and np.allclose(padded, expected, atol=1e-6)
+    # Viterbi's path is the heaviest allowed sequence
+    assert viterbi_bio(scores) == list(max(weights, key=weights.get))
+    assert model.viterbi(batch, np.array([7, W]))[1, :W].tolist() == list(max(weights, key=weights.get))
 
 
 def test_decode_spans_skips_special_tokens_and_decodes_whole_words(minilm_dir):
-    import numpy as np
     tokenizer = model.load_tokenizer(minilm_dir)
     text = "Recombinant interferon-alpha caused fever."
     enc = data.encode(tokenizer, [text], 128)[0]
@@ -96,7 +135,7 @@ def test_decode_spans_skips_special_tokens_and_decodes_whole_words(minilm_dir):
     for i in range(first + 1, last + 1):
         log_probs[i] = np.log([0.1, 0.1, 0.8])
     log_probs[0] = log_probs[-1] = np.log([0.0001, 0.0001, 0.9998])  # [CLS] and padding: ignored
-    assert data.decode_spans(enc, log_probs) == [(0, len("Recombinant interferon-alpha"), 0)]
+    assert decode_spans(enc, log_probs) == [(0, len("Recombinant interferon-alpha"), 0)]
 
 
 def test_a_word_takes_one_tag_so_spans_never_overlap(minilm_dir):
@@ -104,7 +143,6 @@ def test_a_word_takes_one_tag_so_spans_never_overlap(minilm_dir):
     two entities on one word: B-Chemical on "ne", B-Disease on "##ph" of "nephrogenic" -> two spans [16, 27)
     of different types, and "##rogen" B-Disease opening a nested one. Decoded by words, the word takes the
     tag whose every sub-word agrees best: one span, one type."""
-    import numpy as np
     tokenizer = model.load_tokenizer(minilm_dir)
     text = "Lithium-induced nephrogenic diabetes insipidus."
     enc = data.encode(tokenizer, [text], 128)[0]
@@ -115,17 +153,16 @@ def test_a_word_takes_one_tag_so_spans_never_overlap(minilm_dir):
     log_probs[5] = np.log([0.05, 0.05, 0.05, 0.6, 0.25])  # "##ph": B-Disease
     log_probs[6] = np.log([0.05, 0.05, 0.05, 0.45, 0.4])  # "##rogen": B-Disease
     log_probs[7] = np.log([0.05, 0.05, 0.05, 0.05, 0.8])  # "##ic": I-Disease
-    per_sub_word = data.viterbi_bio(log_probs[1:-1])  # the old way: tag sub-words, then widen to words
+    per_sub_word = viterbi_bio(log_probs[1:-1])  # the old way: tag sub-words, then widen to words
     assert per_sub_word[3:7] == [1, 3, 3, 4], "this case is the one where sub-word tags disagree in a word"
-    assert data.decode_spans(enc, log_probs) == [(16, 27, 1)]  # B-Disease on ne, I-Disease on the rest
-    spans = data.decode_spans(enc, np.log(np.random.default_rng(0).dirichlet(np.ones(5), len(enc["ids"]))))
+    assert decode_spans(enc, log_probs) == [(16, 27, 1)]  # B-Disease on ne, I-Disease on the rest
+    spans = decode_spans(enc, np.log(np.random.default_rng(0).dirichlet(np.ones(5), len(enc["ids"]))))
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "spans of one head never overlap"
 
 
 def test_spans_round_trip_through_bio_on_the_whole_corpus(ade_splits, minilm_dir):
     """Gold spans -> sub-word BIO labels -> (as sure log-probabilities) the decoder -> every span that lies
     on token boundaries comes back."""
-    import numpy as np
     tokenizer = model.load_tokenizer(minilm_dir)
     records = ade_splits["train"] + ade_splits["dev"] + ade_splits["test"]
     lost, off_boundary, total = 0, 0, 0
@@ -136,7 +173,7 @@ def test_spans_round_trip_through_bio_on_the_whole_corpus(ade_splits, minilm_dir
         for spans in heads:
             labels, off, _ = data.spans_to_bio(enc, [(s, e, 0) for s, e in spans])
             log_probs = np.log(np.eye(3)[np.maximum(labels, 0)] * 0.98 + 0.01)
-            back = {(s, e) for s, e, _ in data.decode_spans(enc, log_probs)}
+            back = {(s, e) for s, e, _ in decode_spans(enc, log_probs)}
             total += len(spans)
             off_boundary += off
             # overlapping spans of one head cannot both be tagged: not a round-trip failure
@@ -148,16 +185,15 @@ def test_spans_round_trip_through_bio_on_the_whole_corpus(ade_splits, minilm_dir
 
 
 def test_decoding_widens_to_words_and_never_opens_with_inside(minilm_dir):
-    import numpy as np
     tokenizer = model.load_tokenizer(minilm_dir)
     text = "Lithium-induced nephrogenic diabetes insipidus."
     enc = data.encode(tokenizer, [text], 128)[0]
     # tokens: [CLS] lithium - induced ne ##ph ##rogen ##ic diabetes ins ##ip ##id ##us . [SEP]
     sure = lambda tags: np.log(np.eye(3)[tags] * 0.97 + 0.01)  # noqa: E731
-    assert data.decode_spans(enc, sure([0, 1, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0])) == [(0, 7, 0), (16, 46, 0)]
+    assert decode_spans(enc, sure([0, 1, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0])) == [(0, 7, 0), (16, 46, 0)]
     orphan = sure([0] * 15)
     orphan[1] = np.log([0.1, 0.3, 0.6])  # I on "lithium" is most likely, but may not open a span: B it is
-    assert data.decode_spans(enc, orphan) == [(0, 7, 0)]
+    assert decode_spans(enc, orphan) == [(0, 7, 0)]
     labels, off, past_cut = data.spans_to_bio(enc, [(16, 46, 1)])
     assert labels == [-100, 0, 0, 0, 3, 4, 4, 4, 4, 4, 4, 4, 4, 0, -100] and off == past_cut == 0
 
@@ -185,9 +221,8 @@ def test_ade_example_and_collate(minilm_dir):
     aspirin = example["drugs"][0]["tokens"]
     pooled = "".join(text[slice(*enc[0]["offsets"][i])] for i in aspirin)
     assert pooled == "Aspirinaspirin", "the sub-words of both mentions are pooled"
-    import numpy as np
     sure = np.log(np.eye(3)[np.maximum(example["labels"], 0)] * 0.97 + 0.01)
-    assert data.decode_spans(enc[0], sure) == [(0, 7, 0), (30, 37, 0), (49, 56, 0)]
+    assert decode_spans(enc[0], sure) == [(0, 7, 0), (30, 37, 0), (49, 56, 0)]
     batch = data.collate([example, data.ade_example(enc[1], {"text": "Heparin.", "pairs": []})])
     T = -(-len(enc[0]["ids"]) // 8) * 8  # padded to a multiple of 8
     assert batch["input_ids"].shape == (2, T) and batch["attention_mask"][1].sum() == len(enc[1]["ids"])
