@@ -50,6 +50,9 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     given_drugs: bool = False  # score the ADE head on the gold drug spans instead of the drug head's
     max_len: int = 128  # tokens; longer sentences are cut (and counted)
     start_cost: float = -1.0  # subtracted from each B tag's log-probability: a span pays it once (-1: chosen)
+    min_confidence: float = 0.0  # drop predicted pairs and entities whose calibrated confidence is lower
+    target_precision: float = 0.0  # > 0: a run sets --min_confidence on dev+neg to reach this lenient
+    #                                precision
     # training
     epochs: int = 2
     max_steps: int = 0  # a cap on optimizer steps (0 = none)
@@ -130,10 +133,15 @@ def run(cfg, splits):
             if precision_rule(cfg) else None
         floor = teacher_dev and teacher_dev["lenient"]["precision"]
         meta["start_cost"] = choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, floor)
-        data.write_atomic(os.path.join(cfg.out_dir, "student", "student.json"), json.dumps(meta, indent=2))
+    calibrate(student, tokenizer, meta, splits, cfg, dtype)
+    data.write_atomic(os.path.join(cfg.out_dir, "student", "student.json"), json.dumps(meta, indent=2))
     test = splits["test+neg" if cfg.task == "ade" else "test"]  # holds every gold set
-    predictions = predict(student, tokenizer, test, meta, dtype, given=test if cfg.given_drugs else None)
+    raw = predict(student, tokenizer, test, meta, dtype, given=test if cfg.given_drugs else None, raw=True)
+    predictions = calibrated(raw, meta)
     rows += score_rows("student", cfg, gold_sets, predictions, BOOTSTRAP)
+    closest = "test+neg" if "test+neg" in gold_sets else "test"  # the split closest to real text
+    next(r for r in rows if (r["system"], r["split"]) == ("student", closest))["confidence"] = \
+        confidence_rows(gold_sets[closest], raw, meta, cfg)
     test_ids = {r["id"] for r in splits["test"]}
     data.write_jsonl_file([p for p in predictions if p["id"] in test_ids],
                           os.path.join(cfg.out_dir, "test_predictions.jsonl"))
@@ -421,15 +429,19 @@ def load_trained(path, device="cpu"):
     for candidate in (model.saved_dir(path), model.saved_dir(os.path.join(path, "student"))):
         if os.path.exists(os.path.join(candidate, "student.json")):
             student, meta = model.load_student(candidate)
+            if "calibration" not in meta:
+                print(f"note: {candidate} was saved without a calibration: its confidences are the model's "
+                      "own marginals", file=sys.stderr)
             return student.to(device), model.load_tokenizer(candidate), meta
     raise FileNotFoundError(f"{path} holds no trained student (student/student.json); train one first: "
                             f"python ade_distill.py --out_dir={path}")
 
 
 @torch.no_grad()
-def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=None):
+def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=None, raw=False):
     """Records ({"id", "text"}) -> records with predicted "pairs" (ADE) or "entities" (NER), each span with
-    its text; one encoder pass per sentence. `given`: records aligned with `records` whose drug spans
+    its text and confidence (calibrated, under meta["min_confidence"] dropped; the model's own marginals
+    with `raw`); one encoder pass per sentence. `given`: records aligned with `records` whose drug spans
     replace the drug head's (--given_drugs). `costs`: decode the same pass once per start cost -> one
     list of records per cost (else at meta["start_cost"])."""
     student.eval()
@@ -454,7 +466,26 @@ def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=Non
             for out, fields in zip(outs, by_cost):
                 for i, row in zip(ids, fields):
                     out[i].update(row)
+    outs = outs if raw else [calibrated(out, meta) for out in outs]
     return outs[0] if costs is None else outs
+
+
+def calibrated(records, meta):
+    """Records with the model's own confidences -> the saved calibration applied (Platt scaling,
+    sigmoid(a logit(c) + b): a monotone map, so the ranking stays), units below meta["min_confidence"]
+    dropped, confidences to 4 decimals (the encoder's last bits vary with the rows beside a sentence)."""
+    a, b = meta.get("calibration") or (1.0, 0.0)
+    key = "entities" if meta["task"] == "ner" else "pairs"
+    out = []
+    for r in records:
+        units = [{**u, "confidence": round(float(platt(u["confidence"], a, b)), 4)} for u in r[key]]
+        out.append({**r, key: [u for u in units if u["confidence"] >= meta.get("min_confidence", 0.0)]})
+    return out
+
+
+def platt(confidence, a, b):
+    logit = np.log(np.clip(confidence, 1e-6, 1 - 1e-6) / (1 - np.clip(confidence, 1e-6, 1 - 1e-6)))
+    return 1 / (1 + np.exp(-np.clip(a * logit + b, -30, 30)))
 
 
 def log_softmax(logits):
@@ -472,7 +503,7 @@ def ner_fields(student, input_ids, mask, encodings, texts, meta, costs, given_dr
         for text, spans in zip(texts, model.decode_batch(encodings, log_probs, cost)):
             if meta["task"] == "ner":
                 rows.append({"entities": [{"span": [s, e], "type": meta["types"][k], "text": text[s:e],
-                                           "confidence": round(p, 4)} for s, e, k, p in spans]})
+                                           "confidence": p} for s, e, k, p in spans]})
             else:
                 drugs, ades = ([(s[:2], s[3]) for s in spans if s[2] == k] for k in (0, 1))
                 rows.append({"pairs": [pair(text, d, a, pd * pa) for d, pd in drugs for a, pa in ades]})
@@ -508,10 +539,8 @@ def ade_fields(student, input_ids, mask, encodings, texts, meta, costs, given_dr
 
 
 def pair(text, drug, ade, confidence):
-    """A predicted pair; its confidence to 4 decimals (the encoder's last bits vary with the rows beside a
-    sentence in a batch, and so do the confidences' last digits)."""
     return {"drug": list(drug), "ade": list(ade), "drug_text": text[slice(*drug)],
-            "ade_text": text[slice(*ade)], "confidence": round(confidence, 4)}
+            "ade_text": text[slice(*ade)], "confidence": confidence}
 
 
 def score_rows(system, cfg, gold_sets, predicted, bootstrap=0):
@@ -557,6 +586,86 @@ def best_at_precision(scores, precisions, floor):
               file=sys.stderr)
         return int(np.argmax(scores))
     return int(np.argmax([s if p >= floor else -np.inf for s, p in zip(scores, precisions)]))
+
+
+def calibrate(student, tokenizer, meta, splits, cfg, dtype):
+    """After the start cost: fit the calibration on dev+neg (dev for NER; dev+neg holds the ADE-free
+    sentences real text is full of), a unit counting as correct where it overlaps a gold one (lenient),
+    and with --target_precision choose the lowest --min_confidence (a step of 0.01) whose lenient precision
+    on dev+neg reaches it. Both go into meta."""
+    name = "dev+neg" if cfg.task == "ade" else "dev"
+    raw = predict(student, tokenizer, splits[name], meta, dtype, raw=True)
+    confidences, correct = confidence_and_correct(splits[name], raw, meta)
+    meta["calibration"] = fit_platt(confidences, correct)
+    meta["min_confidence"] = cfg.min_confidence
+    if cfg.target_precision:
+        grid = np.round(np.arange(0, 1, 0.01), 2)
+        lenient = {t: at_threshold(splits[name], raw, meta, cfg, t) for t in grid}
+        reached = [t for t, m in lenient.items() if m["precision"] >= cfg.target_precision]
+        if not reached:
+            best = max(lenient, key=lambda t: lenient[t]["precision"])
+            print(f"note: no threshold reaches --target_precision={cfg.target_precision:g} on {name} (at "
+                  f"most {lenient[best]['precision']:.4f}, at {best:g}): --min_confidence stays "
+                  f"{cfg.min_confidence:g}", file=sys.stderr)
+        else:
+            meta["min_confidence"], chosen = float(reached[0]), lenient[reached[0]]
+            print(f"--min_confidence={reached[0]:g}: lenient precision {chosen['precision']:.4f}, recall "
+                  f"{chosen['recall']:.4f} on {name}", file=sys.stderr)
+
+
+def at_threshold(gold, raw, meta, cfg, threshold):
+    """The lenient figures of the predictions `raw` (the model's own confidences) calibrated by meta and
+    kept from `threshold` up."""
+    kept = calibrated(raw, {**meta, "min_confidence": threshold})
+    return score_rows("student", cfg, {"": gold}, kept)[0]["lenient"]
+
+
+def confidence_and_correct(gold, predicted, meta):
+    """-> the confidence of each predicted pair (entity), and whether it overlaps a gold one (lenient)."""
+    level = "entities" if meta["task"] == "ner" else "pairs"
+    gold_units = {r["id"]: evaluate.units(r, level) for r in gold}
+    confidences, correct = [], []
+    for r in predicted:
+        for u in r[level]:
+            [unit] = evaluate.units({"text": r["text"], level: [u]}, level)
+            confidences.append(u["confidence"])
+            correct.append(any(evaluate.overlaps(unit, g) for g in gold_units[r["id"]]))
+    return np.array(confidences), np.array(correct, dtype=float)
+
+
+def fit_platt(confidences, correct, steps=100):
+    """(a, b) minimising the log-loss of sigmoid(a logit(c) + b) against `correct` (Newton's method), or
+    None where there is nothing to fit or the fit would reverse the ranking (a <= 0)."""
+    if len(set(correct.tolist())) < 2:
+        return None
+    x = np.log(np.clip(confidences, 1e-6, 1 - 1e-6) / (1 - np.clip(confidences, 1e-6, 1 - 1e-6)))
+    features = np.stack([x, np.ones_like(x)], 1)  # (n, 2)
+    theta = np.array([1.0, 0.0])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(features @ theta, -30, 30)))
+        hessian = features.T @ (features * (p * (1 - p))[:, None]) + 1e-6 * np.eye(2)
+        theta -= np.linalg.solve(hessian, features.T @ (p - correct))
+    return [float(theta[0]), float(theta[1])] if theta[0] > 0 else None
+
+
+def confidence_rows(gold, raw, meta, cfg):
+    """The student on `gold` by confidence: expected calibration error (15 bins) of the model's own and of
+    the calibrated confidences, lenient precision and recall at thresholds 0.3, 0.5, 0.7, 0.9 and at the
+    chosen one, and the average precision of the ranking (each correct unit's precision at its rank, over
+    the gold units)."""
+    raw_confidences, correct = confidence_and_correct(gold, raw, meta)
+    cal_confidences = np.array([platt(c, *(meta["calibration"] or (1.0, 0.0))) for c in raw_confidences])
+    order = np.argsort(-cal_confidences, kind="stable")
+    n_gold = sum(len(evaluate.units(r, "entities" if cfg.task == "ner" else "pairs")) for r in gold)
+    hits = np.cumsum(correct[order])
+    average_precision = float((hits / np.arange(1, len(order) + 1) * correct[order]).sum() / max(n_gold, 1))
+    at = {}
+    for t in (0.3, 0.5, 0.7, 0.9, meta.get("min_confidence", 0.0)):
+        lenient = at_threshold(gold, raw, meta, cfg, t)
+        at[f"{t:g}"] = {"precision": lenient["precision"], "recall": lenient["recall"]}
+    return {"ece_raw": evaluate.calibration_error(raw_confidences, correct),
+            "ece": evaluate.calibration_error(cal_confidences, correct), "at_threshold": at,
+            "average_precision": average_precision}
 
 
 def write_results(rows, cfg, notes):
@@ -639,6 +748,9 @@ def check_config(cfg):
     if cfg.empty_ratio < 0 and cfg.empty_ratio != -1:
         raise SystemExit(f"error: --empty_ratio={cfg.empty_ratio:g}: 0 or more, or -1 to keep every sentence "
                          "the teacher found nothing in")
+    if not 0 <= cfg.min_confidence <= 1 or not 0 <= cfg.target_precision <= 1:
+        raise SystemExit(f"error: --min_confidence={cfg.min_confidence:g} --target_precision="
+                         f"{cfg.target_precision:g}: each between 0 and 1 (--target_precision=0: none)")
     if cfg.predict and cfg.predict_file:
         raise SystemExit("error: pass --predict=TEXT or --predict_file=FILE, not both")
     if (cfg.predict_out or cfg.shard) and not cfg.predict_file:
@@ -671,6 +783,8 @@ def predict_command(cfg):
     dtype, _, why = choose_precision(next(student.parameters()).device, cfg.amp)
     if cfg.start_cost >= 0:
         meta["start_cost"] = cfg.start_cost
+    if cfg.min_confidence:
+        meta["min_confidence"] = cfg.min_confidence
     if cfg.predict:
         print(json.dumps(predict(student, tokenizer, [{"id": "1", "text": cfg.predict}], meta, dtype)[0]))
         return

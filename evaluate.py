@@ -159,6 +159,15 @@ def errors(gold, predicted, level="pairs"):
     return found
 
 
+def calibration_error(confidences, correct, bins=15):
+    """Expected calibration error: the confidences cut into `bins` equal-width bins on [0, 1]; the mean over
+    the units of |share correct - mean confidence| of their bin."""
+    confidences, correct = np.asarray(confidences, dtype=float), np.asarray(correct, dtype=float)
+    which = np.minimum((confidences * bins).astype(int), bins - 1)
+    return float(sum(abs(correct[which == k].mean() - confidences[which == k].mean()) * (which == k).sum()
+                     for k in range(bins) if (which == k).any()) / max(len(confidences), 1))
+
+
 def only_type(records, entity_type):
     return [{**r, "entities": [e for e in r.get("entities", []) if e["type"] == entity_type]}
             for r in records]

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from evaluate import canonical_drug, errors, score, units
+from evaluate import calibration_error, canonical_drug, errors, score, units
 
 # Sentence A: "Aspirin" [0,7], "rash" [15,19], "aspirin" [24,31], "fever" [39,44].
 A = "Aspirin caused rash and aspirin caused fever."
@@ -191,3 +191,10 @@ def test_errors_lists_false_positives_negatives_and_boundaries(tmp_path):
     out = subprocess.run([sys.executable, EVALUATE, write(tmp_path / "g.jsonl", GOLD),
                           write(tmp_path / "p.jsonl", PRED), "--errors"], capture_output=True, text=True, check=True)
     assert "d\tNo events were seen with heparin.\n  false positive  heparin -> events\n" in out.stdout
+
+
+def test_calibration_error_on_a_hand_made_case():
+    # bin [0.0667, 0.1333): two units at 0.1, one correct: |0.5 - 0.1| = 0.4; bin [0.8667, 0.9333): two at
+    # 0.9, both correct: 0.1. Weighted by the units: (2 * 0.4 + 2 * 0.1) / 4 = 0.25
+    assert calibration_error([0.1, 0.1, 0.9, 0.9], [0, 1, 1, 1]) == pytest.approx(0.25)
+    assert calibration_error([1.0, 0.0], [1, 0]) == 0.0  # 1.0 falls in the last bin, not past it

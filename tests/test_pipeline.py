@@ -383,7 +383,9 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
 
 @pytest.mark.parametrize("option, message", [
     ("--batch_size=0", "--batch_size=0: must be at least 1"), ("--epochs=0", "--epochs=0: must be at least 1"),
-    ("--empty_ratio=-0.5", "--empty_ratio=-0.5: 0 or more, or -1"), ("--device=gpu", "--device=gpu: choose one of"),
+    ("--empty_ratio=-0.5", "--empty_ratio=-0.5: 0 or more, or -1"),
+    ("--min_confidence=1.5", "--min_confidence=1.5 --target_precision=0: each between 0 and 1"),
+    ("--target_precision=-0.1", "--min_confidence=0 --target_precision=-0.1: each between"), ("--device=gpu", "--device=gpu: choose one of"),
     ("--head=Plain", "--head=Plain: choose one of drug, plain"), ("--task=nre", "--task=nre: choose"),
     ("--api_key_env=sk-abc123", "--api_key_env takes the NAME"), ("--teacher=gpt", "--teacher=gpt: choose one of"),
     ("--json_mode=yes", "--json_mode=yes: expected true or false"),
@@ -461,11 +463,11 @@ def test_a_labels_file_of_test_sentences_scores_the_teacher_alone(small, tmp_pat
     assert f"note: {path} does not label every sentence of test+neg: no teacher row there" in capsys.readouterr().err
 
 
-def test_a_finished_run_is_not_replaced_without_overwrite(small, tiny_bert_dir, tmp_path):
-    ade_distill.main(args(tiny_bert_dir, tmp_path, "--max_pool=16", "--epochs=1"))
+def test_a_finished_run_is_not_replaced_without_overwrite(tiny_run, tiny_bert_dir, tmp_path):
+    shutil.copytree(tiny_run[0], tmp_path, dirs_exist_ok=True)
     before = open(tmp_path / "results.json").read()
     with pytest.raises(SystemExit, match="holds a finished run .results.json.; pass another --out_dir"):
-        ade_distill.main(args(tiny_bert_dir, tmp_path, "--max_pool=16", "--epochs=1"))
+        ade_distill.main(args(tiny_bert_dir, tmp_path))
     assert open(tmp_path / "results.json").read() == before
     ade_distill.main(args(tiny_bert_dir, tmp_path, "--max_pool=24", "--epochs=1", "--overwrite=true"))
     assert json.load(open(tmp_path / "config.json"))["max_pool"] == 24
@@ -546,6 +548,47 @@ def test_the_loop_clips_and_decays_no_bias_or_layernorm(small, tiny_bert_dir, tm
 
 def test_the_dev_score_is_the_mean_of_strict_and_lenient_f1():
     assert ade_distill.dev_score({"strict": {"f1": 0.6}, "lenient": {"f1": 0.8}}) == pytest.approx(0.7)
+
+
+def test_platt_scaling_recovers_a_known_map():
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.02, 0.98, 20000)
+    truth = 1 / (1 + np.exp(-(2.0 * np.log(raw / (1 - raw)) - 1.0)))  # the real chance of being correct
+    a, b = ade_distill.fit_platt(raw, (rng.uniform(size=raw.size) < truth).astype(float))
+    assert a == pytest.approx(2.0, abs=0.1) and b == pytest.approx(-1.0, abs=0.1)
+    assert ade_distill.fit_platt(raw, np.ones_like(raw)) is None  # nothing to fit
+    assert ade_distill.fit_platt(raw, (raw < 0.5).astype(float)) is None  # it would reverse the ranking
+
+
+def test_a_run_calibrates_and_chooses_the_threshold_on_dev_neg(small, tiny_bert_dir, tmp_path, capsys):
+    rows = ade_distill.main(args(tiny_bert_dir, tmp_path, "--teacher=gold", "--empty_ratio=0", "--epochs=1",
+                                 "--max_steps=80", "--batch_size=16", "--lr=1e-2", "--amp=fp32",
+                                 "--target_precision=0.6"))  # as the fixture `trained`
+    student, tokenizer, meta = ade_distill.load_trained(str(tmp_path))
+    assert len(meta["calibration"]) == 2 and meta["calibration"][0] > 0
+    raw = ade_distill.predict(student, tokenizer, small["dev+neg"], meta, raw=True)
+    precision = lambda t: ade_distill.evaluate.score(small["dev+neg"], ade_distill.calibrated(  # noqa: E731
+        raw, {**meta, "min_confidence": t}))["lenient"]["precision"]
+    t = meta["min_confidence"]
+    assert precision(0.0) < 0.6 <= precision(t) and precision(round(t - 0.01, 2)) < 0.6, t  # the lowest
+    assert f"--min_confidence={t:g}: lenient precision {precision(t):.4f}" in capsys.readouterr().err
+    kept = ade_distill.predict(student, tokenizer, small["test"], meta)
+    assert all(p["confidence"] >= t for r in kept for p in r["pairs"])
+    confidence = next(r for r in rows if (r["system"], r["split"]) == ("student", "test+neg"))["confidence"]
+    assert set(confidence) == {"ece_raw", "ece", "at_threshold", "average_precision"}
+    assert set(confidence["at_threshold"]) == {"0.3", "0.5", "0.7", "0.9", f"{t:g}"}
+    assert confidence["at_threshold"][f"{t:g}"]["precision"] == pytest.approx(next(
+        r for r in rows if (r["system"], r["split"]) == ("student", "test+neg"))["lenient"]["precision"])
+
+
+def test_a_student_saved_without_calibration_says_so(trained, tmp_path, capsys):
+    shutil.copytree(os.path.join(trained, "student"), tmp_path / "student")
+    meta = json.load(open(tmp_path / "student" / "student.json"))
+    del meta["calibration"]
+    (tmp_path / "student" / "student.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    *_, loaded = ade_distill.load_trained(str(tmp_path))
+    assert capsys.readouterr().err.count("saved without a calibration") == 1 and "calibration" not in loaded
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
@@ -704,21 +747,6 @@ def test_a_kill_during_the_end_of_epoch_evaluation_resumes_into_it(tiny_bert_dir
     assert "| loss" not in resumed.stderr and (tmp_path / "student").exists()  # nothing trained twice
     changed = cli(*common, "--resume=true", "--batch_size=4")
     assert changed.returncode != 0 and "resume with the same options" in changed.stderr
-
-
-@pytest.mark.slow
-def test_compile_trains_the_same_student_format(small, tiny_bert_dir, tmp_path):
-    """--compile: the loop runs through torch.compile's code, and the checkpoint keeps Hugging Face's names
-    (no `_orig_mod.` prefix): it loads as any other."""
-    compiled = []
-    compile_ = torch.nn.Module.compile
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self) or compile_(self))
-        rows = ade_distill.main(args(tiny_bert_dir, tmp_path, "--max_pool=16", "--epochs=1", "--compile=true",
-                                     "--start_cost=0"))
-    assert len(compiled) == 1 and rows[-1]["system"] == "student"
-    weights = load_file(str(tmp_path / "student" / "model.safetensors"))
-    assert not any("_orig_mod" in k for k in weights) and ade_distill.load_trained(str(tmp_path))[2]["task"] == "ade"
 
 
 @pytest.mark.slow

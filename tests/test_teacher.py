@@ -179,11 +179,15 @@ def test_dry_run_sends_nothing_and_estimates_the_cost(server, tmp_path, capsys):
     train = [{"id": "t", "text": "Lithium-induced tremor.", "pairs": [{"drug": [0, 7], "ade": [16, 22]}]}]
     labels, stats = teacher.label_llm(SENTENCES[:10], cfg, train)
     assert labels is None and stats["requests"] == 8 and len(server.requests) == 2
-    prompt = sum(len(json.dumps(teacher.messages_for(s["text"], []))) / 4 for s in SENTENCES[2:10])
-    completion = 8 * len(json.dumps({"pairs": [{"drug": "Lithium", "adverse_event": "tremor"}]})) / 4
+    # each request's messages are 580 characters of JSON (the instruction, 465, and "Sentence: Patient 2
+    # developed rash after aspirin."): 145 tokens at 4 characters a token, 1,160 for 8; each reply is
+    # expected as long as the train split's answer, {"pairs": [{"drug": "Lithium", ...}]}: 59 characters,
+    # 14.75 tokens, 118 for 8. At 2 and 8 USD per million: 1,160 * 2 + 118 * 8 = 3,264 millionths of a USD.
     err = capsys.readouterr().err
-    assert f"8 requests to send, 2 cached; about {prompt:,.0f} prompt and {completion:,.0f} completion" in err
-    assert f"about {(2 * prompt + 8 * completion) / 1e6:.2f} USD" in err
+    assert "8 requests to send, 2 cached; about 1,160 prompt and 118 completion tokens; about 0.00 USD" in err
+    teacher.label_llm(SENTENCES[:10], config(server, tmp_path, dry_run=True, price_in=2000.0, price_out=8000.0),
+                      train)
+    assert "about 3.26 USD" in capsys.readouterr().err
 
 
 def test_max_cost_stops_before_the_cap_and_a_rerun_goes_on(server, tmp_path):

@@ -56,6 +56,7 @@ def test_rss_timeline_wraps_a_command():
     assert "exit 3; peak RSS" in last
 
 
+@pytest.mark.slow
 def test_start_cost_sweep(trained_out, data_dir):
     done = run_tool("start_cost_sweep.py", "--first=20", trained_out, os.path.join(trained_out, "student"),
                     data_dir=data_dir)
@@ -77,6 +78,7 @@ def test_memory_probe(tiny_bert_dir, data_dir):
     assert "predicting test+neg: " in done.stdout
 
 
+@pytest.mark.slow
 def test_benchmark_tiny(tiny_bert_dir, data_dir):
     done = run_tool("benchmark.py", "--tiny", "--row=1,2,3,4,8,9", f"--init_from={tiny_bert_dir}",
                     data_dir=data_dir)
