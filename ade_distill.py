@@ -121,7 +121,8 @@ def run(cfg, splits):
     # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
     device = pick_device(cfg.device)
     student = build_student(encoder, cfg, types).to(device)
-    meta = {"task": cfg.task, "types": types, "max_len": cfg.max_len, "start_cost": max(cfg.start_cost, 0.0)}
+    meta = {"task": cfg.task, "types": types, "max_len": cfg.max_len, "start_cost": max(cfg.start_cost, 0.0),
+            "calibration": None}  # fitted after training
     examples = make_examples(labels, tokenizer, student, meta)
     state = train(student, examples, splits["dev"], tokenizer, init, meta, cfg)
 
@@ -633,18 +634,26 @@ def confidence_and_correct(gold, predicted, meta):
     return np.array(confidences), np.array(correct, dtype=float)
 
 
-def fit_platt(confidences, correct, steps=100):
-    """(a, b) minimising the log-loss of sigmoid(a logit(c) + b) against `correct` (Newton's method), or
-    None where there is nothing to fit or the fit would reverse the ranking (a <= 0)."""
+def fit_platt(confidences, correct, steps=50):
+    """(a, b) minimising the log-loss of sigmoid(a logit(c) + b) against `correct` (Newton's method, each
+    step halved until the loss falls), or None where there is nothing to fit or the fit would reverse the
+    ranking (a <= 0)."""
     if len(set(correct.tolist())) < 2:
         return None
     x = np.log(np.clip(confidences, 1e-6, 1 - 1e-6) / (1 - np.clip(confidences, 1e-6, 1 - 1e-6)))
     features = np.stack([x, np.ones_like(x)], 1)  # (n, 2)
+    def log_loss(theta):
+        z = features @ theta
+        return float(np.sum(np.logaddexp(0, z) - correct * z))
+
     theta = np.array([1.0, 0.0])
     for _ in range(steps):
-        p = 1 / (1 + np.exp(-np.clip(features @ theta, -30, 30)))
-        hessian = features.T @ (features * (p * (1 - p))[:, None]) + 1e-6 * np.eye(2)
-        theta -= np.linalg.solve(hessian, features.T @ (p - correct))
+        p = np.exp(-np.logaddexp(0, -(features @ theta)))  # sigmoid, without overflow
+        hessian = features.T @ (features * (p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, features.T @ (p - correct))
+        while log_loss(theta - step) > log_loss(theta) and np.abs(step).max() > 1e-12:
+            step /= 2
+        theta = theta - step
     return [float(theta[0]), float(theta[1])] if theta[0] > 0 else None
 
 
