@@ -482,7 +482,7 @@ def decode_batch(encodings, log_probs, start_cost=0.0):
     inside a word, nor overlap) with `start_cost` subtracted from every B tag (a span pays it once: a positive
     cost drops unsure spans whole); a span's confidence is its marginal probability in the lattice of the
     model's own scores (no cost)."""
-    tilted = log_probs.copy()
+    tilted = log_probs.copy()  # the cost on the sub-words' B, as before the confidences: the same paths
     tilted[..., 1::2] -= start_cost
     sentences = [word_scores(enc, lp) for enc, lp in zip(encodings, tilted)]
     lengths = np.array([len(words) for _, words in sentences], dtype=np.int64)
