@@ -475,18 +475,26 @@ def calibrated(records, meta):
     """Records with the model's own confidences -> the saved calibration applied (Platt scaling,
     sigmoid(a logit(c) + b): a monotone map, so the ranking stays), units below meta["min_confidence"]
     dropped, confidences to 4 decimals (the encoder's last bits vary with the rows beside a sentence)."""
-    a, b = meta.get("calibration") or (1.0, 0.0)
     key = "entities" if meta["task"] == "ner" else "pairs"
+    raw = [u["confidence"] for r in records for u in r[key]]
+    confidences = iter(platt(raw, meta.get("calibration")).tolist())  # one numpy call for all the units
     out = []
     for r in records:
-        units = [{**u, "confidence": round(float(platt(u["confidence"], a, b)), 4)} for u in r[key]]
+        units = [{**u, "confidence": round(next(confidences), 4)} for u in r[key]]
         out.append({**r, key: [u for u in units if u["confidence"] >= meta.get("min_confidence", 0.0)]})
     return out
 
 
-def platt(confidence, a, b):
-    logit = np.log(np.clip(confidence, 1e-6, 1 - 1e-6) / (1 - np.clip(confidence, 1e-6, 1 - 1e-6)))
-    return 1 / (1 + np.exp(-np.clip(a * logit + b, -30, 30)))
+def platt(confidences, calibration):
+    """Confidences -> sigmoid(a logit(c) + b) with calibration (a, b); None: (1, 0), the confidences as
+    they are (to the logit's clip)."""
+    a, b = calibration or (1.0, 0.0)
+    return 1 / (1 + np.exp(-np.clip(a * logit(confidences) + b, -30, 30)))
+
+
+def logit(confidences):
+    clipped = np.clip(np.asarray(confidences, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(clipped / (1 - clipped))
 
 
 def log_softmax(logits):
@@ -640,7 +648,7 @@ def fit_platt(confidences, correct, steps=50):
     ranking (a <= 0)."""
     if len(set(correct.tolist())) < 2:
         return None
-    x = np.log(np.clip(confidences, 1e-6, 1 - 1e-6) / (1 - np.clip(confidences, 1e-6, 1 - 1e-6)))
+    x = logit(confidences)
     features = np.stack([x, np.ones_like(x)], 1)  # (n, 2)
     def log_loss(theta):
         z = features @ theta
@@ -663,7 +671,7 @@ def confidence_rows(gold, raw, meta, cfg):
     chosen one, and the average precision of the ranking (each correct unit's precision at its rank, over
     the gold units)."""
     raw_confidences, correct = confidence_and_correct(gold, raw, meta)
-    cal_confidences = np.array([platt(c, *(meta["calibration"] or (1.0, 0.0))) for c in raw_confidences])
+    cal_confidences = platt(raw_confidences, meta["calibration"])
     order = np.argsort(-cal_confidences, kind="stable")
     n_gold = sum(len(evaluate.units(r, "entities" if cfg.task == "ner" else "pairs")) for r in gold)
     hits = np.cumsum(correct[order])
@@ -689,7 +697,7 @@ def write_results(rows, cfg, notes):
 def cross_validate(cfg):
     """The k-fold protocol: one run per fold into out_dir/fold{k}; then cv_results.md, the student's test F1
     on every fold of out_dir done so far (by this process or another) and their mean. -> those F1s."""
-    for fold in [int(k) for k in cfg.cv_folds.split(",")] if cfg.cv_folds else range(cfg.cv):
+    for fold in cv_folds(cfg):
         run(replace(cfg, out_dir=os.path.join(cfg.out_dir, f"fold{fold}")),
             data.load_splits(data.data_root(cfg.data_dir), cv=cfg.cv, fold=fold))
     done = [k for k in range(cfg.cv) if os.path.exists(os.path.join(cfg.out_dir, f"fold{k}", "results.json"))]
@@ -711,12 +719,17 @@ def cross_validate(cfg):
 # ============================================================================= operations: the command line,
 # streaming prediction, checks, devices and precision
 
+def cv_folds(cfg):
+    """The folds this process runs: --cv_folds (checked by check_config), else all --cv of them."""
+    return [int(k) for k in cfg.cv_folds.split(",")] if cfg.cv_folds else list(range(cfg.cv))
+
+
 def main(argv):
     cfg = Config.parse(argv)
     check_config(cfg)
     if cfg.predict or cfg.predict_file:
         return predict_command(cfg)
-    folds = [f"fold{k}" for k in (cfg.cv_folds.split(",") if cfg.cv_folds else range(cfg.cv))]
+    folds = [f"fold{k}" for k in cv_folds(cfg)]
     finished = [f for f in [os.path.join(fold, "results.json") for fold in folds] or ["results.json"]
                 if os.path.exists(os.path.join(cfg.out_dir, f))]
     if finished and not (cfg.overwrite or cfg.resume):
