@@ -60,7 +60,6 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     lr: float = 1e-4
     device: str = "auto"
     amp: str = "auto"  # bf16 where the GPU or CPU has it natively, else fp16+GradScaler on CUDA, fp32 on CPU
-    compile: bool = False
     save_every: int = 0  # steps between resumable checkpoints (0 = at the end of each epoch only)
     resume: bool = False  # continue training from out_dir/last
     overwrite: bool = False  # replace a finished run in out_dir
@@ -119,7 +118,7 @@ def run(cfg, splits):
     labels = training_set(labels, cfg.empty_ratio, cfg.seed)
 
     # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
-    device = pick_device(cfg.device)
+    device = model.pick_device(cfg.device)
     student = build_student(encoder, cfg, types).to(device)
     meta = {"task": cfg.task, "types": types, "max_len": cfg.max_len, "start_cost": max(cfg.start_cost, 0.0),
             "calibration": None}  # fitted after training
@@ -128,13 +127,13 @@ def run(cfg, splits):
 
     # 3. The best student, decoding at the start cost chosen on dev, on the test sets.
     student, tokenizer, meta = load_trained(os.path.join(cfg.out_dir, "student"), device)
-    dtype = choose_precision(device, cfg.amp)[0]
-    if cfg.start_cost < 0:
-        teacher_dev = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, scored_labels)[0] \
-            if precision_rule(cfg) else None
-        floor = teacher_dev and teacher_dev["lenient"]["precision"]
-        meta["start_cost"] = choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, floor)
-    calibrate(student, tokenizer, meta, splits, cfg, dtype)
+    dtype = model.choose_precision(device, cfg.amp)[0]
+    costs = COST_GRID if cfg.start_cost < 0 else [cfg.start_cost]
+    teacher_dev = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, scored_labels)[0]["lenient"] \
+        if precision_rule(cfg) and len(costs) > 1 else {}
+    meta["start_cost"], raw_dev = choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, costs,
+                                                    teacher_dev.get("precision"))
+    calibrate(raw_dev, meta, splits, cfg)
     data.write_atomic(os.path.join(cfg.out_dir, "student", "student.json"), json.dumps(meta, indent=2))
     test = splits["test+neg" if cfg.task == "ade" else "test"]  # holds every gold set
     raw = predict(student, tokenizer, test, meta, dtype, given=test if cfg.given_drugs else None, raw=True)
@@ -157,14 +156,13 @@ def run(cfg, splits):
 # ----------------------------------------------------------------------------- 1. the teacher's labels
 
 def precision_rule(cfg):
-    """Whether the start cost is chosen at the teacher's precision on dev+neg (where the lexicon teacher's
-    labels of it cost nothing; an LLM's would be 2,107 paid requests), else on the dev score alone."""
+    """Whether the start cost is chosen at the teacher's precision on dev+neg (where its labels are free)."""
     return cfg.task == "ade" and cfg.teacher == "lexicon" and not cfg.labels
 
 
 def read_labels(cfg, splits, scored):
-    """--labels: a labels file -> (its labels of the scored sentences, the training labels, no stats).
-    Every record is checked first; a record of a scored sentence is never trained on."""
+    """--labels -> (its labels of the scored sentences, the training labels, no stats), every record checked
+    first; a scored sentence is never trained on."""
     records = data.read_sentences(cfg.labels)
     for n, r in enumerate(records, 1):
         evaluate.check_record(r, f"{cfg.labels}: sentence {n} (id {r['id']})")
@@ -185,8 +183,7 @@ def read_labels(cfg, splits, scored):
 
 
 def ask_teacher(cfg, splits, scored, types):
-    """The teacher labels the scored sentences and the pool -> (labels of the scored, labels of the pool,
-    labeling stats); both None after --dry_run."""
+    """-> the teacher's (labels of the scored sentences, of the pool, stats); None, None after --dry_run."""
     held = data.held_out_texts(splits)
     pool = data.without_held_out(data.read_sentences(cfg.pool), held, cfg.pool) if cfg.pool else \
         splits["pool"]
@@ -204,9 +201,8 @@ def ask_teacher(cfg, splits, scored, types):
 
 
 def gold_sets_of(cfg, splits):
-    """The sets teacher and student are scored on. With --given_drugs the ADE-free sentences have no drug
-    to start from, so test+neg could hold no false positive; "test 2+ drugs" is where the ADE head must
-    tell the drugs of a sentence apart."""
+    """The sets teacher and student are scored on; "test 2+ drugs" is where the ADE head must tell drugs
+    apart. No test+neg with --given_drugs: its ADE-free sentences have no drug to start from."""
     if cfg.task == "ner":
         return {"test": splits["test"]}
     n_drugs = lambda r: len(data.drug_entities(r["text"], [p["drug"] for p in r["pairs"]]))  # noqa: E731
@@ -216,8 +212,7 @@ def gold_sets_of(cfg, splits):
 
 
 def score_teacher(cfg, gold_sets, scored_labels):
-    """The teacher's rows, on each gold set it labelled whole -> (rows, the scored sentences it gave no
-    answer for: a refused or unreadable LLM reply, which scores as predicting nothing)."""
+    """-> (the teacher's rows on each gold set it labelled whole, the sentences it gave no answer for)."""
     labelled = {r["id"] for r in scored_labels}  # a labels file may hold test and not test+neg
     whole = {split: gold for split, gold in gold_sets.items() if {r["id"] for r in gold} <= labelled}
     if cfg.labels and whole.keys() != gold_sets.keys():
@@ -232,8 +227,7 @@ def score_teacher(cfg, gold_sets, scored_labels):
 
 def training_set(labels, empty_ratio, seed):
     """Every sentence the teacher labelled, plus `empty_ratio` sentences it found nothing in per labelled
-    sentence (drawn with the seed; -1 keeps them all). With the gold teacher and ratio 0 this is exactly
-    the train split: the paper's supervised setting."""
+    sentence (drawn with the seed; -1 keeps them all). Gold teacher, ratio 0: the paper's supervised set."""
     answered = [r for r in labels if "pairs" in r or "entities" in r]  # a failed LLM reply has neither
     labelled = [r for r in answered if r.get("pairs") or r.get("entities")]
     empty = [r for r in answered if not (r.get("pairs") or r.get("entities"))]
@@ -250,8 +244,7 @@ def training_set(labels, empty_ratio, seed):
 # ----------------------------------------------------------------------------- 2. the student and its loop
 
 def open_student(cfg):
-    """The student's starting point -> (its directory, encoder, tokenizer), every file read and checked
-    before the teacher is paid: a broken --init_from fails first, not after the labeling."""
+    """-> (the student's starting directory, encoder, tokenizer), read before the teacher is paid."""
     init = cfg.init_from or default_student()
     if init.startswith("hf:"):
         init = model.download_hf(init, os.path.join("cache", "models"), progress=data.progress)
@@ -263,9 +256,8 @@ def open_student(cfg):
 
 
 def build_student(encoder, cfg, types):
-    """The one place that decides the student's kind: the drug-centric AdeModel, or the plain NerModel
-    (NER, and the ADE ablation, whose two entity types are drug and ade). Each owns its loss; its `kind`
-    says which examples it learns from and which decoder reads it."""
+    """The one place that decides the student's kind: the drug-centric AdeModel, or the plain NerModel (NER,
+    and the ADE ablation). Each owns its loss; its `kind` says which examples and decoder it takes."""
     if cfg.task == "ade" and cfg.head == "drug":
         return model.AdeModel(encoder, DROPOUT)
     return model.NerModel(encoder, len(types), DROPOUT)
@@ -284,13 +276,10 @@ def make_examples(records, tokenizer, student, meta):
     else:
         examples = [data.ner_example(enc, r if meta["task"] == "ner" else as_entities(r), meta["types"])
                     for enc, r in zip(encoded, records)]
-    off_boundary, past_cut = (sum(x[key] for x in examples) for key in ("off_boundary", "past_cut"))
-    if off_boundary:
-        print(f"note: {off_boundary} labelled spans do not fall on token boundaries (tagged to the tokens "
-              "they touch)", file=sys.stderr)
-    if past_cut:
-        print(f"note: {past_cut} labelled spans reach past the --max_len cut (tagged up to it)",
-              file=sys.stderr)
+    for key, what in (("off_boundary", "do not fall on token boundaries (tagged to the tokens they touch)"),
+                      ("past_cut", "reach past the --max_len cut (tagged up to it)")):
+        if n := sum(x[key] for x in examples):
+            print(f"note: {n} labelled spans {what}", file=sys.stderr)
     return examples
 
 
@@ -309,20 +298,18 @@ def lr_scale(step, total, warmup_fraction=WARMUP):
 
 
 def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
-    """The handwritten loop: AdamW (no decay on biases and LayerNorm), warmup + linear decay, clipping,
-    AMP; the student with the best dev score is saved to out_dir/student. -> the training state."""
+    """The handwritten loop (AdamW, warmup and linear decay, clipping, AMP), saving the student with the best
+    dev score to out_dir/student. -> the training state."""
     device = next(student.parameters()).device
     decayed = [p for p in student.parameters() if p.ndim >= 2]
     others = [p for p in student.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": WEIGHT_DECAY},
                                    {"params": others, "weight_decay": 0.0}],
                                   lr=cfg.lr, fused=device.type == "cuda")
-    dtype, use_scaler, why = choose_precision(device, cfg.amp)
+    dtype, use_scaler, why = model.choose_precision(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    print(f"precision: {precision_name(dtype)}"
+    print(f"precision: {model.precision_name(dtype)}"
           f"{' with GradScaler' if use_scaler else ''} on {device} ({why})", file=sys.stderr)
-    if cfg.compile:
-        student.compile()  # in place: the state dict keeps its names, so checkpoints load anywhere
     lengths = [len(x["ids"]) for x in examples]
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = min(cfg.max_steps or math.inf, steps_per_epoch * cfg.epochs)
@@ -356,7 +343,7 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
                            for b in micro_batches)
             loss_sum = 0.0
             for micro_batch in micro_batches:
-                with autocast(device, dtype):
+                with model.autocast(device, dtype):
                     loss = student.loss(micro_batch)
                 scaler.scale(loss / n_labels).backward()
                 loss_sum += loss.item()
@@ -399,8 +386,7 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
 
 
 def load_checkpoint(student, optimizer, scaler, last, schedule):
-    """--resume: load out_dir/last (or last.old, see model.save_student) into the student, optimizer, scaler
-    and RNGs -> the training state, or None when there is no checkpoint."""
+    """--resume: out_dir/last into the student, optimizer, scaler and RNGs -> the training state, or None."""
     saved_at = model.saved_dir(last)
     if not os.path.exists(os.path.join(saved_at, "train_state.pt")):
         print(f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
@@ -424,9 +410,8 @@ def load_checkpoint(student, optimizer, scaler, last, schedule):
 # ----------------------------------------------------------------------------- 3. prediction and scoring
 
 def load_trained(path, device="cpu"):
-    """A trained out_dir (or its student/) -> (student, tokenizer, meta), with everything the run saved:
-    the task, the entity types, max_len and the start cost chosen on dev, so that `predict` decodes as the
-    run's own test predictions were decoded."""
+    """A trained out_dir (or its student/) -> (student, tokenizer, meta): what `predict` needs to decode as
+    the run's own test predictions were (task, types, max_len, start cost, calibration)."""
     for candidate in (model.saved_dir(path), model.saved_dir(os.path.join(path, "student"))):
         if os.path.exists(os.path.join(candidate, "student.json")):
             student, meta = model.load_student(candidate)
@@ -440,11 +425,9 @@ def load_trained(path, device="cpu"):
 
 @torch.no_grad()
 def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=None, raw=False):
-    """Records ({"id", "text"}) -> records with predicted "pairs" (ADE) or "entities" (NER), each span with
-    its text and confidence (calibrated, under meta["min_confidence"] dropped; the model's own marginals
-    with `raw`); one encoder pass per sentence. `given`: records aligned with `records` whose drug spans
-    replace the drug head's (--given_drugs). `costs`: decode the same pass once per start cost -> one
-    list of records per cost (else at meta["start_cost"])."""
+    """Records ({"id", "text"}) -> records with "pairs" (ADE) or "entities" (NER), each with its text and
+    confidence (calibrated and thresholded by meta; the model's own with `raw`). `given`: records whose drug
+    spans replace the drug head's. `costs`: one encoder pass decoded at each start cost -> a list per cost."""
     student.eval()
     device = next(student.parameters()).device
     decode = ade_fields if student.kind == "ade" else ner_fields
@@ -461,7 +444,7 @@ def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=Non
             input_ids, mask = (torch.from_numpy(padded[key][rows[0]:rows[-1] + 1]).to(device)
                                for key in ("input_ids", "attention_mask"))
             drugs = [[p["drug"] for p in given[i]["pairs"]] for i in ids] if given else None
-            with autocast(device, dtype):
+            with model.autocast(device, dtype):
                 by_cost = decode(student, input_ids, mask, [encoded[i] for i in ids],
                                  [records[i]["text"] for i in ids], meta, grid, drugs)
             for out, fields in zip(outs, by_cost):
@@ -472,12 +455,11 @@ def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=Non
 
 
 def calibrated(records, meta):
-    """Records with the model's own confidences -> the saved calibration applied (Platt scaling,
-    sigmoid(a logit(c) + b): a monotone map, so the ranking stays), units below meta["min_confidence"]
-    dropped, confidences to 4 decimals (the encoder's last bits vary with the rows beside a sentence)."""
+    """Records with the model's own confidences -> meta's calibration applied (monotone: the ranking stays),
+    units below meta["min_confidence"] dropped, to 4 decimals (the encoder's last bits vary with a batch)."""
     key = "entities" if meta["task"] == "ner" else "pairs"
     raw = [u["confidence"] for r in records for u in r[key]]
-    confidences = iter(platt(raw, meta.get("calibration")).tolist())  # one numpy call for all the units
+    confidences = iter(evaluate.platt(raw, meta.get("calibration")).tolist())  # one numpy call for them all
     out = []
     for r in records:
         units = [{**u, "confidence": round(next(confidences), 4)} for u in r[key]]
@@ -485,27 +467,10 @@ def calibrated(records, meta):
     return out
 
 
-def platt(confidences, calibration):
-    """Confidences -> sigmoid(a logit(c) + b) with calibration (a, b); None: (1, 0), the confidences as
-    they are (to the logit's clip)."""
-    a, b = calibration or (1.0, 0.0)
-    return 1 / (1 + np.exp(-np.clip(a * logit(confidences) + b, -30, 30)))
-
-
-def logit(confidences):
-    clipped = np.clip(np.asarray(confidences, dtype=float), 1e-6, 1 - 1e-6)
-    return np.log(clipped / (1 - clipped))
-
-
-def log_softmax(logits):
-    """(..., T, C) logits -> numpy log-probabilities in fp32, for the decoder."""
-    return torch.log_softmax(logits.float(), -1).cpu().numpy()
-
-
 def ner_fields(student, input_ids, mask, encodings, texts, meta, costs, given_drugs=None):
-    """The plain head's spans -> entities; for the ADE ablation, every ADE paired with every drug (the
-    pair's confidence: the product of its spans'). -> one list of fields per sentence, per start cost."""
-    log_probs = log_softmax(student(input_ids, mask))  # (B, T, 2K+1)
+    """The plain head's spans -> per start cost, per sentence: its entities, or (the ADE ablation) every ADE
+    paired with every drug, the pair's confidence the product of its spans'."""
+    log_probs = model.log_softmax(student(input_ids, mask))  # (B, T, 2K+1)
     by_cost = []
     for cost in costs:
         rows = []
@@ -521,11 +486,10 @@ def ner_fields(student, input_ids, mask, encodings, texts, meta, costs, given_dr
 
 
 def ade_fields(student, input_ids, mask, encodings, texts, meta, costs, given_drugs=None):
-    """The encoder once -> per start cost: the drug head's spans (or the given ones) -> drug entities (all
-    mentions of one drug string) -> the ADE head once for all of them -> pairs, each with the confidence
-    of its drug (its best mention's; 1 for a given drug) times that of its event given the drug."""
+    """The encoder once -> per start cost: drug spans (the head's or the given ones) -> drug entities -> the
+    ADE head once for all of them -> pairs, confidence P(drug) (its best mention's) x P(event | drug)."""
     hidden = student.encoder(input_ids, mask)  # (B, T, D)
-    drug_log_probs = log_softmax(student.drug_head(hidden))
+    drug_log_probs = model.log_softmax(student.drug_head(hidden))
     by_cost = []
     for cost in costs:
         drugs = []  # (row in the batch, all mentions of one drug, its confidence)
@@ -540,7 +504,8 @@ def ade_fields(student, input_ids, mask, encodings, texts, meta, costs, given_dr
         sentence = torch.tensor([row for row, _, _ in drugs], dtype=torch.long, device=hidden.device)
         ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
         rows = [{"pairs": []} for _ in encodings]
-        events = model.decode_batch([encodings[row] for row, _, _ in drugs], log_softmax(ade_logits), cost)
+        events = model.decode_batch([encodings[row] for row, _, _ in drugs], model.log_softmax(ade_logits),
+                                    cost)
         for (row, mentions, drug_p), spans in zip(drugs, events):
             rows[row]["pairs"] += [pair(texts[row], mentions[0], (s, e), drug_p * p) for s, e, _, p in spans]
         by_cost.append(rows)
@@ -553,12 +518,10 @@ def pair(text, drug, ade, confidence):
 
 
 def score_rows(system, cfg, gold_sets, predicted, bootstrap=0):
-    """Predictions scored on each gold set -> result rows (NER: also per type; with 95 % intervals when
-    bootstrap > 0)."""
+    """Predictions scored on each gold set -> result rows (NER: also per type; bootstrap: 95 % intervals)."""
     by_id = {r["id"]: r for r in predicted}
-    level = "entities" if cfg.task == "ner" else "pairs"
     return [{"system": system, "teacher": cfg.teacher, "split": split, "given_drugs": cfg.given_drugs,
-             **evaluate.score(gold, [by_id[r["id"]] for r in gold], level,
+             **evaluate.score(gold, [by_id[r["id"]] for r in gold], unit_level(cfg),
                               data.entity_types(gold) if cfg.task == "ner" else None, bootstrap)}
             for split, gold in gold_sets.items()]
 
@@ -568,23 +531,24 @@ def dev_score(row):
     return (row["strict"]["f1"] + row["lenient"]["f1"]) / 2
 
 
-def choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, teacher_precision=None):
-    """The start cost of COST_GRID with the best dev score, from one encoder pass over dev. With
-    `teacher_precision` (the lexicon teacher's lenient precision on dev+neg, where its labels cost
-    nothing): the best dev score among the costs at least as precise on dev+neg as the teacher, from one
-    pass over dev+neg (which holds dev)."""
-    sets = ["dev"] if teacher_precision is None else ["dev", "dev+neg"]
-    outs = predict(student, tokenizer, splits[sets[-1]], meta, dtype, costs=COST_GRID)
-    rows = [score_rows("student", cfg, {s: splits[s] for s in sets}, out) for out in outs]
+def choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, costs, teacher_precision=None):
+    """The start cost of `costs` with the best dev score, from one encoder pass over the calibration split
+    (which holds dev). With `teacher_precision` (the lexicon teacher's lenient precision on dev+neg, where
+    its labels cost nothing): the best dev score among the costs at least as precise on dev+neg as the
+    teacher. -> (the cost, the split's predictions at it with the model's own confidences)."""
+    name = calibration_split(cfg)
+    outs = predict(student, tokenizer, splits[name], meta, dtype, costs=costs, raw=True)
+    rows = [score_rows("student", cfg, {s: splits[s] for s in ("dev", name)}, out) for out in outs]
     scores = [dev_score(row[0]) for row in rows]
-    print("dev score by start cost: " + ", ".join(f"{c:g}: {100 * s:.2f}" for c, s in zip(COST_GRID, scores)),
+    print("dev score by start cost: " + ", ".join(f"{c:g}: {100 * s:.2f}" for c, s in zip(costs, scores)),
           file=sys.stderr)
-    if teacher_precision is None:
-        return COST_GRID[int(np.argmax(scores))]
-    precisions = [row[1]["lenient"]["precision"] for row in rows]
-    print(f"dev+neg lenient precision by start cost (the teacher's: {100 * teacher_precision:.2f}): " +
-          ", ".join(f"{c:g}: {100 * p:.2f}" for c, p in zip(COST_GRID, precisions)), file=sys.stderr)
-    return COST_GRID[best_at_precision(scores, precisions, teacher_precision)]
+    best = int(np.argmax(scores))
+    if teacher_precision is not None:
+        precisions = [row[-1]["lenient"]["precision"] for row in rows]
+        print(f"{name} lenient precision by start cost (the teacher's: {100 * teacher_precision:.2f}): " +
+              ", ".join(f"{c:g}: {100 * p:.2f}" for c, p in zip(costs, precisions)), file=sys.stderr)
+        best = best_at_precision(scores, precisions, teacher_precision)
+    return costs[best], outs[best]
 
 
 def best_at_precision(scores, precisions, floor):
@@ -597,92 +561,59 @@ def best_at_precision(scores, precisions, floor):
     return int(np.argmax([s if p >= floor else -np.inf for s, p in zip(scores, precisions)]))
 
 
-def calibrate(student, tokenizer, meta, splits, cfg, dtype):
-    """After the start cost: fit the calibration on dev+neg (dev for NER; dev+neg holds the ADE-free
-    sentences real text is full of), a unit counting as correct where it overlaps a gold one (lenient),
-    and with --target_precision choose the lowest --min_confidence (a step of 0.01) whose lenient precision
-    on dev+neg reaches it. Both go into meta."""
-    name = "dev+neg" if cfg.task == "ade" else "dev"
-    raw = predict(student, tokenizer, splits[name], meta, dtype, raw=True)
-    confidences, correct = confidence_and_correct(splits[name], raw, meta)
-    meta["calibration"] = fit_platt(confidences, correct)
+def calibration_split(cfg):
+    """dev+neg for ADE: it holds the ADE-free sentences real text is full of; dev for NER."""
+    return "dev+neg" if cfg.task == "ade" else "dev"
+
+
+def calibrate(raw, meta, splits, cfg):
+    """Fit the calibration to the predictions `raw` of the calibration split (the model's own confidences), a
+    unit counting as correct where it overlaps a gold one (lenient), and with --target_precision choose the
+    lowest --min_confidence (a step of 0.01) whose lenient precision there reaches it. Both go into meta."""
+    gold = splits[calibration_split(cfg)]
+    meta["calibration"] = evaluate.fit_platt(*evaluate.confidence_and_correct(gold, raw, unit_level(cfg)))
     meta["min_confidence"] = cfg.min_confidence
     if cfg.target_precision:
-        grid = np.round(np.arange(0, 1, 0.01), 2)
-        lenient = {t: at_threshold(splits[name], raw, meta, cfg, t) for t in grid}
+        lenient = lenient_at(gold, raw, meta, cfg, np.round(np.arange(0, 1, 0.01), 2))
         reached = [t for t, m in lenient.items() if m["precision"] >= cfg.target_precision]
-        if not reached:
-            best = max(lenient, key=lambda t: lenient[t]["precision"])
-            print(f"note: no threshold reaches --target_precision={cfg.target_precision:g} on {name} (at "
-                  f"most {lenient[best]['precision']:.4f}, at {best:g}): --min_confidence stays "
-                  f"{cfg.min_confidence:g}", file=sys.stderr)
+        best = reached[0] if reached else max(lenient, key=lambda t: lenient[t]["precision"])
+        if reached:
+            meta["min_confidence"] = best
+            print(f"--min_confidence={best:g}: lenient precision {lenient[best]['precision']:.4f}, recall "
+                  f"{lenient[best]['recall']:.4f} on {calibration_split(cfg)}", file=sys.stderr)
         else:
-            meta["min_confidence"], chosen = float(reached[0]), lenient[reached[0]]
-            print(f"--min_confidence={reached[0]:g}: lenient precision {chosen['precision']:.4f}, recall "
-                  f"{chosen['recall']:.4f} on {name}", file=sys.stderr)
+            print(f"note: no threshold reaches --target_precision={cfg.target_precision:g} on "
+                  f"{calibration_split(cfg)} (at most {lenient[best]['precision']:.4f}, at {best:g}): "
+                  f"--min_confidence stays {cfg.min_confidence:g}", file=sys.stderr)
 
 
-def at_threshold(gold, raw, meta, cfg, threshold):
-    """The lenient figures of the predictions `raw` (the model's own confidences) calibrated by meta and
-    kept from `threshold` up."""
-    kept = calibrated(raw, {**meta, "min_confidence": threshold})
-    return score_rows("student", cfg, {"": gold}, kept)[0]["lenient"]
-
-
-def confidence_and_correct(gold, predicted, meta):
-    """-> the confidence of each predicted pair (entity), and whether it overlaps a gold one (lenient)."""
-    level = "entities" if meta["task"] == "ner" else "pairs"
-    gold_units = {r["id"]: evaluate.units(r, level) for r in gold}
-    confidences, correct = [], []
-    for r in predicted:
-        for u in r[level]:
-            [unit] = evaluate.units({"text": r["text"], level: [u]}, level)
-            confidences.append(u["confidence"])
-            correct.append(any(evaluate.overlaps(unit, g) for g in gold_units[r["id"]]))
-    return np.array(confidences), np.array(correct, dtype=float)
-
-
-def fit_platt(confidences, correct, steps=50):
-    """(a, b) minimising the log-loss of sigmoid(a logit(c) + b) against `correct` (Newton's method, each
-    step halved until the loss falls), or None where there is nothing to fit or the fit would reverse the
-    ranking (a <= 0)."""
-    if len(set(correct.tolist())) < 2:
-        return None
-    x = logit(confidences)
-    features = np.stack([x, np.ones_like(x)], 1)  # (n, 2)
-    def log_loss(theta):
-        z = features @ theta
-        return float(np.sum(np.logaddexp(0, z) - correct * z))
-
-    theta = np.array([1.0, 0.0])
-    for _ in range(steps):
-        p = np.exp(-np.logaddexp(0, -(features @ theta)))  # sigmoid, without overflow
-        hessian = features.T @ (features * (p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
-        step = np.linalg.solve(hessian, features.T @ (p - correct))
-        while log_loss(theta - step) > log_loss(theta) and np.abs(step).max() > 1e-12:
-            step /= 2
-        theta = theta - step
-    return [float(theta[0]), float(theta[1])] if theta[0] > 0 else None
+def lenient_at(gold, raw, meta, cfg, thresholds):
+    """-> {threshold: the lenient figures on `gold` of the predictions `raw` (the model's own confidences)
+    calibrated by meta and kept from the threshold up}."""
+    figures = {}
+    for t in thresholds:
+        kept = calibrated(raw, {**meta, "min_confidence": t})
+        figures[float(t)] = score_rows("student", cfg, {"": gold}, kept)[0]["lenient"]
+    return figures
 
 
 def confidence_rows(gold, raw, meta, cfg):
     """The student on `gold` by confidence: expected calibration error (15 bins) of the model's own and of
-    the calibrated confidences, lenient precision and recall at thresholds 0.3, 0.5, 0.7, 0.9 and at the
-    chosen one, and the average precision of the ranking (each correct unit's precision at its rank, over
-    the gold units)."""
-    raw_confidences, correct = confidence_and_correct(gold, raw, meta)
-    cal_confidences = platt(raw_confidences, meta["calibration"])
-    order = np.argsort(-cal_confidences, kind="stable")
-    n_gold = sum(len(evaluate.units(r, "entities" if cfg.task == "ner" else "pairs")) for r in gold)
-    hits = np.cumsum(correct[order])
-    average_precision = float((hits / np.arange(1, len(order) + 1) * correct[order]).sum() / max(n_gold, 1))
-    at = {}
-    for t in (0.3, 0.5, 0.7, 0.9, meta.get("min_confidence", 0.0)):
-        lenient = at_threshold(gold, raw, meta, cfg, t)
-        at[f"{t:g}"] = {"precision": lenient["precision"], "recall": lenient["recall"]}
+    the calibrated confidences, lenient precision and recall at thresholds 0.05 to 0.95 and at the chosen
+    one, and the average precision of the ranking."""
+    raw_confidences, correct = evaluate.confidence_and_correct(gold, raw, unit_level(cfg))
+    confidences = evaluate.platt(raw_confidences, meta["calibration"])
+    n_gold = sum(len(evaluate.units(r, unit_level(cfg))) for r in gold)
+    thresholds = [*np.round(np.arange(0.05, 1, 0.05), 2), meta["min_confidence"]]
     return {"ece_raw": evaluate.calibration_error(raw_confidences, correct),
-            "ece": evaluate.calibration_error(cal_confidences, correct), "at_threshold": at,
-            "average_precision": average_precision}
+            "ece": evaluate.calibration_error(confidences, correct),
+            "at_threshold": {f"{t:g}": {k: m[k] for k in ("precision", "recall")}
+                             for t, m in lenient_at(gold, raw, meta, cfg, thresholds).items()},
+            "average_precision": evaluate.average_precision(confidences, correct, n_gold)}
+
+
+def unit_level(cfg):
+    return "entities" if cfg.task == "ner" else "pairs"
 
 
 def write_results(rows, cfg, notes):
@@ -801,8 +732,8 @@ def predict_command(cfg):
     input's order, written a chunk at a time (memory does not grow with the file) to stdout or to
     --predict_out, where rerunning the same command continues after the last line written. --shard=K/N:
     the K-th of N contiguous parts of the file's lines; the N outputs, joined in order, are one run's."""
-    student, tokenizer, meta = load_trained(cfg.out_dir, pick_device(cfg.device))
-    dtype, _, why = choose_precision(next(student.parameters()).device, cfg.amp)
+    student, tokenizer, meta = load_trained(cfg.out_dir, model.pick_device(cfg.device))
+    dtype, _, why = model.choose_precision(next(student.parameters()).device, cfg.amp)
     if cfg.start_cost >= 0:
         meta["start_cost"] = cfg.start_cost
     if cfg.min_confidence:
@@ -822,7 +753,7 @@ def predict_command(cfg):
         done = skip_predicted(f, records, cfg) if f else 0
         out = (lambda text: f.write(text.encode())) if f else sys.stdout.write
         print(f"predicting lines {first + 1}-{stop} of {cfg.predict_file} ({lines:,} lines; {done:,} "
-              f"sentences done before), precision {precision_name(dtype)} ({why})", file=sys.stderr)
+              f"sentences done before), precision {model.precision_name(dtype)} ({why})", file=sys.stderr)
         t0, new, todo = time.time(), 0, stop - first - done  # lines: blank ones make it "at most"
         while chunk := list(itertools.islice(records, 1000)):
             out("".join(json.dumps(r) + "\n" for r in predict(student, tokenizer, chunk, meta, dtype)))
@@ -861,52 +792,6 @@ def default_student():
                          "(or pass --init_from=DIR with a Hugging Face BERT directory)")
     return os.path.join(os.path.dirname(spec.origin), "model")
 
-
-def pick_device(name):
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-
-
-def choose_precision(device, amp, cpuinfo="/proc/cpuinfo"):
-    """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler, why). --amp=auto: on CUDA bf16
-    where native (Ampere and later; emulated bf16 on a T4 or V100 is slow), else fp16 with a GradScaler;
-    on a CPU bf16 where its instruction set has it (RESULTS.md, "Precision"), else fp32."""
-    why = f"--amp={amp}"
-    if amp == "auto" and device.type == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        amp, why = ("bf16", "--amp=auto: native on this GPU") if native else \
-            ("fp16", "--amp=auto: this GPU has no native bf16")
-    elif amp == "auto":
-        flag = cpu_bf16_flag(cpuinfo)
-        amp, why = ("bf16", f"--amp=auto: this CPU has {flag}") if flag else \
-            ("fp32", "--amp=auto: no avx512_bf16 or amx_bf16 on this CPU")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp], amp == "fp16", why
-
-
-def cpu_bf16_flag(cpuinfo="/proc/cpuinfo"):
-    """The CPU flag that says this CPU computes bf16 natively (avx512_bf16, or AMX's amx_bf16), or None
-    (also where there is no /proc/cpuinfo to read, as on macOS and Windows)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return None
-    return next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), None)
-
-
-def autocast(device, dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
-
-
-def precision_name(dtype):
-    return str(dtype).removeprefix("torch.") if dtype else "fp32"
-
-
-# bf16 on a CPU runs matrix products through oneDNN, which keeps a compiled kernel for each of the last
-# 1,024 matrix shapes, and so does PyTorch's glue to it (ideep): length-bucketed batches have hundreds of
-# shapes, and the default caches made a bf16 run's memory grow with its length (RESULTS.md, "What was
-# tried"). Both are read at the first product, so setting them at import works; a caller's setting stays.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
-os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
 
 if __name__ == "__main__":
     cli(sys.argv[1:])

@@ -168,6 +168,62 @@ def calibration_error(confidences, correct, bins=15):
                      for k in range(bins) if (which == k).any()) / max(len(confidences), 1))
 
 
+def confidence_and_correct(gold, predicted, level="pairs"):
+    """-> the confidence of each predicted unit, and whether it overlaps a gold unit of its sentence
+    (lenient): what a calibration is fitted and measured against."""
+    gold_units = {r["id"]: units(r, level) for r in gold}
+    confidences, correct = [], []
+    for r in predicted:
+        for u in r[level]:
+            [unit] = units({"text": r["text"], level: [u]}, level)
+            confidences.append(u["confidence"])
+            correct.append(any(overlaps(unit, g) for g in gold_units[r["id"]]))
+    return np.array(confidences), np.array(correct, dtype=float)
+
+
+def average_precision(confidences, correct, n_gold):
+    """The ranking by confidence: the mean over the gold units of the precision at the rank of each correct
+    unit (a gold unit never predicted adds 0)."""
+    hits = np.asarray(correct, dtype=float)[np.argsort(-np.asarray(confidences), kind="stable")]
+    return float((np.cumsum(hits) / np.arange(1, len(hits) + 1) * hits).sum() / max(n_gold, 1))
+
+
+def fit_platt(confidences, correct, steps=50):
+    """(a, b) minimising the log-loss of sigmoid(a logit(c) + b) against `correct` (Newton's method, each
+    step halved until the loss falls), or None where there is nothing to fit or the fit would reverse the
+    ranking (a <= 0)."""
+    if len(set(correct.tolist())) < 2:
+        return None
+    x = logit(confidences)
+    features = np.stack([x, np.ones_like(x)], 1)  # (n, 2)
+
+    def log_loss(theta):
+        z = features @ theta
+        return float(np.sum(np.logaddexp(0, z) - correct * z))
+
+    theta = np.array([1.0, 0.0])
+    for _ in range(steps):
+        p = np.exp(-np.logaddexp(0, -(features @ theta)))  # sigmoid, without overflow
+        hessian = features.T @ (features * (p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, features.T @ (p - correct))
+        while log_loss(theta - step) > log_loss(theta) and np.abs(step).max() > 1e-12:
+            step /= 2
+        theta = theta - step
+    return [float(theta[0]), float(theta[1])] if theta[0] > 0 else None
+
+
+def platt(confidences, calibration):
+    """Confidences -> sigmoid(a logit(c) + b) with calibration (a, b); None: (1, 0), the confidences as
+    they are (to the logit's clip)."""
+    a, b = calibration or (1.0, 0.0)
+    return 1 / (1 + np.exp(-np.clip(a * logit(confidences) + b, -30, 30)))
+
+
+def logit(confidences):
+    clipped = np.clip(np.asarray(confidences, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(clipped / (1 - clipped))
+
+
 def only_type(records, entity_type):
     return [{**r, "entities": [e for e in r.get("entities", []) if e["type"] == entity_type]}
             for r in records]

@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -403,6 +404,11 @@ class NerModel(nn.Module):
 
 # ----------------------------------------------------------------------------- decoding the heads' BIO tags
 
+def log_softmax(logits):
+    """(..., T, C) logits -> numpy log-probabilities in fp32, for the decoder."""
+    return torch.log_softmax(logits.float(), -1).cpu().numpy()
+
+
 def word_scores(enc, log_probs):
     """Log-probabilities (T_padded, 2K+1) of one encoded sentence -> (its words' scores (W, 2K+1), each
     word's [start, end)). A word takes one tag: its score for B-k is that of B-k on its first sub-word and
@@ -549,6 +555,55 @@ def bio_loss(logits, labels):
     real labels of the whole batch, so padding and micro-batches never change the weighting."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                            ignore_index=-100, reduction="sum")
+
+
+# ----------------------------------------------------------------------------- devices and precision
+
+def pick_device(name):
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def choose_precision(device, amp, cpuinfo="/proc/cpuinfo"):
+    """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler, why). --amp=auto: on CUDA bf16
+    where native (Ampere and later; emulated bf16 on a T4 or V100 is slow), else fp16 with a GradScaler;
+    on a CPU bf16 where its instruction set has it (RESULTS.md, "Precision"), else fp32."""
+    why = f"--amp={amp}"
+    if amp == "auto" and device.type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        amp, why = ("bf16", "--amp=auto: native on this GPU") if native else \
+            ("fp16", "--amp=auto: this GPU has no native bf16")
+    elif amp == "auto":
+        flag = cpu_bf16_flag(cpuinfo)
+        amp, why = ("bf16", f"--amp=auto: this CPU has {flag}") if flag else \
+            ("fp32", "--amp=auto: no avx512_bf16 or amx_bf16 on this CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp], amp == "fp16", why
+
+
+def cpu_bf16_flag(cpuinfo="/proc/cpuinfo"):
+    """The CPU flag that says this CPU computes bf16 natively (avx512_bf16, or AMX's amx_bf16), or None
+    (also where there is no /proc/cpuinfo to read, as on macOS and Windows)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), None)
+
+
+def autocast(device, dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
+def precision_name(dtype):
+    return str(dtype).removeprefix("torch.") if dtype else "fp32"
+
+
+# bf16 on a CPU runs matrix products through oneDNN, which keeps a compiled kernel for each of the last
+# 1,024 matrix shapes, and so does PyTorch's glue to it (ideep): length-bucketed batches have hundreds of
+# shapes, and the default caches made a bf16 run's memory grow with its length (RESULTS.md, "What was
+# tried"). Both are read at the first product, so setting them at import works; a caller's setting stays.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 import ade_distill
 import data
+import evaluate
+import model
 from conftest import ROOT, shrink
 
 LOAD_SPLITS = data.load_splits  # the real one: the fixture `small` replaces it while this module runs
@@ -105,7 +107,8 @@ def test_the_kept_student_is_the_best_dev_epoch(small, tiny_bert_dir, tmp_path, 
 def test_python_prediction_equals_predict_file(trained, small, tmp_path):
     student, tokenizer, meta = ade_distill.load_trained(trained)
     cfg = ade_distill.Config.parse(["--teacher=gold"])  # the gold teacher: the dev score alone chooses
-    assert meta["start_cost"] == ade_distill.choose_start_cost(student, tokenizer, meta, small, cfg, None)
+    assert meta["start_cost"] == ade_distill.choose_start_cost(student, tokenizer, meta, small, cfg, None,
+                                                              ade_distill.COST_GRID)[0]
     assert meta["max_len"] == 128
     records = [{"id": r["id"], "text": r["text"]} for r in small["test"][:30]]
     in_python = ade_distill.predict(student, tokenizer, records, meta)
@@ -554,10 +557,10 @@ def test_platt_scaling_recovers_a_known_map():
     rng = np.random.default_rng(0)
     raw = rng.uniform(0.02, 0.98, 20000)
     truth = 1 / (1 + np.exp(-(2.0 * np.log(raw / (1 - raw)) - 1.0)))  # the real chance of being correct
-    a, b = ade_distill.fit_platt(raw, (rng.uniform(size=raw.size) < truth).astype(float))
+    a, b = evaluate.fit_platt(raw, (rng.uniform(size=raw.size) < truth).astype(float))
     assert a == pytest.approx(2.0, abs=0.1) and b == pytest.approx(-1.0, abs=0.1)
-    assert ade_distill.fit_platt(raw, np.ones_like(raw)) is None  # nothing to fit
-    assert ade_distill.fit_platt(raw, (raw < 0.5).astype(float)) is None  # it would reverse the ranking
+    assert evaluate.fit_platt(raw, np.ones_like(raw)) is None  # nothing to fit
+    assert evaluate.fit_platt(raw, (raw < 0.5).astype(float)) is None  # it would reverse the ranking
 
 
 def test_a_run_calibrates_and_chooses_the_threshold_on_dev_neg(small, tiny_bert_dir, tmp_path, capsys):
@@ -576,7 +579,7 @@ def test_a_run_calibrates_and_chooses_the_threshold_on_dev_neg(small, tiny_bert_
     assert all(p["confidence"] >= t for r in kept for p in r["pairs"])
     confidence = next(r for r in rows if (r["system"], r["split"]) == ("student", "test+neg"))["confidence"]
     assert set(confidence) == {"ece_raw", "ece", "at_threshold", "average_precision"}
-    assert set(confidence["at_threshold"]) == {"0.3", "0.5", "0.7", "0.9", f"{t:g}"}
+    assert set(confidence["at_threshold"]) == {f"{x / 20:g}" for x in range(1, 20)} | {f"{t:g}"}
     assert confidence["at_threshold"][f"{t:g}"]["precision"] == pytest.approx(next(
         r for r in rows if (r["system"], r["split"]) == ("student", "test+neg"))["lenient"]["precision"])
 
@@ -616,7 +619,7 @@ def test_precision_choice(monkeypatch, tmp_path):
     def on_cpu(flags):  # a /proc/cpuinfo of two cores with these flags
         path = tmp_path / "cpuinfo"
         path.write_text("".join(f"processor\t: {k}\nflags\t\t: fpu sse2 avx2 {flags}\n\n" for k in (0, 1)))
-        return ade_distill.choose_precision(torch.device("cpu"), "auto", str(path))
+        return model.choose_precision(torch.device("cpu"), "auto", str(path))
 
     native = (torch.bfloat16, False, "--amp=auto: this CPU has avx512_bf16")
     assert on_cpu("avx512f avx512_bf16 avx512_vnni") == native  # AMD Zen 4, Intel Cooper Lake
@@ -624,16 +627,16 @@ def test_precision_choice(monkeypatch, tmp_path):
     avx512 = (None, False, "--amp=auto: no avx512_bf16 or amx_bf16 on this CPU")
     assert on_cpu("avx512f avx512bw avx512_vnni") == avx512  # AVX-512 without bf16: Skylake, Ice Lake
     assert on_cpu("")[0] is None
-    missing = ade_distill.choose_precision(torch.device("cpu"), "auto", str(tmp_path / "no_such_file"))
+    missing = model.choose_precision(torch.device("cpu"), "auto", str(tmp_path / "no_such_file"))
     assert missing[:2] == (None, False)  # macOS, Windows: no /proc/cpuinfo, fp32
-    assert ade_distill.choose_precision(torch.device("cpu"), "fp32", str(tmp_path / "cpuinfo"))[0] is None
+    assert model.choose_precision(torch.device("cpu"), "fp32", str(tmp_path / "cpuinfo"))[0] is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert ade_distill.choose_precision(torch.device("cuda"), "auto")[:2] == (torch.bfloat16, False)
+    assert model.choose_precision(torch.device("cuda"), "auto")[:2] == (torch.bfloat16, False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
-    assert ade_distill.choose_precision(torch.device("cuda"), "auto")[:2] == (torch.float16, True)
+    assert model.choose_precision(torch.device("cuda"), "auto")[:2] == (torch.float16, True)
     # a T4 or V100: bf16 only emulated, so fp16 with a GradScaler
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert ade_distill.choose_precision(torch.device("cuda"), "auto")[:2] == (torch.float16, True)
+    assert model.choose_precision(torch.device("cuda"), "auto")[:2] == (torch.float16, True)
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])

@@ -70,7 +70,7 @@ def hf_model(path):
 
 def precisions():
     """fp32, and bf16 where this CPU computes it natively (where --amp=auto takes it)."""
-    return ["fp32"] + (["bf16"] if ade_distill.cpu_bf16_flag() else [])
+    return ["fp32"] + (["bf16"] if model.cpu_bf16_flag() else [])
 
 
 def encoder_rows(path, encs, batches):
@@ -82,21 +82,21 @@ def encoder_rows(path, encs, batches):
     cpu = torch.device("cpu")
 
     def forward(m, hugging_face, dtype):
-        with torch.no_grad(), ade_distill.autocast(cpu, dtype):
+        with torch.no_grad(), model.autocast(cpu, dtype):
             for ids, mask in inputs:
                 m(input_ids=ids, attention_mask=mask) if hugging_face else m(ids, mask)
 
     def train_steps(m, hugging_face, opt, dtype):
         m.train()
         for ids, mask in inputs[:4]:
-            with ade_distill.autocast(cpu, dtype):
+            with model.autocast(cpu, dtype):
                 out = m(input_ids=ids, attention_mask=mask).last_hidden_state if hugging_face else m(ids, mask)
             out.float().pow(2).mean().backward()
             opt.step()
             opt.zero_grad()
 
     for precision in precisions():
-        dtype = ade_distill.choose_precision(cpu, precision)[0]
+        dtype = model.choose_precision(cpu, precision)[0]
         if hf is None:
             t_ours = seconds(lambda: forward(ours.eval(), False, dtype))
             row(f"1. encoder forward, {precision} CPU (sentences/s)", f"{n / t_ours:.0f}",
@@ -307,11 +307,11 @@ def prediction_rows(path, texts, sizes, student):
         encs = data.encode(model.load_tokenizer(path), texts[:10000], 128)
         inputs = [padded(encs, b) for b in data.length_batches([len(e["ids"]) for e in encs], 64)]
         for precision in precisions():
-            dtype = ade_distill.choose_precision(torch.device("cpu"), precision)[0]
+            dtype = model.choose_precision(torch.device("cpu"), precision)[0]
 
             @torch.no_grad()
             def encoder_only():
-                with ade_distill.autocast(torch.device("cpu"), dtype):
+                with model.autocast(torch.device("cpu"), dtype):
                     for ids, mask in inputs:
                         encoder(ids, mask)
 
@@ -345,7 +345,7 @@ def decoding_row(path, encs):
     student = model.AdeModel(model.load_encoder(path)).eval()
     inputs = [(b, *padded(encs, b)) for b in data.length_batches([len(e["ids"]) for e in encs], 64)]
     with torch.no_grad():
-        log_probs = [(b, ade_distill.log_softmax(student.drug_head(student.encoder(ids, mask))))
+        log_probs = [(b, model.log_softmax(student.drug_head(student.encoder(ids, mask))))
                      for b, ids, mask in inputs]
 
     @torch.no_grad()

@@ -47,14 +47,14 @@ def main(steps, pad, sentences=3000, n_predict=0, init_from=""):
     optimizer = torch.optim.AdamW(student.parameters(), 1e-4)
     batches = data.length_batches([len(x["ids"]) for x in examples], 32, shuffle=True, seed=0)
     dtype = {"bf16": torch.bfloat16, "fp32": None}[os.environ.get("AMP", "fp32")]
-    print(f"start: RSS {rss_mb()} MB, peak {peak_mb()} MB, precision {ade_distill.precision_name(dtype)}")
+    print(f"start: RSS {rss_mb()} MB, peak {peak_mb()} MB, precision {model.precision_name(dtype)}")
     student.train()
     shapes, t0 = set(), time.time()
     for step, ids in enumerate(batches[:steps], 1):
         arrays = data.collate([examples[i] for i in ids], multiple=pad)
         shapes.add(arrays["input_ids"].shape)
         n = int((arrays["labels"] != -100).sum() + (arrays["ade_labels"] != -100).sum())
-        with ade_distill.autocast(torch.device("cpu"), dtype):
+        with model.autocast(torch.device("cpu"), dtype):
             loss = student.loss({k: torch.from_numpy(v) for k, v in arrays.items()})
         (loss / n).backward()
         optimizer.step()
