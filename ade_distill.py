@@ -609,7 +609,8 @@ def confidence_rows(gold, raw, meta, cfg):
             "ece": evaluate.calibration_error(confidences, correct),
             "at_threshold": {f"{t:g}": {k: m[k] for k in ("precision", "recall")}
                              for t, m in lenient_at(gold, raw, meta, cfg, thresholds).items()},
-            "average_precision": evaluate.average_precision(confidences, correct, n_gold)}
+            "average_precision": evaluate.average_precision(confidences, correct, n_gold),
+            "min_confidence": meta["min_confidence"]}
 
 
 def unit_level(cfg):

@@ -578,7 +578,8 @@ def test_a_run_calibrates_and_chooses_the_threshold_on_dev_neg(small, tiny_bert_
     kept = ade_distill.predict(student, tokenizer, small["test"], meta)
     assert all(p["confidence"] >= t for r in kept for p in r["pairs"])
     confidence = next(r for r in rows if (r["system"], r["split"]) == ("student", "test+neg"))["confidence"]
-    assert set(confidence) == {"ece_raw", "ece", "at_threshold", "average_precision"}
+    assert set(confidence) == {"ece_raw", "ece", "at_threshold", "average_precision", "min_confidence"}
+    assert confidence["min_confidence"] == t
     assert set(confidence["at_threshold"]) == {f"{x / 20:g}" for x in range(1, 20)} | {f"{t:g}"}
     assert confidence["at_threshold"][f"{t:g}"]["precision"] == pytest.approx(next(
         r for r in rows if (r["system"], r["split"]) == ("student", "test+neg"))["lenient"]["precision"])

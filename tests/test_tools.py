@@ -162,3 +162,26 @@ def test_every_figure_of_the_readme_is_one_of_results_md():
     (teacher_strict, teacher_lenient), (student_strict, student_lenient) = row("teacher"), row("student")
     assert lead and lead.groups() == (f"{float(student_lenient) - float(teacher_lenient):.1f}",
                                       f"{float(student_strict) - float(teacher_strict):.1f}")
+
+
+def test_results_confidence_table_reads_the_student_at_the_teachers_recall(tmp_path, data_dir):
+    """A hand-made run: the student's recall falls from 0.80 at 0.05 by 0.05 a step while its precision rises
+    by 0.0125; the teacher's recall is 0.60, which the student reaches up to 0.25 (precision 0.5125)."""
+    at = {f"{t:g}": {"precision": round(0.45 + t / 4, 4), "recall": round(max(0.85 - t, 0), 4)}
+          for t in (k / 20 for k in range(1, 20))}
+    lenient = {"precision": 0.55, "recall": 0.60, "f1": 0.57}
+    rows = [{"system": "teacher", "teacher": "lexicon", "split": "test+neg", "strict": lenient,
+             "lenient": lenient},
+            {"system": "student", "teacher": "lexicon", "split": "test+neg", "strict": lenient,
+             "lenient": lenient, "confidence": {"ece_raw": 0.3281, "ece": 0.0462, "average_precision": 0.481,
+                                                "at_threshold": at, "min_confidence": 0.45}}]
+    run = tmp_path / "default_s0"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(rows))
+    (run / "run.json").write_text(json.dumps({"command": "c", "commit": "x", "machine": "m", "date": "d"}))
+    (run / "time.txt").write_text("Elapsed (wall clock) time (h:mm:ss or m:ss): 1:00\n"
+                                  "Maximum resident set size (kbytes): 1024\n\tExit status: 0\n")
+    table = run_tool("results.py", str(tmp_path), data_dir=os.path.abspath(data_dir)).stdout
+    assert ("| default, seed 0 | 0.328 | 0.046 | 0.481 | 52.50 / 55.00 | 57.50 / 35.00 | 62.50 / 15.00 | "
+            "67.50 / 0.00 | 0.45: 56.25 / 40.00 | 55.00 / 60.00 | 51.25 (at 0.25) |") in table
+    assert "Not yet run: default_s1, default_s2, supervised_s0" in table

