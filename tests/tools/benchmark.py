@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -420,6 +421,62 @@ def gpu_rows(path):
             gc.collect()
 
 
+# Hugging Face's token-classification pipeline over the texts of a JSON Lines file (argv 2), batches of 64,
+# from the BertForTokenClassification directory argv[1]; its peak resident memory to argv[3], as PEAK_CHILD
+HF_PIPELINE_CHILD = """import json, sys
+from transformers import AutoTokenizer, BertForTokenClassification, pipeline
+directory, infile, hwm = sys.argv[1:]
+texts = [json.loads(line)["text"] for line in open(infile)]
+tagger = pipeline("token-classification", model=BertForTokenClassification.from_pretrained(directory),
+                  tokenizer=AutoTokenizer.from_pretrained(directory), aggregation_strategy="simple", device="cpu")
+found = sum(len(entities) for entities in tagger(texts, batch_size=64))
+open(hwm, "w").write(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print(found)
+"""
+
+
+def pipeline_row(path, texts, n):
+    """Row 11: the NER student (untrained heads: the same weights on both sides) over n sentences, end to end
+    (start-up included), by `--predict_file` and by Hugging Face's pipeline("token-classification",
+    aggregation_strategy="simple") over the same weights as a BertForTokenClassification; fp32."""
+    try:
+        from transformers import BertForTokenClassification
+    except ImportError:
+        return row("11. NER prediction against HF pipeline (sentences/s)", "-", "-", "-",
+                   "transformers is not installed")
+    types = ["Chemical", "Disease"]
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        student = model.NerModel(model.load_encoder(path), len(types))
+        model.save_student(student, os.path.join(tmp, "student"), path,
+                           {"task": "ner", "types": types, "max_len": 128})
+        labels = ["O"] + [f"{bio}-{t}" for t in types for bio in "BI"]  # the order of the head's classes
+        hf = BertForTokenClassification.from_pretrained(os.path.join(tmp, "student"), num_labels=len(labels),
+                                                        id2label=dict(enumerate(labels)))
+        hf.classifier.load_state_dict(student.head.state_dict())
+        hf.save_pretrained(os.path.join(tmp, "hf"))
+        for name in model.TOKENIZER_FILES:
+            if os.path.exists(os.path.join(tmp, "student", name)):
+                shutil.copy(os.path.join(tmp, "student", name), os.path.join(tmp, "hf"))
+        infile = os.path.join(tmp, "in.jsonl")
+        with open(infile, "w") as f:
+            f.writelines(json.dumps({"id": str(i), "text": texts[i % len(texts)]}) + "\n" for i in range(n))
+        hwm = os.path.join(tmp, "hwm")
+        runs = {}
+        for name, command in (
+                ("ours", [sys.executable, "-c", PEAK_CHILD.format(root=ROOT), hwm, f"--out_dir={tmp}",
+                          f"--predict_file={infile}", "--amp=fp32", f"--predict_out={tmp}/out.jsonl"]),
+                ("hf", [sys.executable, "-c", HF_PIPELINE_CHILD, os.path.join(tmp, "hf"), infile, hwm])):
+            t0 = time.perf_counter()
+            done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode:
+                sys.exit(f"error: {name} exited with status {done.returncode}:\n{done.stderr[-2000:]}")
+            runs[name] = (n / (time.perf_counter() - t0), int(open(hwm).read()) / 1024)
+        row(f"11. NER prediction, {n:,} sentences, fp32 (sentences/s)", f"{runs['ours'][0]:.0f}",
+            f"HF pipeline {runs['hf'][0]:.0f}", runs["ours"][0] / runs["hf"][0],
+            f"peak RSS {runs['ours'][1]:.0f} MiB against {runs['hf'][1]:.0f} MiB; with confidences")
+
+
 def main(argv):
     global QUICK, TINY
     options = {"quick": False, "tiny": False, "row": "", "init_from": "", "out_dir": "", "student": ""}
@@ -430,7 +487,7 @@ def main(argv):
                      "--out_dir=DIR --student=DIR")
         options[key] = value if eq else True
     QUICK, TINY = options["quick"], options["tiny"]
-    rows = {int(n) for n in options["row"].split(",")} if options["row"] else set(range(1, 11))
+    rows = {int(n) for n in options["row"].split(",")} if options["row"] else set(range(1, 12))
     path = options["init_from"] or ade_distill.default_student()
     splits = data.load_splits(data.data_root())
     tokenizer = model.load_tokenizer(path)
@@ -463,6 +520,8 @@ def main(argv):
         gpu_rows(path)
     if 10 in rows:
         token_budget_row(path, pool_encs)
+    if 11 in rows:
+        pipeline_row(path, [r["text"] for r in splits["pool"]], 16 if TINY else 1000 if QUICK else 5000)
     table = "\n".join(["| row | ade_distill | reference | ratio | note |", "| --- | ---: | ---: | ---: | --- |",
                        *("| " + " | ".join(r) + " |" for r in ROWS)])
     print("\n" + table)
