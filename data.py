@@ -20,7 +20,8 @@ import random
 import re
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -44,6 +45,7 @@ SHA256 = {  # of the files at the commits in the URLs above
     "NCBI-disease-IOB/test.tsv": "8f088ce45dc4746592188f9e69de3d89d87f3bb8f0ed8c4a287d018123fa148d",
 }
 NER_DATASETS = {"bc5cdr": "BC5CDR-IOB", "ncbi_disease": "NCBI-disease-IOB"}
+WORD_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")  # [A-Za-z0-9]
 
 
 class InputError(ValueError):
@@ -56,13 +58,11 @@ def data_root(data_dir=""):
 
 def corpus_file(root, rel_path):
     """Path of a corpus file under the data root; downloaded first if missing; sha256 checked."""
-    path = os.path.join(root, rel_path)
-    folder, name = rel_path.split("/")
+    path, (folder, name) = os.path.join(root, rel_path), rel_path.split("/")
     source, content = path, None
     if not os.path.exists(path):
         import requests
-        source = ADE_URL.format(name=name) if folder == "ade_corpus_v2" else \
-            NER_URL.format(folder=folder, name=name)
+        source = (ADE_URL if folder == "ade_corpus_v2" else NER_URL).format(folder=folder, name=name)
         print(f"{path} is missing; downloading {source}", file=sys.stderr)
         try:
             r = requests.get(source, timeout=60)
@@ -104,31 +104,23 @@ class TermList:
 
     def __init__(self, terms):
         self.terms = {t.lower() for t in terms if len(t) >= 3}
-        lengths = defaultdict(set)  # the first two characters -> the lengths of the terms that start so
-        for t in self.terms:
-            lengths[t[:2]].add(len(t))
-        self.lengths = {start: sorted(ls, reverse=True) for start, ls in lengths.items()}
+        self.lengths = defaultdict(list)  # the first two characters -> the lengths of the terms that start so
+        for length, start in sorted({(len(t), t[:2]) for t in self.terms}, reverse=True):  # longest first
+            self.lengths[start].append(length)
 
     def spans(self, text):
         lower = text.lower()
         if len(lower) != len(text):  # offsets must stay those of `text` ("İ" lowercases to two characters)
             lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-        found, i = [], 0
-        while i < len(text):
-            if i == 0 or not is_word_char(text[i - 1]):
-                fits = lambda n: i + n <= len(text) and lower[i:i + n] in self.terms and (  # noqa: E731
-                    i + n == len(text) or not is_word_char(text[i + n]))
-                end = next((i + n for n in self.lengths.get(lower[i:i + 2], ()) if fits(n)), None)
-                if end:
-                    found.append((i, end))
-                    i = end
-                    continue
-            i += 1
+        found = []
+        for i in range(len(text)):
+            if (found and i < found[-1][1]) or text[i - 1:i] in WORD_CHARS:  # inside a match or a word
+                continue
+            ends = [i + n for n in self.lengths.get(lower[i:i + 2], ()) if i + n <= len(text)
+                    and lower[i:i + n] in self.terms and text[i + n:i + n + 1] not in WORD_CHARS]
+            if ends:
+                found.append((i, ends[0]))
         return found
-
-
-def is_word_char(c):
-    return c.isascii() and c.isalnum()
 
 
 def read_ade(root):
@@ -144,7 +136,7 @@ def read_ade(root):
                                  f"(pmid|sentence|ae|begin|end|drug|begin|end), found {line.strip()!r}")
             pmid, text, ae, ae_begin, _, drug, drug_begin, _ = fields
             rows[(pmid, text)].append((n, ae, int(ae_begin), drug, int(drug_begin)))
-    positives, per_pmid, ambiguous = [], defaultdict(int), 0
+    positives, index, ambiguous = [], defaultdict(itertools.count), 0  # index: the next id of a PubMed ID
     for (pmid, text), relations in rows.items():
         # Offsets count from the start of the abstract, not of the sentence; one shift per sentence maps
         # them onto it. Find the shifts that fit every relation of the sentence (one does, for every row).
@@ -158,26 +150,20 @@ def read_ade(root):
                                  "offsets.")
         ambiguous += len(shifts) > 1
         shift = max(shifts)  # a repeated pair: take its first occurrence, as canonicalisation does
-        pairs = []
-        for n, ae, ae_begin, drug, drug_begin in relations:
-            pair = {"drug": [drug_begin - shift, drug_begin - shift + len(drug)],
-                    "ade": [ae_begin - shift, ae_begin - shift + len(ae)]}
-            if pair not in pairs:
-                pairs.append(pair)
-        positives.append({"id": f"{pmid}:{per_pmid[pmid]}", "pmid": pmid, "text": text, "pairs": pairs})
-        per_pmid[pmid] += 1
+        pairs = [{"drug": [d - shift, d - shift + len(drug)], "ade": [a - shift, a - shift + len(ae)]}
+                 for _, ae, a, drug, d in relations]
+        pairs = [pair for i, pair in enumerate(pairs) if pair not in pairs[:i]]  # rows can repeat a pair
+        positives.append({"id": f"{pmid}:{next(index[pmid])}", "pmid": pmid, "text": text, "pairs": pairs})
     path = corpus_file(root, "ade_corpus_v2/ADE-NEG.txt")
-    negatives, seen = [], set()
+    sentences = []  # (pmid, text)
     with open(path) as f:
         for n, line in enumerate(f, 1):
             m = re.match(r"(\d+) NEG (.*)$", line.rstrip("\n"))
             if not m:
                 raise InputError(f"{path}:{n}: expected 'PMID NEG sentence', found {line.strip()!r}")
-            if m.groups() not in seen:  # 7 lines repeat a sentence verbatim
-                seen.add(m.groups())
-                negatives.append({"id": f"{m[1]}:n{per_pmid['n' + m[1]]}", "pmid": m[1], "text": m[2],
-                                  "pairs": []})
-                per_pmid["n" + m[1]] += 1
+            sentences.append(m.groups())
+    negatives = [{"id": f"{pmid}:n{next(index['n' + pmid])}", "pmid": pmid, "text": text, "pairs": []}
+                 for pmid, text in dict.fromkeys(sentences)]  # each once: 7 lines repeat a sentence verbatim
     assert ambiguous <= 3, f"{ambiguous} sentences have an ambiguous offset shift; the corpus has 3"
     return positives, negatives
 
@@ -202,9 +188,8 @@ def without_held_out(records, held_texts, what):
 
 
 def assemble_splits(train, dev, test, negatives, what):
-    """train/dev/test sentences (+ ADE-free sentences) -> every set the pipeline uses: train, dev, test,
-    dev+neg and test+neg (each with the ADE-free sentences of its PubMed IDs), the labelled ADE-free
-    sentences allowed in training ("negatives"), and the unlabeled pool (train + those)."""
+    """-> every set the pipeline uses: train, dev, test, dev+neg and test+neg (+ the ADE-free sentences of
+    their PubMed IDs), "negatives" (the other ADE-free ones, for training), "pool" (both, unlabeled)."""
     dev_pmids, test_pmids = ({r.get("pmid") for r in records} for records in (dev, test))  # NER: no pmid
     splits = {"dev": dev, "test": test,
               "dev+neg": dev + [r for r in negatives if r["pmid"] in dev_pmids],
@@ -222,8 +207,7 @@ def load_splits(root, dataset="ade", cv=0, fold=0):
     with seed 0, cut 80/10/10. With cv=k: fold `fold` of a k-fold split by PubMed ID (test = that fold,
     dev = the next, train = the rest). NER: the corpus's own train/devel/test."""
     if dataset != "ade":
-        folder = NER_DATASETS[dataset]
-        train, dev, test = (read_iob(corpus_file(root, f"{folder}/{name}.tsv"))
+        train, dev, test = (read_iob(corpus_file(root, f"{NER_DATASETS[dataset]}/{name}.tsv"))
                             for name in ("train", "devel", "test"))
         return assemble_splits(train, dev, test, [], f"{dataset} train")
     positives, negatives = read_ade(root)
@@ -238,9 +222,9 @@ def load_splits(root, dataset="ade", cv=0, fold=0):
     pmids = sorted({r["pmid"] for r in positives})
     random.Random(0).shuffle(pmids)
     fold_of = {p: i % cv for i, p in enumerate(pmids)}
-    part = lambda f: [r for r in positives if fold_of[r["pmid"]] == f]  # noqa: E731
+    dev, test = ([r for r in positives if fold_of[r["pmid"]] == f] for f in ((fold + 1) % cv, fold))
     train = [r for r in positives if fold_of[r["pmid"]] not in (fold, (fold + 1) % cv)]
-    return assemble_splits(train, part((fold + 1) % cv), part(fold), negatives, "train")
+    return assemble_splits(train, dev, test, negatives, "train")
 
 
 # ----------------------------------------------------------------------------- PubMed baseline XML
@@ -291,9 +275,8 @@ def split_sentences(text):
     Smith"; but "hepatitis B." ends a sentence). Decimals ("2.5 mg") never have a space after the period."""
     sentences, start = [], 0
     for m in re.finditer(r"[.?!][\"')\]]*\s+(?=[A-Z0-9(\[\"'])", text):
-        words = text[start:m.start() + 1].split()
-        word = words[-1].rstrip(".").lstrip("(\"'[") if words else ""
-        previous = words[-2] if len(words) > 1 else ""
+        words = [""] + text[start:m.start() + 1].split()  # "": no word before the first
+        word, previous = words[-1].rstrip(".").lstrip("(\"'["), words[-2]
         abbreviation = text[m.start()] == "." and (
             word.lower() in ABBREVIATIONS or re.fullmatch(r"(?:[A-Za-z]\.)+[A-Za-z]", word)
             or (len(word) == 1 and word.isupper() and (not previous or previous[0].isupper())))
@@ -309,8 +292,7 @@ def pubmed_pool(paths, splits):
     term of the train split, each text once, no dev/test sentence and no sentence of a dev/test PubMed ID.
     The index counts every sentence of the article (title first), so ids are stable. -> (records, counts)."""
     drugs = TermList({r["text"][slice(*p["drug"])] for r in splits["train"] for p in r["pairs"]})
-    held_texts = held_out_texts(splits)
-    held_pmids = {r["pmid"] for r in splits["dev"] + splits["test"]}
+    held_texts, held_pmids = held_out_texts(splits), {r["pmid"] for r in splits["dev"] + splits["test"]}
     counts, seen = defaultdict(int), set()
 
     def records():
@@ -338,9 +320,8 @@ def pubmed_pool(paths, splits):
 # ----------------------------------------------------------------------------- IOB NER corpora
 
 def read_iob(path):
-    """token<TAB>tag lines, blank between sentences -> records {"id", "text", "entities"}; the text is
-    the tokens joined by single spaces, so every entity has exact character offsets. An I-tag after O or
-    another type opens an entity, as conlleval reads it."""
+    """token<TAB>tag lines, blank between sentences -> records {"id", "text", "entities"}, the text the tokens
+    joined by spaces (exact offsets); an I-tag after O or another type opens an entity, as in conlleval."""
     records, text, entities, previous = [], "", [], ""
     split = os.path.splitext(os.path.basename(path))[0]
     with open(path) as f:
@@ -374,16 +355,14 @@ def encode(tokenizer, texts, max_len):
     """-> one dict per text: ids, offsets (char [start, end) per token; (0, 0) for [CLS]/[SEP]) and words
     (the word of each token; None for [CLS]/[SEP]). Texts longer than max_len tokens are cut (keeping the
     final [SEP]), counted, and carry "cut_at": the character where the kept tokens end."""
-    encoded, cut = [], 0
+    encoded = []
     for e in tokenizer.encode_batch(list(texts)):
-        ids, offsets, words = list(e.ids), list(e.offsets), list(e.word_ids)
-        enc = {}
-        if len(ids) > max_len:
-            cut += 1
-            ids, offsets, words = (x[:max_len - 1] + x[-1:] for x in (ids, offsets, words))
-            enc["cut_at"] = offsets[-2][1]
-        encoded.append({"ids": ids, "offsets": offsets, "words": words, **enc})
-    if cut:
+        enc = {"ids": list(e.ids), "offsets": list(e.offsets), "words": list(e.word_ids)}
+        if len(enc["ids"]) > max_len:
+            enc = {key: tokens[:max_len - 1] + tokens[-1:] for key, tokens in enc.items()}
+            enc["cut_at"] = enc["offsets"][-2][1]
+        encoded.append(enc)
+    if cut := sum("cut_at" in enc for enc in encoded):
         print(f"note: {cut} of {len(encoded)} sentences are longer than {max_len} tokens and were cut there; "
               "spans past the cut cannot be predicted (raise --max_len)", file=sys.stderr)
     return encoded
@@ -396,8 +375,7 @@ def spans_to_bio(enc, spans):
     labels = [0 if w is not None else -100 for w in enc["words"]]
     off_boundary = past_cut = 0
     for start, end, k in spans:
-        inside = [i for i, (s, e) in enumerate(enc["offsets"])
-                  if enc["words"][i] is not None and s < end and e > start]
+        inside = token_mask(enc, [(start, end)])
         if end > enc.get("cut_at", end):
             past_cut += 1
         elif not inside or enc["offsets"][inside[0]][0] != start or enc["offsets"][inside[-1]][1] != end:
@@ -418,8 +396,7 @@ def drug_entities(text, drug_spans):
     """Group drug spans by their text (case-insensitive) -> {lower text: all its mentions in the sentence}."""
     entities = {}
     for s, e in drug_spans:
-        key = text[s:e].lower()
-        entities.setdefault(key, set(map(tuple, find_mentions(text, text[s:e])))).add((s, e))
+        entities.setdefault(text[s:e].lower(), set(map(tuple, find_mentions(text, text[s:e])))).add((s, e))
     return {k: sorted(v) for k, v in entities.items()}
 
 
@@ -430,19 +407,16 @@ def ade_example(enc, record, unpaired=()):
     text, pairs = record["text"], record.get("pairs", [])
     entities = drug_entities(text, [p["drug"] for p in pairs])
     drug_spans = [(s, e, 0) for mentions in entities.values() for s, e in mentions]
-    drug_labels, *counts = spans_to_bio(enc, drug_spans)
-    drugs = []
-    for key, mentions in entities.items():
-        ades = sorted({tuple(p["ade"]) for p in pairs if text[p["drug"][0]:p["drug"][1]].lower() == key})
-        ade_labels, *ade_counts = spans_to_bio(enc, [(s, e, 0) for s, e in ades])
-        counts = [a + b for a, b in zip(counts, ade_counts)]
-        drugs.append({"tokens": token_mask(enc, mentions), "labels": ade_labels})
     free = [(s, e) for s, e in unpaired if not any(s < pe and e > ps for ps, pe, _ in drug_spans)]
-    for key, mentions in drug_entities(text, free).items():
-        if key not in entities:
-            drugs.append({"tokens": token_mask(enc, mentions), "labels": spans_to_bio(enc, [])[0]})
-    return {"ids": enc["ids"], "labels": drug_labels, "drugs": drugs, "off_boundary": counts[0],
-            "past_cut": counts[1]}
+    for key, mentions in drug_entities(text, free).items():  # after the paired ones, with no adverse event
+        entities.setdefault(key, mentions)
+    ades = [sorted({(*p["ade"], 0) for p in pairs if text[slice(*p["drug"])].lower() == key})
+            for key in entities]
+    heads = [spans_to_bio(enc, spans) for spans in [drug_spans, *ades]]  # the drug head, then each drug's row
+    drugs = [{"tokens": token_mask(enc, mentions), "labels": labels}
+             for mentions, (labels, _, _) in zip(entities.values(), heads[1:])]
+    return {"ids": enc["ids"], "labels": heads[0][0], "drugs": drugs,
+            "off_boundary": sum(h[1] for h in heads), "past_cut": sum(h[2] for h in heads)}
 
 
 def ner_example(enc, record, types):
@@ -462,10 +436,8 @@ def length_batches(lengths, batch_size, shuffle=False, seed=0):
     if shuffle:
         rng.shuffle(order)
     window = batch_size * 50
-    batches = []
-    for w in range(0, len(order), window):
-        part = sorted(order[w:w + window], key=lambda i: lengths[i])
-        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    parts = (sorted(order[w:w + window], key=lambda i: lengths[i]) for w in range(0, len(order), window))
+    batches = [part[j:j + batch_size] for part in parts for j in range(0, len(part), batch_size)]
     if shuffle:
         rng.shuffle(batches)
     return batches
@@ -487,44 +459,39 @@ def collate(examples, pad_id=0, multiple=8):
     input_ids = np.full((B, T), pad_id, dtype=np.int64)
     attention_mask = np.zeros((B, T), dtype=np.int64)
     labels = np.full((B, T), -100, dtype=np.int64)
-    drug_sentence, drug_token_mask, ade_labels = [], [], []
     for b, x in enumerate(examples):
         n = len(x["ids"])
         input_ids[b, :n], attention_mask[b, :n], labels[b, :n] = x["ids"], 1, x.get("labels", -100)
-        for drug in x.get("drugs", []):
-            drug_sentence.append(b)
-            mask = np.zeros(T, dtype=np.float32)
-            mask[drug["tokens"]] = 1.0
-            drug_token_mask.append(mask)
-            ade_labels.append(np.pad(np.array(drug.get("labels", [-100] * n), dtype=np.int64), (0, T - n),
-                                     constant_values=-100))
+    drugs = [(b, drug) for b, x in enumerate(examples) for drug in x.get("drugs", [])]  # one ADE row each
+    drug_token_mask = np.zeros((len(drugs), T), dtype=np.float32)
+    ade_labels = np.full((len(drugs), T), -100, dtype=np.int64)
+    for row, (b, drug) in enumerate(drugs):
+        drug_token_mask[row, drug["tokens"]] = 1.0
+        ade_labels[row, :len(examples[b]["ids"])] = drug.get("labels", -100)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-            "drug_sentence": np.array(drug_sentence, dtype=np.int64),
-            "drug_token_mask": np.array(drug_token_mask, dtype=np.float32).reshape(-1, T),
-            "ade_labels": np.array(ade_labels, dtype=np.int64).reshape(-1, T)}
+            "drug_sentence": np.array([b for b, _ in drugs], dtype=np.int64),
+            "drug_token_mask": drug_token_mask, "ade_labels": ade_labels}
 
 
 # ----------------------------------------------------------------------------- small shared helpers
 
 def iter_sentences(path, start=0, stop=None):
-    """JSON Lines of {"id", "text", ...}, or plain text with one sentence per line (ids: line numbers),
-    read line by line; lines start+1 to stop only (counted from 1, blank lines included). A line that is
-    neither is an error naming the file and line."""
+    """JSON Lines of {"id", "text", ...} or plain text, one sentence a line (ids: line numbers), read lazily;
+    lines start+1 to stop only (from 1, blank ones counted). A line that is neither is an error naming it."""
     with open(path, "rb") as f:
         for n, raw in enumerate(itertools.islice(f, start, stop), start + 1):
             try:
                 line = raw.decode("utf-8")
+                plain = {"id": str(n), "text": line.rstrip()}
+                record = json.loads(line) if line.lstrip().startswith("{") else plain
             except UnicodeDecodeError as e:
                 raise InputError(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start}); save the file "
                                  "as UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                plain = {"id": str(n), "text": line.rstrip()}
-                record = json.loads(line) if line.lstrip().startswith("{") else plain
             except json.JSONDecodeError as e:
                 raise InputError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON "
                                  "object") from None
+            if not line.strip():
+                continue
             if not isinstance(record, dict) or "id" not in record or not isinstance(record.get("text"), str) \
                     or not record["text"].strip():
                 raise InputError(f'{path}:{n}: expected an object with "id" and a non-empty "text"')
@@ -533,12 +500,6 @@ def iter_sentences(path, start=0, stop=None):
 
 def read_sentences(path):
     return list(iter_sentences(path))
-
-
-def count_lines(path):
-    """Lines of a file, the last one counted without its newline too (blank lines included)."""
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)
 
 
 def open_appendable(path, advice):
@@ -563,6 +524,45 @@ def open_appendable(path, advice):
         f.truncate(end)
         print(f"note: {path}: dropped a half-written last line (an interrupted run)", file=sys.stderr)
     return f
+
+
+def parse_shard(text):
+    """--shard=K/N -> (K, N); "" -> (1, 1)."""
+    k, _, n = text.partition("/") if text else ("1", "/", "1")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise InputError(f"--shard={text}: K/N with 1 <= K <= N, e.g. --shard=1/4 to 4/4")
+    return int(k), int(n)
+
+
+def map_jsonl(path, fn, out="", shard="", what="predicted", chunk=1000):
+    """`fn` (records -> records) over the sentences of `path` a chunk at a time, so memory does not grow with
+    the file, in order, to stdout or to the file `out`, where rerunning continues after its last line (which
+    must be the output of the same sentence). shard "K/N": the K-th of N contiguous parts of the lines."""
+    k, n = parse_shard(shard)
+    with open(path, "rb") as f:
+        lines = sum(1 for _ in f)  # blank lines count, and a last line without its newline
+    first, stop = lines * (k - 1) // n, lines * k // n
+    records = iter_sentences(path, first, stop)
+    if first == stop:
+        print(f"note: part {k}/{n} of {path} ({lines} lines) holds no line", file=sys.stderr)
+    with open_appendable(out, "pass another output file") if out else nullcontext() as f:
+        done, last = last_line(f) if f else (0, None)
+        skipped = deque(itertools.islice(records, done), maxlen=1)  # keeps only the last
+        if done and not (isinstance(last, dict) and skipped and
+                         (last.get("id"), last.get("text")) == (skipped[0]["id"], skipped[0]["text"])):
+            raise InputError(f"{out} holds other lines than the outputs of {path}"
+                             f"{f' part {k}/{n}' if n > 1 else ''} (line {done}); rerun with the arguments "
+                             "that wrote it, or pass another output file")
+        write = (lambda text: f.write(text.encode())) if f else sys.stdout.write
+        print(f"{what}: lines {first + 1}-{stop} of {path} ({lines:,} lines; {done:,} sentences done before)",
+              file=sys.stderr)
+        t0, new, todo = time.time(), 0, stop - first - done  # lines: blank ones make it "at most"
+        while batch := list(itertools.islice(records, chunk)):
+            write("".join(json.dumps(r) + "\n" for r in fn(batch)))
+            (f or sys.stdout).flush()
+            new += len(batch)
+            progress(f"{what} (lines)", new, todo, t0)
+        progress(f"{what} (lines)", new, todo, t0, end=True)
 
 
 def last_line(f):
@@ -600,25 +600,23 @@ def progress(what, done, total, t0, end=False):
         return
     _last_progress[0] = time.time()
     rate = done / max(time.time() - t0, 1e-9)
-    eta = (total - done) / rate if rate > 0 else 0
-    start_of_line = "\r" if terminal else ""
-    print(f"{start_of_line}{what} {done}/{total}  {rate:.1f}/s  ETA {int(eta) // 60}m{int(eta) % 60:02d}s ",
+    eta = int((total - done) / rate if rate > 0 else 0)
+    print("\r" * terminal + f"{what} {done}/{total}  {rate:.1f}/s  ETA {eta // 60}m{eta % 60:02d}s ",
           end="\n" if end or not terminal else "", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
     options = [a.removeprefix("--").partition("=") for a in sys.argv[1:]]
-    args = {key: value for key, _, value in options if key != "pubmed"}
+    args = {"dataset": "ade", "data_dir": "", **{key: value for key, _, value in options if key != "pubmed"}}
     pubmed = [value for key, _, value in options if key == "pubmed"]
     if (not all(a.startswith("--") and eq for a, (_, eq, _) in zip(sys.argv[1:], options))
             or set(args) - {"split", "data_dir", "dataset"} or ("split" in args) == bool(pubmed)
-            or args.get("dataset", "ade") not in ("ade", *NER_DATASETS)):
+            or args["dataset"] not in ("ade", *NER_DATASETS)):
         sys.exit("usage: python data.py --split=train|dev|dev+neg|test|test+neg|pool "
                  f"[--dataset=ade|{'|'.join(NER_DATASETS)}] [--data_dir=DIR]\n"
                  "       python data.py --pubmed=FILE.xml.gz [--pubmed=FILE2.xml.gz ...] > pool.jsonl")
     try:
-        dataset = "ade" if pubmed else args.get("dataset", "ade")
-        splits = load_splits(data_root(args.get("data_dir", "")), dataset)
+        splits = load_splits(data_root(args["data_dir"]), "ade" if pubmed else args["dataset"])
         records, counts = pubmed_pool(pubmed, splits) if pubmed else (splits.get(args["split"]), {})
         if records is None:
             sys.exit(f"error: unknown split {args['split']!r}; choose one of {', '.join(splits)}")

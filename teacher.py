@@ -4,13 +4,10 @@
 - `llm`: any OpenAI-compatible /v1/chat/completions server (OpenAI, vLLM, llama.cpp, Ollama, LM Studio)
   over plain HTTP. Replies are cached in an append-only JSONL file, written and flushed as each one
   arrives: a crash or Ctrl-C loses at most the requests in flight, and a rerun sends only the rest.
+  It answers with strings; `align` makes them spans (the closest pair of occurrences; a miss is counted).
 - `lexicon`: offline distant supervision. Term lists of the train split's annotated mention strings;
   a pair for every drug term and adverse-event term found in the same sentence.
 - `gold`: the train split's own annotations (the supervised baseline, through the same pipeline).
-
-The LLM answers with strings; `align` turns them into character spans: every case-insensitive
-whole-word occurrence is a candidate (occurrences inside words where there is none), the closest
-(drug, event) pair wins, a string that does not occur is dropped and counted.
 
     python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl                      # lexicon teacher
     OPENAI_API_KEY=... python teacher.py --in=S.jsonl --out=L.jsonl --teacher=llm \\
@@ -67,11 +64,9 @@ def answer_for(record, types=None):
 
 def messages_for(text, shots, types=None):
     """Chat messages for one sentence: the instruction, k examples as prior turns, the sentence."""
-    if types is None:
-        system = ADE_PROMPT
-    else:
-        system = NER_PROMPT.format(types=", ".join(NER_TYPE_NAMES.get(t, t) for t in types),
-                                   example=", ".join(f'"{t}": ["..."]' for t in types))
+    system = ADE_PROMPT if types is None else NER_PROMPT.format(
+        types=", ".join(NER_TYPE_NAMES.get(t, t) for t in types),
+        example=", ".join(f'"{t}": ["..."]' for t in types))
     messages = [{"role": "system", "content": system}]
     for shot in shots:
         messages += [{"role": "user", "content": f"Sentence: {shot['text']}"},
@@ -83,55 +78,41 @@ def messages_for(text, shots, types=None):
 
 def parse_json_reply(content):
     """The JSON object in a reply, also inside code fences or prose; None if there is none."""
-    if not content:
-        return None
-    content = re.sub(r"```(?:json)?", "", content)
-    start, end = content.find("{"), content.rfind("}")
-    if start < 0 or end < start:
-        return None
-    try:
-        obj = json.loads(content[start:end + 1])
+    content = re.sub(r"```(?:json)?", "", content or "")
+    try:  # from the first "{" to the last "}"; without both, the slice is empty: no JSON either
+        obj = json.loads(content[content.find("{"):content.rfind("}") + 1])
     except json.JSONDecodeError:
         return None
     return obj if isinstance(obj, dict) else None
 
 
 def align(text, drug, event):
-    """Strings -> the closest pair of their occurrences as ([s, e], [s, e]), or None if one is absent."""
-    drugs, events = data.find_mentions(text, drug), data.find_mentions(text, event)
-    if not drugs or not events:
-        return None
+    """Strings -> the closest pair of their occurrences as ([s, e], [s, e]), or None if one is absent.
+    Occurrences are data.find_mentions': whole words, else inside words where there is none."""
     gap = lambda d, a: max(d[0] - a[1], a[0] - d[1], 0)  # noqa: E731  (0 when they overlap)
-    d, a = min(itertools.product(drugs, events), key=lambda da: (gap(*da), da))
-    return list(d), list(a)
+    pairs = itertools.product(data.find_mentions(text, drug), data.find_mentions(text, event))
+    d, a = min(pairs, key=lambda da: (gap(*da), da), default=(None, None))
+    return (list(d), list(a)) if d else None
 
 
 def spans_from_reply(obj, text, types=None):
     """A parsed reply -> (record fields, strings given, strings aligned); fields None when the reply is not
     the answer asked for ({"pairs": [...]}, or {"entities": {...}} for NER)."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("pairs" if types is None else "entities"),
-                                                   list if types is None else dict):
+    key, kind = ("pairs", list) if types is None else ("entities", dict)
+    if not isinstance(obj, dict) or not isinstance(obj.get(key), kind):
         return None, 0, 0
     if types is None:
-        items = [p for p in obj["pairs"] if isinstance(p, dict)
-                 and isinstance(p.get("drug"), str) and isinstance(p.get("adverse_event"), str)]
-        pairs, aligned = [], 0
-        for item in items:
-            spans = align(text, item["drug"], item["adverse_event"])
-            aligned += spans is not None
-            if spans and {"drug": spans[0], "ade": spans[1]} not in pairs:
-                pairs.append({"drug": spans[0], "ade": spans[1]})
-        return {"pairs": pairs}, len(items), aligned
-    entities, given, aligned = [], 0, 0
-    for t in types:
-        mentions = obj["entities"].get(t) if isinstance(obj["entities"].get(t), list) else []
-        for mention in dict.fromkeys(m for m in mentions if isinstance(m, str)):
-            given += 1
-            spans = data.find_mentions(text, mention)
-            aligned += bool(spans)
-            entities += [{"span": list(s), "type": t} for s in spans
-                         if {"span": list(s), "type": t} not in entities]
-    return {"entities": entities}, given, aligned
+        strings = [(p["drug"], p["adverse_event"]) for p in obj["pairs"] if isinstance(p, dict)
+                   and isinstance(p.get("drug"), str) and isinstance(p.get("adverse_event"), str)]
+        found = [pair for drug, event in strings if (pair := align(text, drug, event))]
+        items = [{"drug": d, "ade": a} for d, a in found]
+    else:
+        strings = [(t, m) for t in types if isinstance(obj["entities"].get(t), list)
+                   for m in dict.fromkeys(m for m in obj["entities"][t] if isinstance(m, str))]
+        found = [(t, spans) for t, m in strings if (spans := data.find_mentions(text, m))]
+        items = [{"span": list(s), "type": t} for t, spans in found for s in spans]
+    unique = [item for i, item in enumerate(items) if item not in items[:i]]  # two strings, the same spans
+    return {key: unique}, len(strings), len(found)
 
 
 # ----------------------------------------------------------------------------- the options
@@ -161,13 +142,12 @@ class TeacherConfig:
     # what `parse` checks as each option is parsed (class attributes, not options)
     CHOICES = {"teacher": ("lexicon", "gold", "llm"), "task": ("ade", "ner"),
                "dataset": ("ade", *data.NER_DATASETS)}
-    AT_LEAST_ONE = ("max_tokens", "concurrency")
+    MINIMUM = {"max_tokens": 1, "concurrency": 1, "shots": 0}
 
     @classmethod
     def parse(cls, argv):
-        """The command line's `--key=value` arguments -> a config (a bare `--key` sets a true/false option
-        to true). Unknown keys, values of the wrong type, values outside CHOICES and numbers below 1 where
-        AT_LEAST_ONE says so are errors, each one line naming the option."""
+        """The command line's `--key=value` arguments (a bare `--key` sets a true/false option) -> a config.
+        An unknown key, a wrong type, a value outside CHOICES or below its MINIMUM: a one-line error."""
         config, names = cls(), {f.name: f.type for f in fields(cls)}
         for arg in argv:
             key, eq, value = arg.removeprefix("--").partition("=")
@@ -185,8 +165,8 @@ class TeacherConfig:
                 raise SystemExit(f"error: --{key}={value}: {e} (expected {kind.__name__})") from None
             if value not in cls.CHOICES.get(key, (value,)):
                 raise SystemExit(f"error: --{key}={value}: choose one of {', '.join(cls.CHOICES[key])}")
-            if key in cls.AT_LEAST_ONE and getattr(config, key) < 1:
-                raise SystemExit(f"error: --{key}={value}: must be at least 1")
+            if key in cls.MINIMUM and getattr(config, key) < cls.MINIMUM[key]:
+                raise SystemExit(f"error: --{key}={value}: must be at least {cls.MINIMUM[key]}")
         return config
 
 
@@ -220,8 +200,7 @@ class TeacherError(RuntimeError):
 
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
-# 400, 413, 422: this request only (too long, filtered): its sentence fails, the run goes on
-REFUSED_STATUS = {400, 413, 422}
+REFUSED_STATUS = {400, 413, 422}  # this request only (too long, filtered): its sentence fails, the rest go on
 ADVICE = {400: "the server does not take this response_format: pass --json_mode=false",
           401: "check the API key in the variable named by --api_key_env",
           403: "check the API key and that it may use this model",
@@ -237,18 +216,16 @@ class BudgetReached(TeacherError):
 
 
 def call(session, method, url, cfg, **kwargs):
-    """One API call (a chat completion) -> its JSON; retries
-    RETRY_STATUS, connection errors and timeouts with backoff and jitter, honouring Retry-After up to
-    MAX_WAIT_S; raises Refused for a request the server will not take, TeacherError at once on anything
-    else a retry cannot fix."""
+    """One API call (a chat completion) -> its JSON; retries RETRY_STATUS, connection errors and timeouts
+    with backoff and jitter, honouring Retry-After up to MAX_WAIT_S; raises Refused for a request the server
+    will not take, TeacherError at once on anything else a retry cannot fix."""
     key = os.environ.get(cfg.api_key_env, "")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     for attempt in range(MAX_RETRIES + 1):
-        retry_after = None
         try:
             r = session.request(method, url, headers=headers, timeout=cfg.timeout, **kwargs)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-            problem = f"{type(e).__name__}: {e}"
+            problem, retry_after = f"{type(e).__name__}: {e}", None
         else:
             if r.status_code == 200:
                 try:
@@ -303,61 +280,36 @@ class ReplyCache:
             self.replies[key] = reply
 
 
-def request_body(text, cfg, shots, types=None):
-    body = {"model": cfg.llm_model, "messages": messages_for(text, shots, types),
-            "temperature": 0.0, "seed": 0, "max_tokens": cfg.max_tokens}
-    if cfg.json_mode:
-        body["response_format"] = {"type": "json_object"}
-    return body
-
-
 def cost_usd(cfg, usage):
-    """The price of `usage` ({"prompt_tokens", "completion_tokens"}) at --price_in / --price_out per million
-    tokens."""
-    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    return (prompt * cfg.price_in + completion * cfg.price_out) / 1e6
+    """The price of `usage` ({"prompt_tokens", "completion_tokens"}) at --price_in / --price_out."""
+    return (usage.get("prompt_tokens", 0) * cfg.price_in
+            + usage.get("completion_tokens", 0) * cfg.price_out) / 1e6
 
 
 def estimate_usage(bodies, completion_tokens):
     """Requests -> the usage they would report: prompts at about 4 characters a token (English text),
     `completion_tokens` per reply. What the dry run and --max_cost count with."""
-    bodies = list(bodies)
     return {"prompt_tokens": sum(len(json.dumps(b["messages"])) for b in bodies) / 4,
             "completion_tokens": len(bodies) * completion_tokens}
 
 
-class Budget:
-    """--max_cost: a request reserves its worst case (its prompt and max_tokens) before it is sent and
-    settles to what the reply's usage says; no request starts whose worst case could pass the cap."""
-
-    def __init__(self, cfg):
-        self.cfg, self.spent, self.reserved, self.lock = cfg, 0.0, 0.0, threading.Lock()
-
-    def reserve(self, body):
-        worst = cost_usd(self.cfg, estimate_usage([body], self.cfg.max_tokens))
-        with self.lock:
-            if self.cfg.max_cost and self.spent + self.reserved + worst > self.cfg.max_cost:
-                raise BudgetReached(f"stopped before the spend could pass --max_cost={self.cfg.max_cost:g} "
-                                    f"USD (spent about {self.spent:.4f} USD this run); every reply received "
-                                    "is cached: rerun with a higher --max_cost to go on, nothing is asked "
-                                    "twice")
-            self.reserved += worst
-        return worst
-
-    def settle(self, worst, usage):
-        with self.lock:
-            self.reserved -= worst
-            self.spent += cost_usd(self.cfg, usage)
-
-
 def ask_live(todo, cfg, cache, url):
     """Send the requests to `url`, cfg.concurrency at a time; every reply goes to the cache as it arrives.
-    -> {cache key: message} of the requests the server refused (not cached: a rerun asks them again)."""
-    session, budget, refused = requests.Session(), Budget(cfg), {}
+    -> {cache key: message} of the requests the server refused (not cached: a rerun asks them again). Each
+    request reserves its worst case until its usage is known; none starts that could pass --max_cost."""
+    session, refused, lock = requests.Session(), {}, threading.Lock()
     session.mount(url, requests.adapters.HTTPAdapter(pool_maxsize=cfg.concurrency))  # a connection per worker
+    spent = reserved = 0.0  # USD, this run
 
     def ask(key, body):  # the worker writes its own reply: one in flight at Ctrl-C still lands in the cache
-        worst = budget.reserve(body)
+        nonlocal spent, reserved
+        worst = cost_usd(cfg, estimate_usage([body], cfg.max_tokens))
+        with lock:
+            if cfg.max_cost and spent + reserved + worst > cfg.max_cost:
+                raise BudgetReached(f"stopped before the spend could pass --max_cost={cfg.max_cost:g} USD "
+                                    f"(spent about {spent:.4f} USD this run); every reply received is "
+                                    "cached: rerun with a higher --max_cost to go on, nothing is asked twice")
+            reserved += worst
         try:
             reply = call(session, "POST", url, cfg, json=body)
         except Refused as e:
@@ -365,7 +317,9 @@ def ask_live(todo, cfg, cache, url):
             reply = {}
         else:
             cache.put(key, reply)
-        budget.settle(worst, reply.get("usage") or {})
+        with lock:
+            reserved -= worst
+            spent += cost_usd(cfg, reply.get("usage") or {})
 
     t0, pool = time.time(), ThreadPoolExecutor(max_workers=cfg.concurrency)
     try:
@@ -383,9 +337,8 @@ def ask_live(todo, cfg, cache, url):
 
 
 def label_llm(records, cfg, train, types=None):
-    """Label records with an LLM; -> (labels, stats), or (None, stats) with --dry_run. Cached replies are
-    reused, never paid twice. A request the server refuses (400: too long, filtered) fails alone: its
-    sentence gets an "error" and no labels, and a rerun asks only those."""
+    """Label records with an LLM -> (labels, stats), or (None, stats) with --dry_run; no reply is paid twice.
+    A request the server refuses (too long, filtered) fails alone: an "error" label; a rerun asks it again."""
     if not cfg.llm_model:
         raise TeacherError("--teacher=llm needs --llm_model=NAME (and --base_url=... of the server)")
     if cfg.shots > len(train):
@@ -393,13 +346,14 @@ def label_llm(records, cfg, train, types=None):
     shots = random.Random(0).sample(train, cfg.shots)
     url = cfg.base_url.rstrip("/") + "/chat/completions"
     cache = ReplyCache(cfg.cache)
-    bodies = [request_body(r["text"], cfg, shots, types) for r in records]
+    json_mode = {"response_format": {"type": "json_object"}} if cfg.json_mode else {}
+    bodies = [{"model": cfg.llm_model, "messages": messages_for(r["text"], shots, types), "temperature": 0.0,
+               "seed": 0, "max_tokens": cfg.max_tokens, **json_mode} for r in records]
     # The key covers everything that shapes the reply: the URL, the model, the whole prompt, the parameters.
     keys = [hashlib.sha256(json.dumps([url, b], sort_keys=True).encode()).hexdigest() for b in bodies]
     todo = {k: b for k, b in zip(keys, bodies) if k not in cache.replies}
     print(f"teacher llm: {len(records)} sentences, {len(records) - len(todo)} cached, {len(todo)} to ask "
-          f"{cfg.llm_model} at {url} ({cfg.concurrency} at a time)",
-          file=sys.stderr)
+          f"{cfg.llm_model} at {url} ({cfg.concurrency} at a time)", file=sys.stderr)
     if cfg.dry_run:
         cache.file.close()
         answers = [len(json.dumps(answer_for(r, types))) / 4 for r in train] or [10]
@@ -407,8 +361,7 @@ def label_llm(records, cfg, train, types=None):
         print(f"dry run: nothing sent. {len(todo)} requests to send, {len(records) - len(todo)} cached; "
               f"about {usage['prompt_tokens']:,.0f} prompt and {usage['completion_tokens']:,.0f} completion "
               f"tokens; about {cost_usd(cfg, usage):.2f} USD at --price_in={cfg.price_in:g} --price_out="
-              f"{cfg.price_out:g} per million tokens",
-              file=sys.stderr)
+              f"{cfg.price_out:g} per million tokens", file=sys.stderr)
         return None, {"sentences": len(records), "requests": len(todo)}
     t0 = time.time()
     refused = ask_live(todo, cfg, cache, url)  # cache key -> the refusal
@@ -416,8 +369,7 @@ def label_llm(records, cfg, train, types=None):
     paid = [cache.replies[key].get("usage") or {} for key in todo.keys() - refused.keys()]
     stats = {"sentences": len(records), "requests": len(todo), "refused": len(refused), "failed_replies": 0,
              "truncated": 0, "strings": 0, "aligned": 0,
-             "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in paid),
-             "completion_tokens": sum(u.get("completion_tokens", 0) for u in paid),
+             **{n: sum(u.get(n, 0) for u in paid) for n in ("prompt_tokens", "completion_tokens")},
              "requests_per_s": len(todo) / (time.time() - t0) if todo else 0.0}
     stats["cost_usd"] = cost_usd(cfg, stats)
     labels = []
@@ -452,8 +404,7 @@ def label_llm(records, cfg, train, types=None):
 def precise_terms(terms, records, spans_of, min_precision):
     """The terms whose matches in `records` (labelled sentences) are annotated spans at least `min_precision`
     of the time: "depression" or "infection" as an adverse event is mostly something else."""
-    matched, annotated = Counter(), Counter()
-    term_list = data.TermList(terms)
+    matched, annotated, term_list = Counter(), Counter(), data.TermList(terms)
     for r in records:
         gold = spans_of(r)
         for s, e in term_list.spans(r["text"]):
@@ -475,39 +426,31 @@ def label_lexicon(records, train, types=None, labelled=None, min_precision=0.0):
         labels = []
         for r in records:
             ade_spans = ades.spans(r["text"])  # once per sentence, not once per drug
-            labels.append({"id": r["id"], "text": r["text"], "teacher": "lexicon",
-                           "pairs": [{"drug": list(d), "ade": list(a)}
-                                     for d in drugs.spans(r["text"]) for a in ade_spans]})
+            pairs = [{"drug": list(d), "ade": list(a)} for d in drugs.spans(r["text"]) for a in ade_spans]
+            labels.append({"id": r["id"], "text": r["text"], "teacher": "lexicon", "pairs": pairs})
     else:
         term_lists = {t: data.TermList(terms(lambda r, t=t: {tuple(e["span"]) for e in r.get("entities", [])
                                                             if e["type"] == t})) for t in types}
         labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
-                   "entities": [{"span": list(span), "type": t}
-                                for t, term_list in term_lists.items()
-                                for span in term_list.spans(r["text"])]}
-                  for r in records]
+                   "entities": [{"span": list(span), "type": t} for t, term_list in term_lists.items()
+                                for span in term_list.spans(r["text"])]} for r in records]
     return labels, {"sentences": len(records)}
 
 
-def label_gold(records, gold):
-    """The annotations themselves: every record must be in `gold` (train split + ADE-free sentences)."""
-    by_id = {r["id"]: r for r in gold}
+def label(records, teacher, cfg, train, gold=None, types=None):
+    """Dispatch on the teacher's name -> (labels, stats); "gold" copies the records' annotations in `gold`."""
+    if teacher == "llm":
+        return label_llm(records, cfg, train, types)
+    if teacher == "lexicon":
+        return label_lexicon(records, train, types, gold, LEXICON_MIN_PRECISION)
+    if teacher != "gold":
+        raise TeacherError(f"unknown teacher {teacher!r}; choose llm, lexicon or gold")
+    by_id = {r["id"]: r for r in (gold if gold is not None else train)}
     missing = [r["id"] for r in records if r["id"] not in by_id]
     if missing:
         raise TeacherError(f"the gold teacher has no annotation for {len(missing)} sentences (e.g. "
                            f"{missing[:3]}); it labels only sentences of the training data")
     return [{**by_id[r["id"]], "teacher": "gold"} for r in records], {"sentences": len(records)}
-
-
-def label(records, teacher, cfg, train, gold=None, types=None):
-    """Dispatch on the teacher's name -> (labels, stats)."""
-    if teacher == "llm":
-        return label_llm(records, cfg, train, types)
-    if teacher == "lexicon":
-        return label_lexicon(records, train, types, gold, LEXICON_MIN_PRECISION)
-    if teacher == "gold":
-        return label_gold(records, gold if gold is not None else train)
-    raise TeacherError(f"unknown teacher {teacher!r}; choose llm, lexicon or gold")
 
 
 def describe(stats):

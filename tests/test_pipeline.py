@@ -224,8 +224,7 @@ def test_a_killed_prediction_resumes_after_the_last_line_written(trained, small,
     assert same_predictions([json.loads(line) for line in resumed],  # to stdout, uninterrupted
                             [json.loads(line) for line in run_main(command[2:4])])
     assert len({json.loads(line)["id"] for line in resumed}) == len(resumed) == 3429  # 4,000 less 571 blank
-    with pytest.raises(SystemExit, match="holds other lines than the predictions of --predict_file=.* --shard=1/2 "
-                                         ".line 3429."):
+    with pytest.raises(data.InputError, match="holds other lines than the outputs of .* part 1/2 .line 3429."):
         ade_distill.main([*command[2:], "--shard=1/2"])
 
 
@@ -240,7 +239,7 @@ def test_a_prediction_output_is_checked_before_anything_is_cut(trained, small, t
     run_main([f"--out_dir={trained}", f"--predict_file={infile}", f"--predict_out={other}"])
     (tmp_path / "in2.jsonl").write_text(open(infile).read().replace('"text": "', '"text": "New. '))
     before = other.read_text()
-    with pytest.raises(SystemExit, match="holds other lines than the predictions of --predict_file=.*in2.jsonl"):
+    with pytest.raises(data.InputError, match="holds other lines than the outputs of .*in2.jsonl"):
         ade_distill.main([f"--out_dir={trained}", f"--predict_file={tmp_path / 'in2.jsonl'}", f"--predict_out={other}"])
     assert other.read_text() == before
     capsys.readouterr()
@@ -395,7 +394,7 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     ("--max_cost=5", "--max_cost needs the prices"), ("--dry_run=true", "--dry_run=true is for --teacher=llm"),
     ("--task=ner", "--task=ner --dataset=ade: the ADE task reads"), ("--concurrency=0", "--concurrency=0: must be"),
     ("--cv=10 --cv_folds=0,10", "--cv_folds=0,10: fold numbers below --cv=10"),
-    ("--cv_folds=1", "--cv is the ADE corpus's protocol"), ("--max_pool=-1", "--max_pool=-1: must be 0 or more"),
+    ("--cv_folds=1", "--cv is the ADE corpus's protocol"), ("--max_pool=-1", "--max_pool=-1: must be at least 0"),
     ("--task=ner --dataset=bc5cdr --cv=10", "--cv is the ADE corpus's protocol .--task=ade."),
     ("--head=plain --given_drugs", "--given_drugs is for the drug-centric head"),
     ("--predict=x --predict_file=/nonexistent", "pass --predict=TEXT or --predict_file=FILE, not both"),
@@ -406,7 +405,7 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     (f"--predict_file={__file__} --predict_out=/nonexistent/p.jsonl", "--predict_out=/nonexistent/p.jsonl: not a file")])
 def test_bad_options_stop_before_any_work(option, message, tmp_path):
     with pytest.raises(SystemExit, match="^error: " + message.replace("+", "\\+")):
-        ade_distill.main([*option.split(), f"--out_dir={tmp_path}", "--data_dir=/nonexistent"])
+        ade_distill.cli([*option.split(), f"--out_dir={tmp_path}", "--data_dir=/nonexistent"])
     assert not (tmp_path / "config.json").exists()
 
 

@@ -488,7 +488,7 @@ def main(argv):
         options[key] = value if eq else True
     QUICK, TINY = options["quick"], options["tiny"]
     rows = {int(n) for n in options["row"].split(",")} if options["row"] else set(range(1, 12))
-    path = options["init_from"] or ade_distill.default_student()
+    path = options["init_from"] or model.default_encoder()
     splits = data.load_splits(data.data_root())
     tokenizer = model.load_tokenizer(path)
     test = splits["test"][:32 if TINY else None]

@@ -38,7 +38,7 @@ def main(steps, pad, sentences=3000, n_predict=0, init_from=""):
     cfg = ade_distill.Config()
     meta = {"task": "ade", "types": ["drug", "ade"], "max_len": cfg.max_len}
     splits = data.load_splits(data.data_root())
-    path = init_from or ade_distill.default_student()
+    path = init_from or model.default_encoder()
     tokenizer = model.load_tokenizer(path)
     student = ade_distill.build_student(model.load_encoder(path, ade_distill.DROPOUT), cfg, meta["types"])
     n_annotated = 2 * sentences // 3
