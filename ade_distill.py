@@ -111,7 +111,7 @@ def run(cfg, splits):
         return write_results(rows, cfg, {"teacher_unanswered": unanswered,
                                          "wall_s": round(time.time() - t0, 1)})
     data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
-    labels = training_set(labels, cfg.empty_ratio, cfg.seed)
+    labels = teacher.training_set(labels, cfg.empty_ratio, cfg.seed)
 
     # 2. The student learns from the teacher's labels; gold dev picks the best epoch.
     device = model.pick_device(cfg.device)
@@ -221,22 +221,6 @@ def score_teacher(cfg, gold_sets, scored_labels):
     return score_rows("teacher", cfg, whole, scored_labels, BOOTSTRAP), unanswered
 
 
-def training_set(labels, empty_ratio, seed):
-    """Every sentence the teacher labelled, plus `empty_ratio` sentences it found nothing in per labelled
-    sentence (drawn with the seed; -1 keeps them all). Gold teacher, ratio 0: the paper's supervised set."""
-    answered = [r for r in labels if "pairs" in r or "entities" in r]  # a failed LLM reply has neither
-    labelled = [r for r in answered if r.get("pairs") or r.get("entities")]
-    empty = [r for r in answered if not (r.get("pairs") or r.get("entities"))]
-    if len(answered) < len(labels):
-        print(f"note: {len(labels) - len(answered)} sentences have no teacher answer and are left out",
-              file=sys.stderr)
-    if empty_ratio >= 0:
-        empty = random.Random(seed).sample(empty, min(len(empty), round(empty_ratio * len(labelled))))
-    print(f"training set: {len(labelled)} sentences with teacher labels + {len(empty)} without",
-          file=sys.stderr)
-    return labelled + empty
-
-
 # ----------------------------------------------------------------------------- 2. the student and its loop
 
 def open_student(cfg):
@@ -270,21 +254,13 @@ def make_examples(records, tokenizer, student, meta):
         n_free = sum(max(d["labels"]) <= 0 for x in examples for d in x["drugs"])
         print(f"drug negatives: {n_free} ADE-head rows of drugs without an adverse event", file=sys.stderr)
     else:
-        examples = [data.ner_example(enc, r if meta["task"] == "ner" else as_entities(r), meta["types"])
+        examples = [data.ner_example(enc, r if meta["task"] == "ner" else data.as_entities(r), meta["types"])
                     for enc, r in zip(encoded, records)]
     for key, what in (("off_boundary", "do not fall on token boundaries (tagged to the tokens they touch)"),
                       ("past_cut", "reach past the --max_len cut (tagged up to it)")):
         if n := sum(x[key] for x in examples):
             print(f"note: {n} labelled spans {what}", file=sys.stderr)
     return examples
-
-
-def as_entities(record):
-    """(drug, ADE) pairs -> typed entities, for the plain head: every mention of a drug, every ADE."""
-    drugs = data.drug_entities(record["text"], [p["drug"] for p in record["pairs"]])
-    spans = {(*s, "drug") for mentions in drugs.values() for s in mentions} | \
-        {(*p["ade"], "ade") for p in record["pairs"]}
-    return {**record, "entities": [{"span": [s, e], "type": t} for s, e, t in sorted(spans)]}
 
 
 def lr_scale(step, total, warmup_fraction=WARMUP):

@@ -400,6 +400,14 @@ def drug_entities(text, drug_spans):
     return {k: sorted(v) for k, v in entities.items()}
 
 
+def as_entities(record):
+    """(drug, ADE) pairs -> typed entities, for the plain head: every mention of a drug, every ADE."""
+    drugs = drug_entities(record["text"], [p["drug"] for p in record["pairs"]])
+    spans = {(*s, "drug") for mentions in drugs.values() for s in mentions} | \
+        {(*p["ade"], "ade") for p in record["pairs"]}
+    return {**record, "entities": [{"span": [s, e], "type": t} for s, e, t in sorted(spans)]}
+
+
 def ade_example(enc, record, unpaired=()):
     """A labelled record -> token labels for the drug head and, per drug entity, its mention tokens and
     the labels of its adverse events. `unpaired`: spans of drug mentions that no pair of the record holds;

@@ -453,6 +453,22 @@ def label(records, teacher, cfg, train, gold=None, types=None):
     return [{**by_id[r["id"]], "teacher": "gold"} for r in records], {"sentences": len(records)}
 
 
+def training_set(labels, empty_ratio, seed):
+    """Every sentence the teacher labelled, plus `empty_ratio` sentences it found nothing in per labelled
+    sentence (drawn with the seed; -1 keeps them all). Gold teacher, ratio 0: the paper's supervised set."""
+    answered = [r for r in labels if "pairs" in r or "entities" in r]  # a failed LLM reply has neither
+    labelled = [r for r in answered if r.get("pairs") or r.get("entities")]
+    empty = [r for r in answered if not (r.get("pairs") or r.get("entities"))]
+    if len(answered) < len(labels):
+        print(f"note: {len(labels) - len(answered)} sentences have no teacher answer and are left out",
+              file=sys.stderr)
+    if empty_ratio >= 0:
+        empty = random.Random(seed).sample(empty, min(len(empty), round(empty_ratio * len(labelled))))
+    print(f"training set: {len(labelled)} sentences with teacher labels + {len(empty)} without",
+          file=sys.stderr)
+    return labelled + empty
+
+
 def describe(stats):
     """One line of labeling figures for the log."""
     parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()]

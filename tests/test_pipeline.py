@@ -378,9 +378,9 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     labels = [{"id": str(i), "text": "t", "pairs": [{"drug": [0, 1], "ade": [0, 1]}] if i < 10 else []}
               for i in range(100)]
     for ratio, n_empty in ((0, 0), (0.5, 5), (2, 20), (-1, 90)):
-        kept = ade_distill.training_set(labels, ratio, seed=0)
+        kept = ade_distill.teacher.training_set(labels, ratio, seed=0)
         assert [r["id"] for r in kept[:10]] == [str(i) for i in range(10)] and len(kept) == 10 + n_empty
-    assert ade_distill.training_set(labels, 0.5, seed=0) == ade_distill.training_set(labels, 0.5, seed=0)
+    assert ade_distill.teacher.training_set(labels, 0.5, seed=0) == ade_distill.teacher.training_set(labels, 0.5, seed=0)
 
 
 @pytest.mark.parametrize("option, message", [
