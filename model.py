@@ -460,15 +460,16 @@ def decode_batch(encodings, log_probs, start_cost=0.0):
     """Log-probabilities (B, T_padded, 2K+1) of B encoded sentences -> per sentence [(start, end, type_index,
     confidence)] of whole words, by BIO-constrained Viterbi over words (no span starts or ends inside a word)
     with `start_cost` off every B tag (a span pays it once: a positive cost drops unsure spans whole); the
-    confidence is the span's marginal probability under the model's own scores (no cost)."""
-    tilted = log_probs.copy()  # the cost on the sub-words' B, as before the confidences: the same paths
+    confidence is the span's marginal probability in the same lattice, the cost included (it ranks better
+    than the untilted one: RESULTS.md, "What was tried")."""
+    tilted = log_probs.copy()  # the cost on the sub-words' B: one B a span, so one cost a span
     tilted[..., 1::2] -= start_cost
     sentences = [word_scores(enc, lp) for enc, lp in zip(encodings, tilted)]
     lengths = np.array([len(words) for _, words in sentences], dtype=np.int64)
-    padded = np.zeros((2, len(sentences), max(1, int(lengths.max(initial=0))), log_probs.shape[-1]))
-    for b, (enc, lp, (scores, _)) in enumerate(zip(encodings, log_probs, sentences)):
-        padded[0, b, :len(scores)], padded[1, b, :len(scores)] = scores, word_scores(enc, lp)[0]
-    tags = viterbi(padded[0], lengths)
+    padded = np.zeros((len(sentences), max(1, int(lengths.max(initial=0))), log_probs.shape[-1]))
+    for b, (scores, _) in enumerate(sentences):
+        padded[b, :len(scores)] = scores
+    tags = viterbi(padded, lengths)
     word_spans = [[] for _ in lengths]  # per sentence [[first word, last word, type]]
     for b, n in enumerate(lengths):
         for w, tag in enumerate(tags[b, :n].tolist()):
@@ -476,7 +477,7 @@ def decode_batch(encodings, log_probs, start_cost=0.0):
                 word_spans[b].append([w, w, (tag - 1) // 2])
             elif tag:  # I-k extends it: Viterbi puts it only after B-k or I-k
                 word_spans[b][-1][1] = w
-    confidences = span_probabilities(padded[1], lengths, word_spans)
+    confidences = span_probabilities(padded, lengths, word_spans)
     return [[(words[i][0], words[j][1], k, p) for (i, j, k), p in zip(found, probs)]
             for (_, words), found, probs in zip(sentences, word_spans, confidences)]
 
