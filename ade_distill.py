@@ -11,7 +11,8 @@ arXiv 2501.00031), and score teacher and student side by side on the test split.
 The method first: `run` and its steps in the order it calls them (the teacher labels the pool and the
 sentences it is scored on -> the student learns from the pool's labels in a handwritten loop, gold dev
 picking the epoch and the decoder's start cost -> teacher and student on `test` and `test+neg`). Then,
-under one divider, the operations: the command line, streaming prediction, checks, CPU precision.
+under one divider, the operations: the command line, its checks, prediction from it (streamed by
+data.map_jsonl; devices and precision are model.py's).
 """
 import json
 import math
@@ -600,7 +601,7 @@ def cross_validate(cfg):
 
 
 # ============================================================================= operations: the command line,
-# streaming prediction, checks, devices and precision
+# its checks, prediction from it
 
 def cv_folds(cfg):
     """The folds this process runs: --cv_folds (checked by check_config), else all --cv of them."""
