@@ -656,6 +656,8 @@ def check_config(cfg):
                          f"{cfg.target_precision:g}: each between 0 and 1 (--target_precision=0: none)")
     if cfg.predict and cfg.predict_file:
         raise SystemExit("error: pass --predict=TEXT or --predict_file=FILE, not both")
+    if cfg.target_precision and (cfg.predict or cfg.predict_file):
+        raise SystemExit("error: --target_precision chooses a threshold in a run; at prediction: --min_confidence")
     if (cfg.predict_out or cfg.shard) and not cfg.predict_file:
         raise SystemExit("error: --predict_out and --shard go with --predict_file=FILE")
     data.parse_shard(cfg.shard)
