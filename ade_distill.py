@@ -657,7 +657,7 @@ def check_config(cfg):
     if cfg.predict and cfg.predict_file:
         raise SystemExit("error: pass --predict=TEXT or --predict_file=FILE, not both")
     if cfg.target_precision and (cfg.predict or cfg.predict_file):
-        raise SystemExit("error: --target_precision chooses a threshold in a run; at prediction: --min_confidence")
+        raise SystemExit("error: --target_precision is for a run; to predict, pass --min_confidence=C")
     if (cfg.predict_out or cfg.shard) and not cfg.predict_file:
         raise SystemExit("error: --predict_out and --shard go with --predict_file=FILE")
     data.parse_shard(cfg.shard)

@@ -398,7 +398,7 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     ("--task=ner --dataset=bc5cdr --cv=10", "--cv is the ADE corpus's protocol .--task=ade."),
     ("--head=plain --given_drugs", "--given_drugs is for the drug-centric head"),
     ("--predict=x --predict_file=/nonexistent", "pass --predict=TEXT or --predict_file=FILE, not both"),
-    ("--predict=x --target_precision=0.8", "--target_precision chooses a threshold in a run; at prediction: --min"),
+    ("--predict=x --target_precision=0.8", "--target_precision is for a run; to predict, pass --min_confidence=C"),
     ("--predict_out=p.jsonl", "--predict_out and --shard go with --predict_file=FILE"),
     ("--predict_file=/dev/null --shard=0/4", "--shard=0/4: K/N with 1 <= K <= N"),
     ("--predict_file=/dev/null --shard=5/4", "--shard=5/4: K/N"), ("--predict_file=/dev/null --shard=1", "--shard=1: K/N"),
