@@ -297,8 +297,8 @@ def test_kill_midway_then_rerun_labels_everything_once(server, tmp_path, data_di
     sentences = tmp_path / "in.jsonl"
     sentences.write_text("".join(json.dumps(s) + "\n" for s in SENTENCES))
 
-    def handle(h):
-        time.sleep(0.05)
+    def handle(h):  # 40 replies, 4 at a time: 2 s, so the signal sent after the 12th comes well before the 40th
+        time.sleep(0.2)
         server.reply(h, 200, chat_reply('{"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]}'))
     server.handle = handle
     env = {**os.environ, "OPENAI_API_KEY": "sk-SECRET-never-on-disk"}
