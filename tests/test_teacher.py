@@ -286,8 +286,11 @@ def test_a_second_run_on_a_cache_neither_cuts_the_first_ones_line_nor_writes(ser
 
 
 def run_cli(args, env):
+    """teacher.py as a user's terminal runs it: Ctrl-C (SIGINT) at its default even where this process ignores
+    it, as a shell does for a command it starts in the background (which would make Python ignore it too)."""
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "teacher.py"), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
@@ -297,8 +300,8 @@ def test_kill_midway_then_rerun_labels_everything_once(server, tmp_path, data_di
     sentences = tmp_path / "in.jsonl"
     sentences.write_text("".join(json.dumps(s) + "\n" for s in SENTENCES))
 
-    def handle(h):  # 40 replies, 4 at a time: 2 s, so the signal sent after the 12th comes well before the 40th
-        time.sleep(0.2)
+    def handle(h):
+        time.sleep(0.05)
         server.reply(h, 200, chat_reply('{"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]}'))
     server.handle = handle
     env = {**os.environ, "OPENAI_API_KEY": "sk-SECRET-never-on-disk"}
