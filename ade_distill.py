@@ -413,7 +413,7 @@ def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=Non
 def calibrated(records, meta):
     """Records with the model's own confidences -> meta's calibration applied (monotone: the ranking stays),
     units below meta["min_confidence"] dropped, to 4 decimals (the encoder's last bits vary with a batch)."""
-    key = "entities" if meta["task"] == "ner" else "pairs"
+    key = unit_level(meta["task"])
     raw = [u["confidence"] for r in records for u in r[key]]
     confidences = iter(evaluate.platt(raw, meta.get("calibration")).tolist())  # one numpy call for them all
     out = []
@@ -477,7 +477,7 @@ def score_rows(system, cfg, gold_sets, predicted, bootstrap=0):
     """Predictions scored on each gold set -> result rows (NER: also per type; bootstrap: 95 % intervals)."""
     by_id = {r["id"]: r for r in predicted}
     return [{"system": system, "teacher": cfg.teacher, "split": split, "given_drugs": cfg.given_drugs,
-             **evaluate.score(gold, [by_id[r["id"]] for r in gold], unit_level(cfg),
+             **evaluate.score(gold, [by_id[r["id"]] for r in gold], unit_level(cfg.task),
                               data.entity_types(gold) if cfg.task == "ner" else None, bootstrap)}
             for split, gold in gold_sets.items()]
 
@@ -525,20 +525,20 @@ def calibrate(raw, meta, splits, cfg):
     """Fit meta's calibration to `raw`, the calibration split's predictions (a unit correct where it overlaps
     a gold one); --target_precision: the lowest --min_confidence (steps of 0.01) whose lenient precision
     there reaches it."""
-    gold = splits[calibration_split(cfg)]
-    meta["calibration"] = evaluate.fit_platt(*evaluate.confidence_and_correct(gold, raw, unit_level(cfg)))
+    name, level = calibration_split(cfg), unit_level(cfg.task)
+    meta["calibration"] = evaluate.fit_platt(*evaluate.confidence_and_correct(splits[name], raw, level))
     meta["min_confidence"] = cfg.min_confidence
     if cfg.target_precision:
-        lenient = lenient_at(gold, raw, meta, cfg, np.round(np.arange(0, 1, 0.01), 2))
+        lenient = lenient_at(splits[name], raw, meta, cfg, np.round(np.arange(0, 1, 0.01), 2))
         reached = [t for t, m in lenient.items() if m["precision"] >= cfg.target_precision]
         best = reached[0] if reached else max(lenient, key=lambda t: lenient[t]["precision"])
         if reached:
             meta["min_confidence"] = best
             print(f"--min_confidence={best:g}: lenient precision {lenient[best]['precision']:.4f}, recall "
-                  f"{lenient[best]['recall']:.4f} on {calibration_split(cfg)}", file=sys.stderr)
+                  f"{lenient[best]['recall']:.4f} on {name}", file=sys.stderr)
         else:
-            print(f"note: no threshold reaches --target_precision={cfg.target_precision:g} on "
-                  f"{calibration_split(cfg)} (at most {lenient[best]['precision']:.4f}, at {best:g}): "
+            print(f"note: no threshold reaches --target_precision={cfg.target_precision:g} on {name} (at "
+                  f"most {lenient[best]['precision']:.4f}, at {best:g}): "
                   f"--min_confidence stays {cfg.min_confidence:g}", file=sys.stderr)
 
 
@@ -554,9 +554,9 @@ def lenient_at(gold, raw, meta, cfg, thresholds):
 def confidence_rows(gold, raw, meta, cfg):
     """The student on `gold` by confidence: the calibration error before and after, precision and recall
     from thresholds 0.05 to 0.95 and the chosen one up, the average precision of the ranking."""
-    raw_confidences, correct = evaluate.confidence_and_correct(gold, raw, unit_level(cfg))
+    raw_confidences, correct = evaluate.confidence_and_correct(gold, raw, unit_level(cfg.task))
     confidences = evaluate.platt(raw_confidences, meta["calibration"])
-    n_gold = sum(len(evaluate.units(r, unit_level(cfg))) for r in gold)
+    n_gold = sum(len(evaluate.units(r, unit_level(cfg.task))) for r in gold)
     thresholds = [*np.round(np.arange(0.05, 1, 0.05), 2), meta["min_confidence"]]
     return {"ece_raw": evaluate.calibration_error(raw_confidences, correct),
             "ece": evaluate.calibration_error(confidences, correct),
@@ -566,8 +566,8 @@ def confidence_rows(gold, raw, meta, cfg):
             "min_confidence": meta["min_confidence"]}
 
 
-def unit_level(cfg):
-    return "entities" if cfg.task == "ner" else "pairs"
+def unit_level(task):
+    return "entities" if task == "ner" else "pairs"
 
 
 def write_results(rows, cfg, notes):
@@ -587,8 +587,8 @@ def cross_validate(cfg):
             data.load_splits(data.data_root(cfg.data_dir), cv=cfg.cv, fold=fold))
     results = {k: os.path.join(cfg.out_dir, f"fold{k}", "results.json") for k in range(cfg.cv)}
     done = [k for k, path in results.items() if os.path.exists(path)]
-    rows = [r for k in done for r in json.load(open(results[k]))
-            if (r["system"], r["split"]) == ("student", "test")]
+    rows = [next(r for r in json.load(open(results[k])) if (r["system"], r["split"]) == ("student", "test"))
+            for k in done]  # one a fold, in the order of `done`
     scores = [[100 * r[m]["f1"] for m in ("strict", "lenient")] for r in rows]
     lines = ["| fold | strict F1 | lenient F1 |", "| ---: | ---: | ---: |"]
     lines += [f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in zip(done, scores)]

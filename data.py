@@ -542,7 +542,7 @@ def parse_shard(text):
     return int(k), int(n)
 
 
-def map_jsonl(path, fn, out="", shard="", what="predicted", chunk=1000):
+def map_jsonl(path, fn, out="", shard="", chunk=1000):
     """`fn` (records -> records) over the sentences of `path` a chunk at a time, so memory does not grow with
     the file, in order, to stdout or to the file `out`, where rerunning continues after its last line (which
     must be the output of the same sentence). shard "K/N": the K-th of N contiguous parts of the lines."""
@@ -562,15 +562,15 @@ def map_jsonl(path, fn, out="", shard="", what="predicted", chunk=1000):
                              f"{f' part {k}/{n}' if n > 1 else ''} (line {done}); rerun with the arguments "
                              "that wrote it, or pass another output file")
         write = (lambda text: f.write(text.encode())) if f else sys.stdout.write
-        print(f"{what}: lines {first + 1}-{stop} of {path} ({lines:,} lines; {done:,} sentences done before)",
-              file=sys.stderr)
+        print(f"predicting lines {first + 1}-{stop} of {path} ({lines:,} lines; {done:,} sentences done "
+              "before)", file=sys.stderr)
         t0, new, todo = time.time(), 0, stop - first - done  # lines: blank ones make it "at most"
         while batch := list(itertools.islice(records, chunk)):
             write("".join(json.dumps(r) + "\n" for r in fn(batch)))
             (f or sys.stdout).flush()
             new += len(batch)
-            progress(f"{what} (lines)", new, todo, t0)
-        progress(f"{what} (lines)", new, todo, t0, end=True)
+            progress("predicted (lines)", new, todo, t0)
+        progress("predicted (lines)", new, todo, t0, end=True)
 
 
 def last_line(f):

