@@ -40,7 +40,9 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     pool: str = ""  # a sentences file (e.g. `python data.py --pubmed=...`) in place of the corpus's pool
     labels: str = ""  # a labels file (teacher.py's, or any tool's): train on it, no teacher is called
     empty_ratio: float = 0.5  # sentences the teacher found nothing in, per sentence it labelled (-1 = all)
-    eval_teacher_only: bool = False  # score the teacher on test and stop (the papers' LLM rows)
+    eval_teacher_only: bool = False  # score the teacher on test and stop (the papers' LLM rows), or on:
+    eval_split: str = "test"  # dev: with --eval_teacher_only, to choose prompts and teachers without test
+    eval_sample: int = 0  # with --eval_teacher_only: N sentences of the split's widest set, drawn with --seed
     # the student
     init_from: str = ""  # a Hugging Face BERT directory, or hf:ORG/NAME; default: all-MiniLM-L6-v2
     head: str = "drug"  # drug: the paper's drug-centric head | plain: one BIO head, no drug (the ablation)
@@ -69,9 +71,9 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     shard: str = ""  # K/N: --predict_file's K-th of N contiguous parts (1 <= K <= N), for N processes
 
     CHOICES = {**teacher.TeacherConfig.CHOICES, "head": ("drug", "plain"), "device": ("auto", "cpu", "cuda"),
-               "amp": ("auto", "bf16", "fp16", "fp32")}
+               "amp": ("auto", "bf16", "fp16", "fp32"), "eval_split": ("test", "dev")}
     MINIMUM = {**teacher.TeacherConfig.MINIMUM, "epochs": 1, "batch_size": 1, "max_len": 1, "max_pool": 0,
-               "max_steps": 0, "save_every": 0, "cv": 0}
+               "max_steps": 0, "save_every": 0, "cv": 0, "eval_sample": 0}
 
 
 # Fixed: no run needs to change these (the measured ones: RESULTS.md, "What was tried").
@@ -96,9 +98,10 @@ def run(cfg, splits):
     types = data.entity_types(splits["train"]) if cfg.task == "ner" else ["drug", "ade"]
     init, encoder, tokenizer = (None,) * 3 if cfg.eval_teacher_only else open_student(cfg)
 
-    # 1. The teacher labels the pool, and the sentences it is scored on: test+neg (which holds test) and,
-    # where the start cost is chosen at the teacher's precision, dev+neg. Those are never trained on.
-    scored = splits["test+neg"] + (splits["dev+neg"] if precision_rule(cfg) else [])
+    # 1. The teacher labels the pool, and the sentences it is scored on: the gold sets and, where the start
+    # cost is chosen at the teacher's precision, dev+neg. Those are never trained on.
+    gold_sets = gold_sets_of(cfg, splits)
+    scored = max(gold_sets.values(), key=len) + (splits["dev+neg"] if precision_rule(cfg) else [])
     if cfg.labels:
         scored_labels, labels, stats = read_labels(cfg, splits, scored)
         cfg = replace(cfg, teacher="labels")  # the teacher's name in the results
@@ -106,10 +109,11 @@ def run(cfg, splits):
         scored_labels, labels, stats = ask_teacher(cfg, splits, scored, types if cfg.task == "ner" else None)
         if labels is None:  # --dry_run
             return []
-    gold_sets = gold_sets_of(cfg, splits)
     rows, unanswered = score_teacher(cfg, gold_sets, scored_labels)
     if cfg.eval_teacher_only:
-        return write_results(rows, cfg, {"teacher_unanswered": unanswered,
+        paid = {k: stats[k] for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd")
+                if k in stats}  # what the check took
+        return write_results(rows, cfg, {**paid, "teacher_unanswered": unanswered,
                                          "wall_s": round(time.time() - t0, 1)})
     data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
     labels = teacher.training_set(labels, cfg.empty_ratio, cfg.seed)
@@ -132,11 +136,11 @@ def run(cfg, splits):
                                                     teacher_dev.get("precision"))
     calibrate(raw_dev, meta, splits, cfg)
     data.write_atomic(os.path.join(cfg.out_dir, "student", "student.json"), json.dumps(meta, indent=2))
-    test = splits["test+neg" if cfg.task == "ade" else "test"]  # holds every gold set
+    test = max(gold_sets.values(), key=len)  # holds every gold set
     raw = predict(student, tokenizer, test, meta, dtype, given=test if cfg.given_drugs else None, raw=True)
     predictions = calibrated(raw, meta)
     rows += score_rows("student", cfg, gold_sets, predictions, BOOTSTRAP)
-    closest = "test+neg" if "test+neg" in gold_sets else "test"  # the split closest to real text
+    closest = "test+neg" if "test+neg" in gold_sets else "test"  # the set closest to real text
     next(r for r in rows if (r["system"], r["split"]) == ("student", closest))["confidence"] = \
         confidence_rows(gold_sets[closest], raw, meta, cfg)
     test_ids = {r["id"] for r in splits["test"]}
@@ -191,6 +195,12 @@ def ask_teacher(cfg, splits, scored, types):
     labels, stats = teacher.label(to_score + pool, cfg.teacher, cfg, splits["train"],
                                   splits["train"] + splits["negatives"], types)
     if labels is None:
+        if not cfg.eval_teacher_only:
+            print("the dev check first (--eval_teacher_only=true --eval_split=dev; --eval_sample=N sends N):",
+                  file=sys.stderr)
+            dev = replace(cfg, eval_split="dev", eval_teacher_only=True)
+            teacher.label(data.unlabeled(max(gold_sets_of(dev, splits).values(), key=len)), cfg.teacher, dev,
+                          splits["train"], splits["train"] + splits["negatives"], types)
         return None, None, stats
     print(f"{teacher.describe(stats)} ({len(to_score)} scored and {len(pool)} pool sentences)",
           file=sys.stderr)
@@ -198,14 +208,24 @@ def ask_teacher(cfg, splits, scored, types):
 
 
 def gold_sets_of(cfg, splits):
-    """The sets teacher and student are scored on; "test 2+ drugs" is where the ADE head must tell drugs
-    apart. No test+neg with --given_drugs: its ADE-free sentences have no drug to start from."""
+    """The sets teacher and student are scored on: --eval_split, its ADE-free sentences with it ("+neg"; not
+    with --given_drugs: they have no drug to start from) and its sentences with 2+ drugs (where the ADE head
+    must tell drugs apart). --eval_sample=N: N sentences of the widest set, drawn with the seed."""
+    name = cfg.eval_split
+    widest = splits[name if cfg.task == "ner" or cfg.given_drugs else name + "+neg"]
+    if cfg.eval_sample > len(widest):
+        raise data.InputError(f"--eval_sample={cfg.eval_sample}: {name} has {len(widest)} sentences to draw "
+                              "from; pass at most that (0: all)")
+    if cfg.eval_sample:
+        drawn = {r["id"] for r in random.Random(cfg.seed).sample(widest, cfg.eval_sample)}
+        widest = [r for r in widest if r["id"] in drawn]
+    ids = {r["id"] for r in widest}
+    gold = [r for r in splits[name] if r["id"] in ids]
     if cfg.task == "ner":
-        return {"test": splits["test"]}
+        return {name: gold}
     n_drugs = lambda r: len(data.drug_entities(r["text"], [p["drug"] for p in r["pairs"]]))  # noqa: E731
-    several = [r for r in splits["test"] if n_drugs(r) > 1]
-    return {"test": splits["test"], **({} if cfg.given_drugs else {"test+neg": splits["test+neg"]}),
-            "test 2+ drugs": several}
+    return {name: gold, **({} if cfg.given_drugs else {name + "+neg": widest}),
+            f"{name} 2+ drugs": [r for r in gold if n_drugs(r) > 1]}
 
 
 def score_teacher(cfg, gold_sets, scored_labels):
@@ -219,7 +239,11 @@ def score_teacher(cfg, gold_sets, scored_labels):
     if unanswered:
         print(f"note: the teacher gave no answer for {unanswered} of the {len(scored_labels)} sentences it "
               "is scored on; they count as predicting nothing (rerun to ask them again)", file=sys.stderr)
-    return score_rows("teacher", cfg, whole, scored_labels, BOOTSTRAP), unanswered
+    rows = score_rows("teacher", cfg, whole, scored_labels, BOOTSTRAP)
+    for name in cfg.teacher.split("+") if "+" in cfg.teacher else []:  # each teacher alone, beside the union
+        own = [{"id": r["id"], "text": r["text"], **r["teachers"][name]} for r in scored_labels]
+        rows += score_rows("teacher", replace(cfg, teacher=name), whole, own, BOOTSTRAP)
+    return rows, unanswered
 
 
 # ----------------------------------------------------------------------------- 2. the student and its loop
@@ -656,6 +680,9 @@ def check_config(cfg):
                          f"{cfg.target_precision:g}: each between 0 and 1 (--target_precision=0: none)")
     if cfg.predict and cfg.predict_file:
         raise SystemExit("error: pass --predict=TEXT or --predict_file=FILE, not both")
+    if (cfg.eval_split != "test" or cfg.eval_sample) and not cfg.eval_teacher_only:
+        raise SystemExit("error: --eval_split and --eval_sample score the teacher alone: add "
+                         "--eval_teacher_only=true (a student is always scored on all of test)")
     if cfg.target_precision and (cfg.predict or cfg.predict_file):
         raise SystemExit("error: --target_precision is for a run; to predict, pass --min_confidence=C")
     if (cfg.predict_out or cfg.shard) and not cfg.predict_file:

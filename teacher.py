@@ -8,6 +8,7 @@
 - `lexicon`: offline distant supervision. Term lists of the train split's annotated mention strings;
   a pair for every drug term and adverse-event term found in the same sentence.
 - `gold`: the train split's own annotations (the supervised baseline, through the same pipeline).
+- `llm+lexicon`: both, the union of their pairs (or entities); each one's own labels kept beside it.
 
     python teacher.py --in=SENTENCES.jsonl --out=LABELS.jsonl                      # lexicon teacher
     OPENAI_API_KEY=... python teacher.py --in=S.jsonl --out=L.jsonl --teacher=llm \\
@@ -18,6 +19,7 @@ Imports data.py (corpora and helpers) and never torch: a labeling machine needs 
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -28,6 +30,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, fields
 
+import numpy as np
 import requests
 
 import data
@@ -72,6 +75,34 @@ def messages_for(text, shots, types=None):
         messages += [{"role": "user", "content": f"Sentence: {shot['text']}"},
                      {"role": "assistant", "content": json.dumps(answer_for(shot, types))}]
     return messages + [{"role": "user", "content": f"Sentence: {text}"}]
+
+
+def nearest(texts, train, k):
+    """Per text, the k train records nearest to it by TF-IDF cosine over lowercased words, nearest first;
+    ties go to the lower sentence id, and a text is never its own example (the pool holds the train split)."""
+    train = sorted(train, key=lambda r: r["id"])
+    words = [Counter(re.findall(r"\w+", r["text"].lower())) for r in train]
+    document_frequency = Counter(w for counts in words for w in counts)
+    idf = {w: math.log((1 + len(train)) / (1 + n)) + 1 for w, n in document_frequency.items()}
+    postings = {}  # word -> (train rows holding it, its weight there in the row's unit-length vector)
+    for row, counts in enumerate(words):
+        norm = math.sqrt(sum((n * idf[w]) ** 2 for w, n in counts.items())) or 1.0
+        for w, n in counts.items():
+            postings.setdefault(w, ([], []))[0].append(row)
+            postings[w][1].append(n * idf[w] / norm)
+    postings = {w: (np.array(rows), np.array(weights)) for w, (rows, weights) in postings.items()}
+    rows_of = {}
+    for row, r in enumerate(train):
+        rows_of.setdefault(r["text"], []).append(row)
+    chosen = []
+    for text in texts:  # the text's own norm scales every score alike: the order needs none
+        scores = np.zeros(len(train))
+        for w, n in Counter(re.findall(r"\w+", text.lower())).items():
+            if w in postings:
+                scores[postings[w][0]] += n * idf[w] * postings[w][1]
+        scores[rows_of.get(text, [])] = -np.inf
+        chosen.append([train[row] for row in np.argsort(-scores, kind="stable")[:k]])
+    return chosen
 
 
 # ----------------------------------------------------------------------------- replies -> spans
@@ -128,7 +159,8 @@ class TeacherConfig:
     base_url: str = "http://localhost:8000/v1"
     llm_model: str = ""
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never written anywhere
-    shots: int = 0  # k examples of the train split (drawn with seed 0) as prior turns of the chat
+    shots: int = 0  # k examples of the train split as prior turns of the chat
+    shot_selection: str = "random"  # random: the same k for every sentence (seed 0) | similar: its k nearest
     json_mode: bool = True  # ask for response_format json_object (false: for servers that refuse it)
     max_tokens: int = 512
     timeout: float = 60.0  # seconds to wait for one reply (a local model on a CPU may need more)
@@ -140,8 +172,8 @@ class TeacherConfig:
     max_cost: float = 0.0  # USD: stop before this run's spend could pass it (0 = no cap)
 
     # what `parse` checks as each option is parsed (class attributes, not options)
-    CHOICES = {"teacher": ("lexicon", "gold", "llm"), "task": ("ade", "ner"),
-               "dataset": ("ade", *data.NER_DATASETS)}
+    CHOICES = {"teacher": ("lexicon", "gold", "llm", "llm+lexicon"), "task": ("ade", "ner"),
+               "dataset": ("ade", *data.NER_DATASETS), "shot_selection": ("random", "similar")}
     MINIMUM = {"max_tokens": 1, "concurrency": 1, "shots": 0}
 
     @classmethod
@@ -178,7 +210,9 @@ def check_config(cfg):
     if cfg.max_cost and not (cfg.price_in or cfg.price_out):
         raise SystemExit("error: --max_cost needs the prices: --price_in and --price_out (USD per million "
                          "tokens)")
-    if cfg.dry_run and cfg.teacher != "llm":
+    if cfg.shot_selection == "similar" and not cfg.shots:
+        raise SystemExit("error: --shot_selection=similar chooses the --shots=K examples: pass K > 0")
+    if cfg.dry_run and "llm" not in cfg.teacher:
         raise SystemExit(f"error: --dry_run=true is for --teacher=llm (the {cfg.teacher} teacher sends "
                          "nothing)")
     if (cfg.task == "ner") == (cfg.dataset == "ade"):
@@ -343,12 +377,14 @@ def label_llm(records, cfg, train, types=None):
         raise TeacherError("--teacher=llm needs --llm_model=NAME (and --base_url=... of the server)")
     if cfg.shots > len(train):
         raise TeacherError(f"--shots={cfg.shots}: the train split has {len(train)} sentences to draw from")
-    shots = random.Random(0).sample(train, cfg.shots)
+    texts = [r["text"] for r in records]
+    shots = nearest(texts, train, cfg.shots) if cfg.shot_selection == "similar" else \
+        [random.Random(0).sample(train, cfg.shots)] * len(records)
     url = cfg.base_url.rstrip("/") + "/chat/completions"
     cache = ReplyCache(cfg.cache)
     json_mode = {"response_format": {"type": "json_object"}} if cfg.json_mode else {}
-    bodies = [{"model": cfg.llm_model, "messages": messages_for(r["text"], shots, types), "temperature": 0.0,
-               "seed": 0, "max_tokens": cfg.max_tokens, **json_mode} for r in records]
+    bodies = [{"model": cfg.llm_model, "messages": messages_for(text, k_shots, types), "temperature": 0.0,
+               "seed": 0, "max_tokens": cfg.max_tokens, **json_mode} for text, k_shots in zip(texts, shots)]
     # The key covers everything that shapes the reply: the URL, the model, the whole prompt, the parameters.
     keys = [hashlib.sha256(json.dumps([url, b], sort_keys=True).encode()).hexdigest() for b in bodies]
     todo = {k: b for k, b in zip(keys, bodies) if k not in cache.replies}
@@ -438,7 +474,14 @@ def label_lexicon(records, train, types=None, labelled=None, min_precision=0.0):
 
 
 def label(records, teacher, cfg, train, gold=None, types=None):
-    """Dispatch on the teacher's name -> (labels, stats); "gold" copies the records' annotations in `gold`."""
+    """Dispatch on the teacher's name -> (labels, stats); "gold" copies the records' annotations in `gold`,
+    "llm+lexicon" asks both."""
+    if "+" in teacher:
+        names = teacher.split("+")
+        each = [label(records, name, cfg, train, gold, types) for name in names]
+        stats = {k: v for _, part_stats in each for k, v in part_stats.items()}
+        return (None if any(labels is None for labels, _ in each) else
+                union(names, [labels for labels, _ in each], "entities" if types else "pairs")), stats
     if teacher == "llm":
         return label_llm(records, cfg, train, types)
     if teacher == "lexicon":
@@ -451,6 +494,21 @@ def label(records, teacher, cfg, train, gold=None, types=None):
         raise TeacherError(f"the gold teacher has no annotation for {len(missing)} sentences (e.g. "
                            f"{missing[:3]}); it labels only sentences of the training data")
     return [{**by_id[r["id"]], "teacher": "gold"} for r in records], {"sentences": len(records)}
+
+
+def union(names, labels, key):
+    """Per sentence, the union of the teachers' `key` lists, their own labels under "teachers". A teacher
+    that gave no answer adds nothing; where none answered, the sentence has no answer either."""
+    combined = []
+    for own in zip(*labels):
+        answered = [u for o in own if key in o for u in o[key]]
+        record = {"id": own[0]["id"], "text": own[0]["text"], "teacher": "+".join(names),
+                  "teachers": {n: {k: v for k, v in o.items() if k not in ("id", "text", "teacher")}
+                               for n, o in zip(names, own)}}
+        if any(key in o for o in own):
+            record[key] = [u for i, u in enumerate(answered) if u not in answered[:i]]
+        combined.append(record)
+    return combined
 
 
 def training_set(labels, empty_ratio, seed):

@@ -342,6 +342,42 @@ def test_the_llm_teacher_through_the_pipeline(small, tiny_bert_dir, tmp_path, se
     assert not (tmp_path / "only" / "student").exists()
 
 
+def test_llm_plus_lexicon_scored_on_a_dev_sample_each_teacher_alone_and_a_rerun_asks_nothing(
+        small, tmp_path, server, capsys):
+    """--teacher=llm+lexicon --eval_split=dev --eval_sample=N: the N drawn sentences of dev+neg asked once,
+    the union and each teacher scored on dev, dev+neg and dev 2+ drugs, with what the check took."""
+    gold = {r["text"]: r for r in small["dev+neg"]}
+
+    def handle(h):  # an LLM that finds each sentence's first gold pair only
+        text = json.loads(h.body)["messages"][-1]["content"].removeprefix("Sentence: ")
+        pairs = [{"drug": text[slice(*p["drug"])], "adverse_event": text[slice(*p["ade"])]}
+                 for p in gold[text]["pairs"][:1]]
+        server.reply(h, 200, json.dumps({"choices": [{"message": {"content": json.dumps({"pairs": pairs})}}],
+                                         "usage": {"prompt_tokens": 50, "completion_tokens": 10}}))
+    server.handle = handle
+    check = [f"--out_dir={tmp_path / 'check'}", "--teacher=llm+lexicon", f"--base_url={server.url}/v1",
+             "--llm_model=m", f"--cache={tmp_path / 'c.jsonl'}", "--eval_teacher_only", "--eval_split=dev",
+             "--eval_sample=30", "--price_in=1", "--price_out=2"]
+    rows = ade_distill.main(check)
+    assert len(server.requests) == 30 and {r["system"] for r in rows} == {"teacher"}
+    figures = {(r["teacher"], r["split"]): r["lenient"] for r in rows}
+    assert {t for t, _ in figures} == {"llm+lexicon", "llm", "lexicon"}
+    assert {s for _, s in figures} == {"dev", "dev+neg", "dev 2+ drugs"}
+    llm, lexicon, union = (figures[t, "dev+neg"] for t in ("llm", "lexicon", "llm+lexicon"))
+    assert llm["n_gold"] == union["n_gold"] and llm["precision"] == 1.0 and union["tp"] >= llm["tp"]
+    assert llm["n_pred"] <= union["n_pred"] <= llm["n_pred"] + lexicon["n_pred"]
+    assert "requests=30 prompt_tokens=1500 completion_tokens=300 cost_usd=0.0021 " in \
+        open(tmp_path / "check" / "results.md").read()
+    ade_distill.main([*check, "--overwrite"])
+    assert len(server.requests) == 30  # the LLM's replies came from the cache, the lexicon asks nothing
+    capsys.readouterr()
+    ade_distill.main([f"--out_dir={tmp_path / 'dry'}", *check[1:5], "--dry_run"])  # a whole run's dry run
+    err = capsys.readouterr().err
+    assert len(server.requests) == 30 and "the dev check first (--eval_teacher_only=true --eval_split=dev" in err
+    n_dev = len(small["dev+neg"])
+    assert f"teacher llm: {n_dev} sentences, 30 cached, {n_dev - 30} to ask" in err
+
+
 def test_labels_and_pool_files_never_let_a_test_sentence_in(tiny_run, tiny_bert_dir, small, tmp_path, capsys):
     labels = [json.loads(line) for line in open(os.path.join(tiny_run[0], "teacher_labels.jsonl"))][:30]
     leak = {**small["test"][0], "id": "elsewhere:0"}  # a test sentence under another id
@@ -398,6 +434,11 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     ("--task=ner --dataset=bc5cdr --cv=10", "--cv is the ADE corpus's protocol .--task=ade."),
     ("--head=plain --given_drugs", "--given_drugs is for the drug-centric head"),
     ("--predict=x --predict_file=/nonexistent", "pass --predict=TEXT or --predict_file=FILE, not both"),
+    ("--teacher=llm+foo", "--teacher=llm+foo: choose one of lexicon, gold, llm, llm+lexicon"),
+    ("--teacher=lexicon+lexicon", "--teacher=lexicon+lexicon: choose one of"),
+    ("--shot_selection=similar", "--shot_selection=similar chooses the --shots=K examples: pass K > 0"),
+    ("--eval_split=dev", "--eval_split and --eval_sample score the teacher alone: add --eval_teacher_only"),
+    ("--eval_sample=5", "--eval_split and --eval_sample score the teacher alone"),
     ("--predict=x --target_precision=0.8", "--target_precision is for a run; to predict, pass --min_confidence=C"),
     ("--predict_out=p.jsonl", "--predict_out and --shard go with --predict_file=FILE"),
     ("--predict_file=/dev/null --shard=0/4", "--shard=0/4: K/N with 1 <= K <= N"),
@@ -434,7 +475,9 @@ def test_the_files_are_checked_as_they_are_opened_before_any_request(tmp_path, c
     monkeypatch.setattr(data, "load_splits", LOAD_SPLITS)  # the real one: --cv=2 must reach it
     for option, message in [("--labels=/nonexistent.jsonl", "No such file or directory: '/nonexistent.jsonl'"),
                             ("--init_from=/nonexistent", "/nonexistent/model.safetensors not found"),
-                            ("--cv=2", "--cv=2 fold 0: the protocol needs at least 3 folds")]:
+                            ("--cv=2", "--cv=2 fold 0: the protocol needs at least 3 folds"),
+                            ("--eval_teacher_only --eval_sample=5000", "--eval_sample=5000: test has 2[0-9]{3} "
+                             "sentences to draw from; pass at most that")]:
         with pytest.raises(SystemExit, match=message):
             ade_distill.cli([option, f"--out_dir={tmp_path}", "--overwrite"])
         assert "teacher:" not in capsys.readouterr().err

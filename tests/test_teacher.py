@@ -59,6 +59,44 @@ def test_request_json_and_headers(server, tmp_path, monkeypatch):
     assert stats["prompt_tokens"] == 100 and stats["aligned"] == stats["strings"] == 1
 
 
+def test_similar_shots_are_each_sentences_nearest_train_sentences(server, tmp_path):
+    """TF-IDF cosine over words: the query shares lithium, caused and tremor with t2, rash with t1; warfarin
+    and bleeding with t3, bleeding with t4. A train sentence is never its own example, and with no word in
+    common every score ties: the lowest ids."""
+    answer_pairs(server, [])
+    train = [{"id": "t3", "text": "Warfarin caused bleeding in an elderly man.", "pairs": []},
+             {"id": "t1", "text": "Aspirin caused rash in a child.", "pairs": []},
+             {"id": "t4", "text": "Aspirin caused bleeding.", "pairs": []},
+             {"id": "t2", "text": "Lithium caused tremor.", "pairs": []}]
+    queries = {"Lithium toxicity caused tremor and rash.": ["t2", "t1"], "Warfarin-induced bleeding.": ["t3", "t4"],
+               "Nothing here.": ["t1", "t2"]}
+    records = [{"id": f"q{i}", "text": text} for i, text in enumerate([*queries, "Lithium caused tremor."])]
+    teacher.label_llm(records, config(server, tmp_path, shots=2, shot_selection="similar"), train)
+    text_of = {r["text"]: r["id"] for r in train}
+    shots = {}
+    for *_, body in server.requests:
+        messages = json.loads(body)["messages"]
+        shots[messages[-1]["content"].removeprefix("Sentence: ")] = \
+            [text_of[m["content"].removeprefix("Sentence: ")] for m in messages[1:-1:2]]
+    assert {q: shots[q] for q in queries} == queries and "t2" not in shots["Lithium caused tremor."]
+    assert len(shots["Lithium caused tremor."]) == 2
+
+
+def test_llm_plus_lexicon_keeps_both_and_their_union_and_a_rerun_asks_nothing(server, tmp_path):
+    answer_pairs(server, [("aspirin", "rash")])
+    train = [{"id": "t", "text": "Lithium caused tremor.", "pairs": [{"drug": [0, 7], "ade": [15, 21]}]}]
+    text = "Lithium tremor and aspirin rash."
+    cfg = config(server, tmp_path)
+    labels, stats = teacher.label([{"id": "x", "text": text}], "llm+lexicon", cfg, train)
+    [record] = labels
+    assert record["teacher"] == "llm+lexicon" and stats["requests"] == 1
+    assert record["teachers"]["llm"]["pairs"] == [{"drug": [19, 26], "ade": [27, 31]}]
+    assert record["teachers"]["lexicon"]["pairs"] == [{"drug": [0, 7], "ade": [8, 14]}]
+    assert record["pairs"] == [{"drug": [19, 26], "ade": [27, 31]}, {"drug": [0, 7], "ade": [8, 14]}]
+    assert teacher.label([{"id": "x", "text": text}], "llm+lexicon", cfg, train)[0] == labels
+    assert len(server.requests) == 1
+
+
 @pytest.mark.parametrize("content,pairs,failed", [
     ('```json\n{"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]}\n```', 1, 0),
     ('Sure! Here is the answer: {"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]} Hope it helps.', 1, 0),

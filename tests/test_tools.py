@@ -185,3 +185,10 @@ def test_results_confidence_table_reads_the_student_at_the_teachers_recall(tmp_p
     assert ("| default, seed 0 | 0.328 | 0.046 | 0.481 | 52.50 / 55.00 | 57.50 / 35.00 | 62.50 / 15.00 | "
             "67.50 / 0.00 | 0.45: 56.25 / 40.00 | 55.00 / 60.00 | 51.25 (at 0.25) |") in table
     assert "Not yet run: default_s1, default_s2, supervised_s0" in table
+
+
+def test_the_readme_counts_the_options():
+    import dataclasses
+    import ade_distill
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert f"({len(dataclasses.fields(ade_distill.Config))} options with the teacher's)" in readme.replace("\n", " ")
