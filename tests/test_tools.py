@@ -114,11 +114,15 @@ def test_real_llm_against_a_local_server(server, tiny_bert_dir, data_dir, tmp_pa
     server.handle = handle
     out = tmp_path / "real_llm"
     done = run_tool("real_llm.py", f"--base_url={server.url}/v1", f"--out_dir={out}", "--pool=24", "--test=16",
-                    "--epochs=1", f"--init_from={tiny_bert_dir}", "--start_cost=1.0", data_dir=data_dir)
-    assert "| LLM 0-shot (teacher) |" in done.stdout and "| LLM 5-shot (teacher) |" in done.stdout
-    assert "| student (" in done.stdout
+                    "--dev_sample=20", "--epochs=1", f"--init_from={tiny_bert_dir}", "--start_cost=1.0",
+                    data_dir=data_dir)
+    for row in ("dev: llm+lexicon, 5-shot similar", "test: llm, 0-shot", "test: lexicon",
+                "test: llm+lexicon, 5-shot random", "test: llm, 5-shot similar"):
+        assert f"| {row} |" in done.stdout
+    assert done.stdout.count("| test: student (") == 2
     assert (out / "real_llm.md").read_text().strip() == done.stdout.strip()
-    assert sum(1 for method, path, _, _ in server.requests if method == "POST") == 2 * 16 + 24
+    posts = sum(1 for method, path, _, _ in server.requests if method == "POST")
+    assert posts in (2 * 20 + 3 * 16 + 24, 2 * 20 + 3 * 16 + 2 * 24)  # the pool once per shot selection
 
 
 @pytest.mark.slow
