@@ -84,6 +84,8 @@ GRAD_CLIP = 1.0
 MAX_BATCH_TOKENS = 1024  # a batch with more padded tokens runs as micro-batches of one step: flat memory
 MAX_PREDICT_TOKENS = 2048  # prediction's slices: its peak memory set by this, not by the longest sentences
 COST_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # the start costs tried on dev
+UNITS = {"ade": "pairs", "ner": "entities"}  # what a task predicts and scores
+CALIBRATION_SPLIT = {"ade": "dev+neg", "ner": "dev"}  # dev+neg: the ADE-free sentences real text is full of
 BOOTSTRAP = 1000  # resamplings of the test sentences for the 95 % intervals
 LOG_EVERY = 20  # steps
 
@@ -425,11 +427,12 @@ def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=Non
                                for key in ("input_ids", "attention_mask"))
             drugs = [[p["drug"] for p in given[i]["pairs"]] for i in ids] if given else None
             with model.autocast(device, dtype):
-                by_cost = decode(student, input_ids, mask, [encoded[i] for i in ids],
-                                 [records[i]["text"] for i in ids], meta, grid, drugs)
-            for out, fields in zip(outs, by_cost):
-                for i, row in zip(ids, fields):
-                    out[i].update(row)
+                hidden = student.encoder(input_ids, mask)  # (B, T, D): once, whatever the costs
+                for out, cost in zip(outs, grid):
+                    fields = decode(student, hidden, [encoded[i] for i in ids],
+                                    [records[i]["text"] for i in ids], meta, cost, drugs)
+                    for i, row in zip(ids, fields):
+                        out[i].update(row)
     outs = outs if raw else [calibrated(out, meta) for out in outs]
     return outs[0] if costs is None else outs
 
@@ -437,7 +440,7 @@ def predict(student, tokenizer, records, meta, dtype=None, given=None, costs=Non
 def calibrated(records, meta):
     """Records with the model's own confidences -> meta's calibration applied (monotone: the ranking stays),
     units below meta["min_confidence"] dropped, to 4 decimals (the encoder's last bits vary with a batch)."""
-    key = unit_level(meta["task"])
+    key = UNITS[meta["task"]]
     raw = [u["confidence"] for r in records for u in r[key]]
     confidences = iter(evaluate.platt(raw, meta.get("calibration")).tolist())  # one numpy call for them all
     out = []
@@ -447,49 +450,39 @@ def calibrated(records, meta):
     return out
 
 
-def ner_fields(student, input_ids, mask, encodings, texts, meta, costs, given_drugs=None):
-    """The plain head's spans -> per start cost, per sentence: its entities, or (the ADE ablation) every ADE
-    paired with every drug, the pair's confidence the product of its spans'."""
-    log_probs = model.log_softmax(student(input_ids, mask))  # (B, T, 2K+1)
-    by_cost = []
-    for cost in costs:
-        rows = []
-        for text, spans in zip(texts, model.decode_batch(encodings, log_probs, cost)):
-            if meta["task"] == "ner":
-                rows.append({"entities": [{"span": [s, e], "type": meta["types"][k], "text": text[s:e],
-                                           "confidence": p} for s, e, k, p in spans]})
-            else:
-                drugs, ades = ([(s[:2], s[3]) for s in spans if s[2] == k] for k in (0, 1))
-                rows.append({"pairs": [pair(text, d, a, pd * pa) for d, pd in drugs for a, pa in ades]})
-        by_cost.append(rows)
-    return by_cost
+def ner_fields(student, hidden, encodings, texts, meta, cost, given_drugs=None):
+    """The plain head's spans -> per sentence its entities, or (the ADE ablation) every ADE paired with every
+    drug, the pair's confidence the product of its spans'."""
+    rows, log_probs = [], model.log_softmax(student.head(hidden))  # (B, T, 2K+1)
+    for text, spans in zip(texts, model.decode_batch(encodings, log_probs, cost)):
+        if meta["task"] == "ner":
+            rows.append({"entities": [{"span": [s, e], "type": meta["types"][k], "text": text[s:e],
+                                       "confidence": p} for s, e, k, p in spans]})
+        else:
+            drugs, ades = ([(s[:2], s[3]) for s in spans if s[2] == k] for k in (0, 1))
+            rows.append({"pairs": [pair(text, d, a, pd * pa) for d, pd in drugs for a, pa in ades]})
+    return rows
 
 
-def ade_fields(student, input_ids, mask, encodings, texts, meta, costs, given_drugs=None):
-    """The encoder once -> per start cost: drug spans (the head's or the given ones) -> drug entities -> the
-    ADE head once for all of them -> pairs, confidence P(drug) (its best mention's) x P(event | drug)."""
-    hidden = student.encoder(input_ids, mask)  # (B, T, D)
-    drug_log_probs = model.log_softmax(student.drug_head(hidden))
-    by_cost = []
-    for cost in costs:
-        drugs = []  # (row in the batch, all mentions of one drug, its confidence)
-        decoded = [[(s, e, 0, 1.0) for s, e in spans] for spans in given_drugs] if given_drugs else \
-            model.decode_batch(encodings, drug_log_probs, cost)
-        for row, (text, spans) in enumerate(zip(texts, decoded)):
-            for key, mentions in data.drug_entities(text, [span[:2] for span in spans]).items():
-                drugs.append((row, mentions, max(p for s, e, _, p in spans if text[s:e].lower() == key)))
-        token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
-        for m, (row, mentions, _) in enumerate(drugs):
-            token_mask[m, data.token_mask(encodings[row], mentions)] = 1.0
-        sentence = torch.tensor([row for row, _, _ in drugs], dtype=torch.long, device=hidden.device)
-        ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
-        rows = [{"pairs": []} for _ in encodings]
-        events = model.decode_batch([encodings[row] for row, _, _ in drugs], model.log_softmax(ade_logits),
-                                    cost)
-        for (row, mentions, drug_p), spans in zip(drugs, events):
-            rows[row]["pairs"] += [pair(texts[row], mentions[0], (s, e), drug_p * p) for s, e, _, p in spans]
-        by_cost.append(rows)
-    return by_cost
+def ade_fields(student, hidden, encodings, texts, meta, cost, given_drugs=None):
+    """Hidden states -> drug spans (the head's or the given ones) -> drug entities -> the ADE head once for
+    all of them -> per sentence its pairs, confidence P(drug) (its best mention's) x P(event | drug)."""
+    drugs = []  # (row in the batch, all mentions of one drug, its confidence)
+    decoded = [[(s, e, 0, 1.0) for s, e in spans] for spans in given_drugs] if given_drugs else \
+        model.decode_batch(encodings, model.log_softmax(student.drug_head(hidden)), cost)
+    for row, (text, spans) in enumerate(zip(texts, decoded)):
+        for key, mentions in data.drug_entities(text, [span[:2] for span in spans]).items():
+            drugs.append((row, mentions, max(p for s, e, _, p in spans if text[s:e].lower() == key)))
+    token_mask = np.zeros((len(drugs), hidden.shape[1]), dtype=np.float32)
+    for m, (row, mentions, _) in enumerate(drugs):
+        token_mask[m, data.token_mask(encodings[row], mentions)] = 1.0
+    sentence = torch.tensor([row for row, _, _ in drugs], dtype=torch.long, device=hidden.device)
+    ade_logits = student.ade_logits(hidden, sentence, torch.from_numpy(token_mask).to(hidden.device))
+    rows = [{"pairs": []} for _ in encodings]
+    events = model.decode_batch([encodings[row] for row, _, _ in drugs], model.log_softmax(ade_logits), cost)
+    for (row, mentions, drug_p), spans in zip(drugs, events):
+        rows[row]["pairs"] += [pair(texts[row], mentions[0], (s, e), drug_p * p) for s, e, _, p in spans]
+    return rows
 
 
 def pair(text, drug, ade, confidence):
@@ -501,7 +494,7 @@ def score_rows(system, cfg, gold_sets, predicted, bootstrap=0):
     """Predictions scored on each gold set -> result rows (NER: also per type; bootstrap: 95 % intervals)."""
     by_id = {r["id"]: r for r in predicted}
     return [{"system": system, "teacher": cfg.teacher, "split": split, "given_drugs": cfg.given_drugs,
-             **evaluate.score(gold, [by_id[r["id"]] for r in gold], unit_level(cfg.task),
+             **evaluate.score(gold, [by_id[r["id"]] for r in gold], UNITS[cfg.task],
                               data.entity_types(gold) if cfg.task == "ner" else None, bootstrap)}
             for split, gold in gold_sets.items()]
 
@@ -515,7 +508,7 @@ def choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, costs, teach
     """The start cost of `costs` with the best dev score (given the teacher's lenient precision on dev+neg,
     the best of those as precise there), from one encoder pass over the calibration split (it holds
     dev). -> (the cost, the split's predictions at it with the model's own confidences)."""
-    name = calibration_split(cfg)
+    name = CALIBRATION_SPLIT[cfg.task]
     outs = predict(student, tokenizer, splits[name], meta, dtype, costs=costs, raw=True)
     rows = [score_rows("student", cfg, {s: splits[s] for s in ("dev", name)}, out) for out in outs]
     scores = [dev_score(row[0]) for row in rows]
@@ -540,16 +533,11 @@ def best_at_precision(scores, precisions, floor):
     return int(np.argmax([s if p >= floor else -np.inf for s, p in zip(scores, precisions)]))
 
 
-def calibration_split(cfg):
-    """dev+neg for ADE: it holds the ADE-free sentences real text is full of; dev for NER."""
-    return "dev+neg" if cfg.task == "ade" else "dev"
-
-
 def calibrate(raw, meta, splits, cfg):
     """Fit meta's calibration to `raw`, the calibration split's predictions (a unit correct where it overlaps
     a gold one); --target_precision: the lowest --min_confidence (steps of 0.01) whose lenient precision
     there reaches it."""
-    name, level = calibration_split(cfg), unit_level(cfg.task)
+    name, level = CALIBRATION_SPLIT[cfg.task], UNITS[cfg.task]
     meta["calibration"] = evaluate.fit_platt(*evaluate.confidence_and_correct(splits[name], raw, level))
     meta["min_confidence"] = cfg.min_confidence
     if cfg.target_precision:
@@ -578,9 +566,9 @@ def lenient_at(gold, raw, meta, cfg, thresholds):
 def confidence_rows(gold, raw, meta, cfg):
     """The student on `gold` by confidence: the calibration error before and after, precision and recall
     from thresholds 0.05 to 0.95 and the chosen one up, the average precision of the ranking."""
-    raw_confidences, correct = evaluate.confidence_and_correct(gold, raw, unit_level(cfg.task))
+    raw_confidences, correct = evaluate.confidence_and_correct(gold, raw, UNITS[cfg.task])
     confidences = evaluate.platt(raw_confidences, meta["calibration"])
-    n_gold = sum(len(evaluate.units(r, unit_level(cfg.task))) for r in gold)
+    n_gold = sum(len(evaluate.units(r, UNITS[cfg.task])) for r in gold)
     thresholds = [*np.round(np.arange(0.05, 1, 0.05), 2), meta["min_confidence"]]
     return {"ece_raw": evaluate.calibration_error(raw_confidences, correct),
             "ece": evaluate.calibration_error(confidences, correct),
@@ -588,10 +576,6 @@ def confidence_rows(gold, raw, meta, cfg):
                              for t, m in lenient_at(gold, raw, meta, cfg, thresholds).items()},
             "average_precision": evaluate.average_precision(confidences, correct, n_gold),
             "min_confidence": meta["min_confidence"]}
-
-
-def unit_level(task):
-    return "entities" if task == "ner" else "pairs"
 
 
 def write_results(rows, cfg, notes):

@@ -9,9 +9,10 @@
 The data root is `--data_dir`, else $ADE_DISTILL_DATA, else ./data; missing files are downloaded
 from their public sources and every file is checked against its sha256.
 
-    python data.py --split=test            # gold JSONL of a split on stdout
-    python data.py --dataset=bc5cdr --split=test
+    python data.py --split=test [--dataset=bc5cdr]     # gold JSONL of a split on stdout
+    python data.py --pubmed=FILE.xml.gz > pool.jsonl   # the drug-bearing sentences of PubMed abstracts
 """
+import gzip
 import hashlib
 import itertools
 import json
@@ -20,6 +21,7 @@ import random
 import re
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections import defaultdict, deque
 from contextlib import nullcontext
 
@@ -98,9 +100,8 @@ def find_mentions(text, string):
 
 
 class TermList:
-    """Whole-word, case-insensitive matches of a term list (terms of 3+ characters), left to right, the
-    longest term at each position: what one regex alternation of the terms finds, without the regex's
-    cost of trying thousands of alternatives at every character."""
+    """Whole-word, case-insensitive matches of terms of 3+ characters, left to right, the longest at each
+    position: what one regex alternation of the terms finds, without trying every term at every character."""
 
     def __init__(self, terms):
         self.terms = {t.lower() for t in terms if len(t) >= 3}
@@ -125,51 +126,33 @@ class TermList:
 
 def read_ade(root):
     """-> (positives, negatives): records {"id", "pmid", "text", "pairs": [{"drug": [s, e], "ade": [s, e]}]};
-    the negatives have no pairs."""
-    path = corpus_file(root, "ade_corpus_v2/DRUG-AE.rel")
-    rows = defaultdict(list)  # (pmid, sentence) -> [(line number, ae, ae_begin, drug, drug_begin)]
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            fields = line.rstrip("\n").split("|")
-            if len(fields) != 8 or not fields[3].isdigit() or not fields[6].isdigit():
-                raise InputError(f"{path}:{n}: expected 8 '|'-separated fields "
-                                 f"(pmid|sentence|ae|begin|end|drug|begin|end), found {line.strip()!r}")
-            pmid, text, ae, ae_begin, _, drug, drug_begin, _ = fields
-            rows[(pmid, text)].append((n, ae, int(ae_begin), drug, int(drug_begin)))
-    positives, index, ambiguous = [], defaultdict(itertools.count), 0  # index: the next id of a PubMed ID
+    the negatives have no pairs. Both files are checked by their sha256, so their format is known."""
+    rows = defaultdict(list)  # (pmid, sentence) -> [(ae, ae_begin, drug, drug_begin)]
+    with open(corpus_file(root, "ade_corpus_v2/DRUG-AE.rel")) as f:
+        for line in f:  # pmid|sentence|ae|begin|end|drug|begin|end
+            pmid, text, ae, ae_begin, _, drug, drug_begin, _ = line.rstrip("\n").split("|")
+            rows[(pmid, text)].append((ae, int(ae_begin), drug, int(drug_begin)))
+    positives, index = [], defaultdict(itertools.count)  # index: the next id of a PubMed ID
     for (pmid, text), relations in rows.items():
         # Offsets count from the start of the abstract, not of the sentence; one shift per sentence maps
-        # them onto it. Find the shifts that fit every relation of the sentence (one does, for every row).
-        shifts = None
-        for n, ae, ae_begin, drug, drug_begin in relations:
-            fit = ({ae_begin - m.start() for m in re.finditer(re.escape(ae), text)}
-                   & {drug_begin - m.start() for m in re.finditer(re.escape(drug), text)})
-            shifts = fit if shifts is None else shifts & fit
-            if not shifts:
-                raise InputError(f"{path}:{n}: no sentence offset places {ae!r} and {drug!r} at their "
-                                 "offsets.")
-        ambiguous += len(shifts) > 1
-        shift = max(shifts)  # a repeated pair: take its first occurrence, as canonicalisation does
+        # them onto it: a shift that fits every relation of the sentence (one does, for every row).
+        shifts = set.intersection(*({a - m.start() for m in re.finditer(re.escape(ae), text)}
+                                    & {d - m.start() for m in re.finditer(re.escape(drug), text)}
+                                    for ae, a, drug, d in relations))
+        assert shifts, f"no offset shift places every pair of the sentence {pmid}: {text!r}"
+        shift = max(shifts)  # were two to fit (a pair written twice), the pair's first occurrence
         pairs = [{"drug": [d - shift, d - shift + len(drug)], "ade": [a - shift, a - shift + len(ae)]}
-                 for _, ae, a, drug, d in relations]
+                 for ae, a, drug, d in relations]
         pairs = [pair for i, pair in enumerate(pairs) if pair not in pairs[:i]]  # rows can repeat a pair
         positives.append({"id": f"{pmid}:{next(index[pmid])}", "pmid": pmid, "text": text, "pairs": pairs})
-    path = corpus_file(root, "ade_corpus_v2/ADE-NEG.txt")
-    sentences = []  # (pmid, text)
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            m = re.match(r"(\d+) NEG (.*)$", line.rstrip("\n"))
-            if not m:
-                raise InputError(f"{path}:{n}: expected 'PMID NEG sentence', found {line.strip()!r}")
-            sentences.append(m.groups())
+    with open(corpus_file(root, "ade_corpus_v2/ADE-NEG.txt")) as f:
+        sentences = [re.match(r"(\d+) NEG (.*)$", line.rstrip("\n")).groups() for line in f]  # (pmid, text)
     negatives = [{"id": f"{pmid}:n{next(index['n' + pmid])}", "pmid": pmid, "text": text, "pairs": []}
                  for pmid, text in dict.fromkeys(sentences)]  # each once: 7 lines repeat a sentence verbatim
-    assert ambiguous <= 3, f"{ambiguous} sentences have an ambiguous offset shift; the corpus has 3"
     return positives, negatives
 
 
 def unlabeled(records):
-    """The records with their labels thrown away."""
     return [{k: r[k] for k in ("id", "pmid", "text") if k in r} for r in records]
 
 
@@ -179,7 +162,6 @@ def held_out_texts(splits):
 
 
 def without_held_out(records, held_texts, what):
-    """The records whose text is not a dev/test sentence; the others are dropped and counted."""
     kept = [r for r in records if r["text"] not in held_texts]
     if len(kept) < len(records):
         print(f"note: {len(records) - len(kept)} {what} sentences also occur in dev/test and are left out",
@@ -187,56 +169,45 @@ def without_held_out(records, held_texts, what):
     return kept
 
 
-def assemble_splits(train, dev, test, negatives, what):
-    """-> every set the pipeline uses: train, dev, test, dev+neg and test+neg (+ the ADE-free sentences of
-    their PubMed IDs), "negatives" (the other ADE-free ones, for training), "pool" (both, unlabeled)."""
+def load_splits(root, dataset="ade", cv=0, fold=0):
+    """train, dev, test, dev+neg and test+neg (+ the ADE-free sentences of their PubMed IDs), "negatives" (the
+    other ADE-free ones), "pool" (both, unlabeled). ADE: the paper's 80/10/10 cut of the positive sentences
+    sorted by (PMID, text), shuffled with seed 0; with cv=k, fold `fold` of k by PubMed ID (dev: the next)."""
+    positives, negatives = read_ade(root) if dataset == "ade" else ([], [])
+    if dataset != "ade":
+        train, dev, test = (read_iob(corpus_file(root, f"{NER_DATASETS[dataset]}/{name}.tsv"))
+                            for name in ("train", "devel", "test"))
+    elif not cv:
+        order = sorted(positives, key=lambda r: (r["pmid"], r["text"]))
+        random.Random(0).shuffle(order)
+        n_train, n_dev = int(0.8 * len(order)), int(0.1 * len(order))
+        train, dev, test = order[:n_train], order[n_train:n_train + n_dev], order[n_train + n_dev:]
+    elif not (cv >= 3 and 0 <= fold < cv):
+        raise InputError(f"--cv={cv} fold {fold}: the protocol needs at least 3 folds (test, dev, train)")
+    else:
+        pmids = sorted({r["pmid"] for r in positives})
+        random.Random(0).shuffle(pmids)
+        fold_of = {p: i % cv for i, p in enumerate(pmids)}
+        dev, test = ([r for r in positives if fold_of[r["pmid"]] == f] for f in ((fold + 1) % cv, fold))
+        train = [r for r in positives if fold_of[r["pmid"]] not in (fold, (fold + 1) % cv)]
     dev_pmids, test_pmids = ({r.get("pmid") for r in records} for records in (dev, test))  # NER: no pmid
     splits = {"dev": dev, "test": test,
               "dev+neg": dev + [r for r in negatives if r["pmid"] in dev_pmids],
               "test+neg": test + [r for r in negatives if r["pmid"] in test_pmids]}
     held = held_out_texts(splits)  # one sentence text is in the ADE corpus under two PubMed IDs
-    splits["train"] = without_held_out(train, held, what)
+    splits["train"] = without_held_out(train, held, "train" if dataset == "ade" else f"{dataset} train")
     other_abstracts = [r for r in negatives if r["pmid"] not in dev_pmids | test_pmids]
     splits["negatives"] = without_held_out(other_abstracts, held, "ADE-free")
     splits["pool"] = unlabeled(splits["train"] + splits["negatives"])
     return splits
 
 
-def load_splits(root, dataset="ade", cv=0, fold=0):
-    """The splits of a dataset. ADE, the paper's: the positive sentences sorted by (PMID, text), shuffled
-    with seed 0, cut 80/10/10. With cv=k: fold `fold` of a k-fold split by PubMed ID (test = that fold,
-    dev = the next, train = the rest). NER: the corpus's own train/devel/test."""
-    if dataset != "ade":
-        train, dev, test = (read_iob(corpus_file(root, f"{NER_DATASETS[dataset]}/{name}.tsv"))
-                            for name in ("train", "devel", "test"))
-        return assemble_splits(train, dev, test, [], f"{dataset} train")
-    positives, negatives = read_ade(root)
-    if not cv:
-        order = sorted(positives, key=lambda r: (r["pmid"], r["text"]))
-        random.Random(0).shuffle(order)
-        n_train, n_dev = int(0.8 * len(order)), int(0.1 * len(order))
-        return assemble_splits(order[:n_train], order[n_train:n_train + n_dev], order[n_train + n_dev:],
-                               negatives, "train")
-    if not (cv >= 3 and 0 <= fold < cv):
-        raise InputError(f"--cv={cv} fold {fold}: the protocol needs at least 3 folds (test, dev, train)")
-    pmids = sorted({r["pmid"] for r in positives})
-    random.Random(0).shuffle(pmids)
-    fold_of = {p: i % cv for i, p in enumerate(pmids)}
-    dev, test = ([r for r in positives if fold_of[r["pmid"]] == f] for f in ((fold + 1) % cv, fold))
-    train = [r for r in positives if fold_of[r["pmid"]] not in (fold, (fold + 1) % cv)]
-    return assemble_splits(train, dev, test, negatives, "train")
-
-
 # ----------------------------------------------------------------------------- PubMed baseline XML
 
 def read_pubmed(path, counts):
-    """Stream the articles of a PubMed baseline file (.xml.gz or .xml) -> (PMID, [title, abstract]).
-    Each article is cleared once read, so a 150 MB file never sits in memory. Structured abstracts keep
-    their section labels ("CONCLUSION: ..."), inline markup (<i>, <sup>) is kept as its text; articles
-    without an abstract are skipped and counted."""
-    import gzip
-    import xml.etree.ElementTree as ET
-
+    """Stream the articles of a PubMed baseline file (.xml.gz or .xml) -> (PMID, [title, abstract]), each
+    cleared once read so that a whole file never sits in memory. Structured abstracts keep their section
+    labels ("CONCLUSION: ..."); articles without an abstract are skipped and counted."""
     def text_of(element):  # the text with its inline markup, whitespace runs made single spaces
         return " ".join("".join(element.itertext()).split()) if element is not None else ""
 
@@ -262,9 +233,8 @@ def read_pubmed(path, counts):
             root.clear()  # drop the articles read so far
 
 
-ABBREVIATIONS = {"al", "vs", "cf", "fig", "figs", "approx", "ca", "no", "nos", "dr", "drs", "prof", "mr",
-                 "mrs", "ms", "st", "resp", "incl", "ref", "refs", "vol", "eq", "jan", "feb", "mar", "apr",
-                 "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
+ABBREVIATIONS = set("al vs cf fig figs approx ca no nos dr drs prof mr mrs ms st resp incl ref refs vol eq "
+                    "jan feb mar apr jun jul aug sep sept oct nov dec".split())
 
 
 def split_sentences(text):
@@ -283,8 +253,7 @@ def split_sentences(text):
         if not abbreviation:
             sentences.append(text[start:m.end()].strip())
             start = m.end()
-    rest = text[start:].strip()
-    return sentences + ([rest] if rest else [])
+    return [s for s in [*sentences, text[start:].strip()] if s]  # and the rest, if there is any
 
 
 def pubmed_pool(paths, splits):
@@ -306,13 +275,11 @@ def pubmed_pool(paths, splits):
                     if not drugs.spans(text):
                         continue
                     counts["with a drug term"] += 1
-                    if text in held_texts:
-                        counts["dev/test sentences left out"] += 1
-                    elif text in seen:
-                        counts["repeated sentences left out"] += 1
-                    else:
+                    fate = ("dev/test sentences left out" if text in held_texts else
+                            "repeated sentences left out" if text in seen else "written")
+                    counts[fate] += 1
+                    if fate == "written":
                         seen.add(text)
-                        counts["written"] += 1
                         yield {"id": f"{pmid}:{index}", "pmid": pmid, "text": text}
     return records(), counts
 
@@ -331,11 +298,10 @@ def read_iob(path):
                     records.append({"id": f"{split}:{len(records)}", "text": text, "entities": entities})
                 text, entities = "", []
                 continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2 or not parts[0] or not re.fullmatch(r"O|[BI]-\S+", parts[1]):
+            word, _, tag = line.rstrip("\n").partition("\t")  # a second tab fails the tag's \S+
+            if not word or not re.fullmatch(r"O|[BI]-\S+", tag):
                 raise InputError(f"{path}:{n}: expected 'token<TAB>tag' with tag O, B-TYPE or I-TYPE, "
                                  f"found {line.strip()!r}")
-            word, tag = parts
             start, text = len(text) + bool(text), text + " " * bool(text) + word
             if tag.startswith("I-") and entities and entities[-1]["type"] == tag[2:] and previous == tag[2:]:
                 entities[-1]["span"][1] = len(text)
@@ -352,9 +318,8 @@ def entity_types(records):
 # ----------------------------------------------------------------------------- spans <-> sub-word BIO
 
 def encode(tokenizer, texts, max_len):
-    """-> one dict per text: ids, offsets (char [start, end) per token; (0, 0) for [CLS]/[SEP]) and words
-    (the word of each token; None for [CLS]/[SEP]). Texts longer than max_len tokens are cut (keeping the
-    final [SEP]), counted, and carry "cut_at": the character where the kept tokens end."""
+    """-> one dict per text: ids, offsets (char [start, end) per token), words (None for [CLS]/[SEP]). A text
+    over max_len tokens is cut (keeping [SEP]), counted, and carries "cut_at": where its kept tokens end."""
     encoded = []
     for e in tokenizer.encode_batch(list(texts)):
         enc = {"ids": list(e.ids), "offsets": list(e.offsets), "words": list(e.word_ids)}
@@ -402,9 +367,8 @@ def drug_entities(text, drug_spans):
 
 def as_entities(record):
     """(drug, ADE) pairs -> typed entities, for the plain head: every mention of a drug, every ADE."""
-    drugs = drug_entities(record["text"], [p["drug"] for p in record["pairs"]])
-    spans = {(*s, "drug") for mentions in drugs.values() for s in mentions} | \
-        {(*p["ade"], "ade") for p in record["pairs"]}
+    drugs = drug_entities(record["text"], [p["drug"] for p in record["pairs"]]).values()
+    spans = {(*s, "drug") for s in itertools.chain(*drugs)} | {(*p["ade"], "ade") for p in record["pairs"]}
     return {**record, "entities": [{"span": [s, e], "type": t} for s, e, t in sorted(spans)]}
 
 
@@ -430,8 +394,7 @@ def ade_example(enc, record, unpaired=()):
 def ner_example(enc, record, types):
     spans = [(*e["span"], types.index(e["type"])) for e in record.get("entities", [])]
     labels, off_boundary, past_cut = spans_to_bio(enc, spans)
-    return {"ids": enc["ids"], "labels": labels, "drugs": [], "off_boundary": off_boundary,
-            "past_cut": past_cut}
+    return dict(ids=enc["ids"], labels=labels, drugs=[], off_boundary=off_boundary, past_cut=past_cut)
 
 
 # ----------------------------------------------------------------------------- batching
@@ -439,8 +402,7 @@ def ner_example(enc, record, types):
 def length_batches(lengths, batch_size, shuffle=False, seed=0):
     """Batches of indices of similar length (less padding): sort within windows of 50 batches, then
     shuffle the batches' order when training."""
-    order = list(range(len(lengths)))
-    rng = random.Random(seed)
+    order, rng = list(range(len(lengths))), random.Random(seed)
     if shuffle:
         rng.shuffle(order)
     window = batch_size * 50
@@ -452,9 +414,8 @@ def length_batches(lengths, batch_size, shuffle=False, seed=0):
 
 
 def split_by_tokens(batch, lengths, max_tokens, multiple=8):
-    """One batch of indices -> consecutive parts of at most `max_tokens` padded tokens each (sentences x
-    the longest one, rounded up to `multiple`), to be run as micro-batches of one optimizer step: a batch
-    of long sentences then never holds more activations than a batch of short ones."""
+    """One batch of indices -> consecutive parts of at most `max_tokens` padded tokens each, the micro-batches
+    of one optimizer step: a batch of long sentences then holds no more activations than one of short ones."""
     longest = -(-max(lengths[i] for i in batch) // multiple) * multiple
     per_part = max(1, max_tokens // longest)
     return [batch[k:k + per_part] for k in range(0, len(batch), per_part)]
@@ -513,7 +474,7 @@ def read_sentences(path):
 def open_appendable(path, advice):
     """An append-only JSON Lines file (the reply cache, --predict_out) opened "a+b" for this process alone:
     locked first (another process holding it is an InputError ending in `advice`), then a last line that a
-    kill left half-written is cut, if it starts as a JSON line does. -> the file, at its end."""
+    kill left half-written is cut, if it starts as a JSON line does. -> the file, to read from its start."""
     f = open(path, "a+b")
     try:  # two processes appending to one file would interleave their lines
         if fcntl:
@@ -531,11 +492,11 @@ def open_appendable(path, advice):
                              f"Else {advice}")
         f.truncate(end)
         print(f"note: {path}: dropped a half-written last line (an interrupted run)", file=sys.stderr)
+    f.seek(0)
     return f
 
 
 def parse_shard(text):
-    """--shard=K/N -> (K, N); "" -> (1, 1)."""
     k, _, n = text.partition("/") if text else ("1", "/", "1")
     if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
         raise InputError(f"--shard={text}: K/N with 1 <= K <= N, e.g. --shard=1/4 to 4/4")
@@ -554,7 +515,11 @@ def map_jsonl(path, fn, out="", shard="", chunk=1000):
     if first == stop:
         print(f"note: part {k}/{n} of {path} ({lines} lines) holds no line", file=sys.stderr)
     with open_appendable(out, "pass another output file") if out else nullcontext() as f:
-        done, last = last_line(f) if f else (0, None)
+        done, last = max(enumerate(f or [], 1), default=(0, b"null"))  # the lines written before, the last
+        try:
+            last = json.loads(last)
+        except ValueError:
+            raise InputError(f"{out}:{done}: not a line of JSON; is this an output file?") from None
         skipped = deque(itertools.islice(records, done), maxlen=1)  # keeps only the last
         if done and not (isinstance(last, dict) and skipped and
                          (last.get("id"), last.get("text")) == (skipped[0]["id"], skipped[0]["text"])):
@@ -571,18 +536,6 @@ def map_jsonl(path, fn, out="", shard="", chunk=1000):
             new += len(batch)
             progress("predicted (lines)", new, todo, t0)
         progress("predicted (lines)", new, todo, t0, end=True)
-
-
-def last_line(f):
-    """A JSON Lines file opened for reading in binary -> (its number of lines, the last one parsed)."""
-    f.seek(0)
-    n, last = 0, None
-    for n, last in enumerate(f, 1):
-        pass
-    try:
-        return n, json.loads(last) if last else None
-    except ValueError:
-        raise InputError(f"{f.name}:{n}: not a line of JSON; is this an output file?") from None
 
 
 def write_atomic(path, content):
@@ -614,20 +567,17 @@ def progress(what, done, total, t0, end=False):
 
 
 if __name__ == "__main__":
-    options = [a.removeprefix("--").partition("=") for a in sys.argv[1:]]
-    args = {"dataset": "ade", "data_dir": "", **{key: value for key, _, value in options if key != "pubmed"}}
-    pubmed = [value for key, _, value in options if key == "pubmed"]
-    if (not all(a.startswith("--") and eq for a, (_, eq, _) in zip(sys.argv[1:], options))
-            or set(args) - {"split", "data_dir", "dataset"} or ("split" in args) == bool(pubmed)
-            or args["dataset"] not in ("ade", *NER_DATASETS)):
-        sys.exit("usage: python data.py --split=train|dev|dev+neg|test|test+neg|pool "
-                 f"[--dataset=ade|{'|'.join(NER_DATASETS)}] [--data_dir=DIR]\n"
-                 "       python data.py --pubmed=FILE.xml.gz [--pubmed=FILE2.xml.gz ...] > pool.jsonl")
+    import argparse
+    cli = argparse.ArgumentParser(description="Gold JSONL of a split, or a PubMed sentence pool, on stdout.")
+    what = cli.add_mutually_exclusive_group(required=True)
+    what.add_argument("--split", choices=("train", "dev", "dev+neg", "test", "test+neg", "negatives", "pool"))
+    what.add_argument("--pubmed", action="append", metavar="FILE.xml.gz", help="repeatable")
+    cli.add_argument("--dataset", default="ade", choices=("ade", *NER_DATASETS), help="the corpus of --split")
+    cli.add_argument("--data_dir", default="", help="the data root; else $ADE_DISTILL_DATA, else ./data")
+    args = cli.parse_args()
     try:
-        splits = load_splits(data_root(args["data_dir"]), "ade" if pubmed else args["dataset"])
-        records, counts = pubmed_pool(pubmed, splits) if pubmed else (splits.get(args["split"]), {})
-        if records is None:
-            sys.exit(f"error: unknown split {args['split']!r}; choose one of {', '.join(splits)}")
+        splits = load_splits(data_root(args.data_dir), "ade" if args.pubmed else args.dataset)
+        records, counts = pubmed_pool(args.pubmed, splits) if args.pubmed else (splits[args.split], {})
         sys.stdout.writelines(json.dumps(r) + "\n" for r in records)
     except (OSError, InputError) as e:
         sys.exit(f"error: {e}")

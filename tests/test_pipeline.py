@@ -479,7 +479,7 @@ def test_the_files_are_checked_as_they_are_opened_before_any_request(tmp_path, c
                             ("--eval_teacher_only --eval_sample=5000", "--eval_sample=5000: test has 2[0-9]{3} "
                              "sentences to draw from; pass at most that")]:
         with pytest.raises(SystemExit, match=message):
-            ade_distill.cli([option, f"--out_dir={tmp_path}", "--overwrite"])
+            ade_distill.cli([*option.split(), f"--out_dir={tmp_path}", "--overwrite"])
         assert "teacher:" not in capsys.readouterr().err
 
 
