@@ -11,8 +11,9 @@ NER spans. This file is the definition of the metrics:
     python evaluate.py GOLD.jsonl PRED.jsonl [--level=pairs|drugs|ades|entities] [--bootstrap=1000]
     python evaluate.py GOLD.jsonl PRED.jsonl --errors     # false positives, false negatives, boundaries
 
-Imports nothing from the project (numpy only for the bootstrap), so it can be copied alone.
+Imports nothing from the project (numpy its one dependency), so it can be copied alone.
 """
+import argparse
 import json
 import re
 import sys
@@ -42,9 +43,8 @@ def units(record, level):
         return {((*e["span"], e["type"]),) for e in record.get("entities", [])}
     pairs = {((*canonical_drug(text, p["drug"]), "drug"), (*p["ade"], "ade"))
              for p in record.get("pairs", [])}
-    if level == "pairs":
-        return pairs
-    return {(pair[0],) for pair in pairs} if level == "drugs" else {(pair[1],) for pair in pairs}
+    side = {"pairs": slice(0, 2), "drugs": slice(0, 1), "ades": slice(1, 2)}[level]  # a unit: both, or one
+    return {pair[side] for pair in pairs}
 
 
 def overlaps(unit_a, unit_b):
@@ -52,8 +52,7 @@ def overlaps(unit_a, unit_b):
 
 
 def max_matching(predicted, gold, match, start=()):
-    """A maximum one-to-one matching -> its [(predicted, gold)] pairs (Kuhn's augmenting paths, grown from
-    the pairs of `start`; a sentence has a few units)."""
+    """A maximum one-to-one matching, grown from the pairs of `start` -> [(predicted, gold)] (Kuhn's)."""
     gold = list(gold)
     owner = [next((p for p, g in start if g == unit), None) for unit in gold]  # owner[j]: matched to gold[j]
 
@@ -90,60 +89,49 @@ def check_record(record, where):
         if not (isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) for x in span)
                 and 0 <= span[0] < span[1] <= len(text)):
             raise RecordError(f"{where}: span {span!r} is not [start, end) inside the text of {len(text)} "
-                             "characters")
+                              "characters")
 
 
 def paired(gold, predicted):
     """-> [(gold record, predicted record)] by id; both sides must cover the same sentences."""
-    gold_by_id = {r["id"]: r for r in gold}
-    pred_by_id = {r["id"]: r for r in predicted}
+    gold_by_id, pred_by_id = ({r["id"]: r for r in records} for records in (gold, predicted))
     only_gold, only_pred = gold_by_id.keys() - pred_by_id.keys(), pred_by_id.keys() - gold_by_id.keys()
     if only_gold or only_pred:
         raise RecordError(f"gold and predictions cover different sentences: {len(only_gold)} ids only in "
-                          f"gold (e.g. {sorted(only_gold)[:3]}), {len(only_pred)} only in predictions "
-                          f"(e.g. {sorted(only_pred)[:3]}); predict every gold sentence (an empty list is "
-                          "fine).")
+                          f"gold (e.g. {sorted(only_gold)[:3]}), {len(only_pred)} only in predictions (e.g. "
+                          f"{sorted(only_pred)[:3]}); predict every gold sentence (an empty list is fine).")
     for sid, g in gold_by_id.items():
         if pred_by_id[sid]["text"] != g["text"]:
             raise RecordError(f"sentence {sid}: the prediction's text differs from the gold text")
     return [(g, pred_by_id[sid]) for sid, g in gold_by_id.items()]
 
 
-def sentence_counts(gold, predicted, level="pairs"):
-    """-> per sentence {"strict": (tp, n_pred, n_gold), "lenient": (...)}: what score() sums."""
-    assert level in LEVELS, f"level {level!r} is not one of {LEVELS}"
-    counts = []
-    for g, p in paired(gold, predicted):
-        pu, gu = units(p, level), units(g, level)
-        counts.append({"strict": (len(pu & gu), len(pu), len(gu)),
-                       "lenient": (len(max_matching(pu, gu, overlaps)), len(pu), len(gu))})
-    return counts
-
-
 def score(gold, predicted, level="pairs", types=None, bootstrap=0):
-    """gold, predicted: lists of records with the same ids -> {"strict": {...}, "lenient": {...}}.
-    With `types`, entity figures are also given per type under "per_type"; with `bootstrap` = N, each
-    metric gets "ci95": 95 % intervals of P, R and F1 from N resamplings of the sentences (seed 0)."""
-    counts = sentence_counts(gold, predicted, level)
-    result = {name: prf(*(sum(c[name][i] for c in counts) for i in range(3)))
-              for name in ("strict", "lenient")}
+    """gold, predicted: records with the same ids -> {"strict": {...}, "lenient": {...}}; with `types`, also
+    each type's under "per_type"; with `bootstrap` = N, 95 % intervals "ci95" from N resamplings (seed 0)."""
+    assert level in LEVELS, f"level {level!r} is not one of {LEVELS}"
+    sentences = [(units(p, level), units(g, level)) for g, p in paired(gold, predicted)]
+    # (sentences, 6): strict tp, n_pred, n_gold, then lenient tp, n_pred, n_gold
+    table = np.array([[len(pu & gu), len(pu), len(gu), len(max_matching(pu, gu, overlaps)), len(pu), len(gu)]
+                      for pu, gu in sentences], dtype=np.int64).reshape(-1, 6)
+    result = {"strict": prf(*table[:, :3].sum(0).tolist()), "lenient": prf(*table[:, 3:].sum(0).tolist())}
     if bootstrap:  # resample whole sentences: (bootstrap, n sentences) indices -> summed counts per draw
-        table = np.array([[*c["strict"], *c["lenient"]] for c in counts], dtype=np.int64).reshape(-1, 6)
         draws = table[np.random.default_rng(0).integers(0, len(table), (bootstrap, len(table)))].sum(1)
-        for offset, (name, metric) in zip((0, 3), result.items()):
+        for offset, metric in zip((0, 3), result.values()):
             samples = [prf(*draw[offset:offset + 3]) for draw in draws.tolist()]
             metric["ci95"] = {k: [float(x) for x in np.percentile([s[k] for s in samples], [2.5, 97.5])]
                               for k in ("precision", "recall", "f1")}
-    if types:
-        result["per_type"] = {t: score(only_type(gold, t), only_type(predicted, t), level) for t in types}
+    for t in types or []:  # each type alone: the other types' entities dropped on both sides
+        alone = [[{**r, "entities": [e for e in r.get("entities", []) if e["type"] == t]} for r in records]
+                 for records in (gold, predicted)]
+        result.setdefault("per_type", {})[t] = score(*alone, level)
     return result
 
 
 def errors(gold, predicted, level="pairs"):
-    """-> per sentence with a mistake: false positives, false negatives, and boundary mismatches, each unit
-    as the text of its spans. From the lenient maximum matching of `score`, grown from the identical pairs:
-    a matched pair that is not identical is a boundary mismatch, an unmatched unit a false positive or
-    negative, so n_pred - false positives is score's lenient tp."""
+    """-> per sentence with a mistake: false positives, false negatives and boundary mismatches, as the text
+    of their spans. From score's lenient maximum matching, grown from the identical pairs: a matched pair not
+    identical is a boundary mismatch, so n_pred - false positives is score's lenient tp."""
     found = []
     for g, p in paired(gold, predicted):
         pu, gu = sorted(units(p, level)), sorted(units(g, level))
@@ -169,8 +157,7 @@ def calibration_error(confidences, correct, bins=15):
 
 
 def confidence_and_correct(gold, predicted, level="pairs"):
-    """-> the confidence of each predicted unit, and whether it overlaps a gold unit of its sentence
-    (lenient): what a calibration is fitted and measured against."""
+    """-> each predicted unit's confidence, and whether it overlaps a gold unit of its sentence (lenient)."""
     gold_units = {r["id"]: units(r, level) for r in gold}
     confidences, correct = [], []
     for r in predicted:
@@ -189,13 +176,11 @@ def average_precision(confidences, correct, n_gold):
 
 
 def fit_platt(confidences, correct, steps=50):
-    """(a, b) minimising the log-loss of sigmoid(a logit(c) + b) against `correct` (Newton's method, each
-    step halved until the loss falls), or None where there is nothing to fit or the fit would reverse the
-    ranking (a <= 0)."""
+    """(a, b) minimising the log-loss of sigmoid(a logit(c) + b) against `correct`, by damped Newton steps;
+    None where there is nothing to fit or the fit would reverse the ranking (a <= 0)."""
     if len(set(correct.tolist())) < 2:
         return None
-    x = logit(confidences)
-    features = np.stack([x, np.ones_like(x)], 1)  # (n, 2)
+    features = np.stack([logit(confidences), np.ones(len(confidences))], 1)  # (n, 2)
 
     def log_loss(theta):
         z = features @ theta
@@ -213,8 +198,7 @@ def fit_platt(confidences, correct, steps=50):
 
 
 def platt(confidences, calibration):
-    """Confidences -> sigmoid(a logit(c) + b) with calibration (a, b); None: (1, 0), the confidences as
-    they are (to the logit's clip)."""
+    """Confidences -> sigmoid(a logit(c) + b); calibration None is (1, 0), the confidences as they are."""
     a, b = calibration or (1.0, 0.0)
     return 1 / (1 + np.exp(-np.clip(a * logit(confidences) + b, -30, 30)))
 
@@ -222,11 +206,6 @@ def platt(confidences, calibration):
 def logit(confidences):
     clipped = np.clip(np.asarray(confidences, dtype=float), 1e-6, 1 - 1e-6)
     return np.log(clipped / (1 - clipped))
-
-
-def only_type(records, entity_type):
-    return [{**r, "entities": [e for e in r.get("entities", []) if e["type"] == entity_type]}
-            for r in records]
 
 
 def markdown_table(rows):
@@ -257,7 +236,7 @@ def read_jsonl(path):
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise RecordError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON "
-                                 "object") from None
+                                  "object") from None
             if not isinstance(record, dict) or "id" not in record:
                 raise RecordError(f"{path}:{n}: expected an object with 'id' and 'text'")
             check_record(record, f"{path}:{n}")
@@ -266,26 +245,21 @@ def read_jsonl(path):
 
 
 if __name__ == "__main__":
-    options = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "true")
-                   for a in sys.argv[1:] if a.startswith("--"))
-    paths = [a for a in sys.argv[1:] if not a.startswith("--")]
-    level = options.pop("level", "pairs")
-    show_errors = options.pop("errors", "false") == "true"
-    n_bootstrap = options.pop("bootstrap", "0")
-    if len(paths) != 2 or level not in LEVELS or options or not n_bootstrap.isdigit():
-        sys.exit(f"usage: python evaluate.py GOLD.jsonl PRED.jsonl [--level={'|'.join(LEVELS)}] [--errors] "
-                 "[--bootstrap=N]")
+    parser = argparse.ArgumentParser(description="Strict and lenient P, R, F1 of predictions against gold.")
+    parser.add_argument("files", nargs=2, metavar="JSONL", help="the gold records, then the predicted ones")
+    parser.add_argument("--level", choices=LEVELS, default="pairs", help="the units scored")
+    parser.add_argument("--errors", action="store_true", help="list false positives, negatives, boundaries")
+    parser.add_argument("--bootstrap", type=int, default=0, help="resamplings for 95 %% intervals (0: none)")
+    args = parser.parse_args()
     try:
-        gold, predicted = read_jsonl(paths[0]), read_jsonl(paths[1])
-        if show_errors:
-            for e in errors(gold, predicted, level):
-                print(f"{e['id']}\t{e['text']}")
-                print("".join(f"  false positive  {u}\n" for u in e["false_positives"]) +
-                      "".join(f"  false negative  {u}\n" for u in e["false_negatives"]) +
-                      "".join(f"  boundary        {b['predicted']}  (gold: {b['gold']})\n"
-                              for b in e["boundary"]),
-                      end="")
+        gold, predicted = (read_jsonl(path) for path in args.files)
+        if args.errors:
+            for e in errors(gold, predicted, args.level):
+                print(f"{e['id']}\t{e['text']}", *[f"  false positive  {u}" for u in e["false_positives"]],
+                      *[f"  false negative  {u}" for u in e["false_negatives"]],
+                      *[f"  boundary        {b['predicted']}  (gold: {b['gold']})" for b in e["boundary"]],
+                      sep="\n")
         else:
-            print(json.dumps(score(gold, predicted, level, bootstrap=int(n_bootstrap)), indent=2))
+            print(json.dumps(score(gold, predicted, args.level, bootstrap=args.bootstrap), indent=2))
     except (OSError, RecordError) as e:
         sys.exit(f"error: {e}")

@@ -7,16 +7,13 @@
 - `NerModel`: one BIO head over K entity types (Vedula et al. 2024; the architecture ablation).
 - `decode_batch`: BIO log-probabilities -> whole-word spans by constrained Viterbi, with their marginals.
 
-Imports nothing from the project, so it can be copied alone. `python model.py convert DIR` turns a
-directory's `pytorch_model.bin` into `model.safetensors`.
+Imports nothing from the project, so it can be copied alone.
 """
 import importlib.util
 import json
-import math
 import os
 import re
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -65,11 +62,6 @@ class BertConfig:
                                       f"with {key} one of {allowed} can be loaded.")
         return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
-    def to_json(self, path):
-        with open(path, "w") as f:
-            json.dump({"architectures": ["BertModel"], "model_type": "bert",
-                       "position_embedding_type": "absolute", **asdict(self)}, f, indent=2)
-
 
 class BertEmbeddings(nn.Module):
     def __init__(self, c):
@@ -88,8 +80,6 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-    use_sdpa = True  # the manual path is kept to show what SDPA computes, and for the tests
-
     def __init__(self, c):
         super().__init__()
         assert c.hidden_size % c.num_attention_heads == 0, \
@@ -106,12 +96,8 @@ class BertSelfAttention(nn.Module):
         q, k, v = (proj(x).view(B, T, self.n_head, D // self.n_head).transpose(1, 2)
                    for proj in (self.query, self.key, self.value))
         dropout_p = self.dropout_p if self.training else 0.0
-        if self.use_sdpa:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
-        else:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, n_head, T, T)
-            scores = scores.masked_fill(~key_mask, float("-inf"))
-            y = F.dropout(scores.softmax(-1), dropout_p, self.training) @ v
+        # softmax(q k^T / sqrt(head_dim)), -inf where key_mask is False, dropped out, times v
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
         return y.transpose(1, 2).reshape(B, T, D)
 
 
@@ -175,16 +161,13 @@ class BertModel(nn.Module):
 IGNORED_KEYS = re.compile(r"^(pooler\.|cls\.|embeddings\.position_ids$|embeddings\.token_type_ids$)")
 
 
-def normalise_key(key):
-    """Map the names found in the wild onto ours: `bert.` prefix, TF-era `gamma`/`beta`."""
-    key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key.removeprefix("bert."))
-    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
-
-
 def load_state(model, tensors, source, ignore=IGNORED_KEYS):
     """Copy `tensors` into `model`: every parameter found, every shape equal, no unexplained leftovers."""
     expected = model.state_dict()
-    found = {normalise_key(k): v for k, v in tensors.items()}
+    # the names found in the wild: a `bert.` prefix, TF-era LayerNorm gamma and beta
+    legacy = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+    found = {re.sub(r"LayerNorm\.(gamma|beta)$", lambda m: legacy[m[0]], k.removeprefix("bert.")): v
+             for k, v in tensors.items()}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(k for k in set(found) - set(expected) if not ignore.search(k))
     misshaped = [f"{k}: file {tuple(found[k].shape)}, model {tuple(v.shape)}"
@@ -196,7 +179,7 @@ def load_state(model, tensors, source, ignore=IGNORED_KEYS):
                                     ("mis-shaped", misshaped), ("not floating point", wrong_dtype)] if keys]
     if problems:
         raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(problems) +
-                         "\nIs this a BERT checkpoint whose config.json matches its weights?")
+                              "\nIs this a BERT checkpoint whose config.json matches its weights?")
     model.load_state_dict({k: found[k] for k in expected})  # fp16/bf16 tensors are cast to the model's dtype
 
 
@@ -206,7 +189,7 @@ def read_safetensors(path):
         return load_file(path)
     except SafetensorError as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); was its writing cut short? "
-                         "Train again, or copy the file again.") from None
+                              "Train again, or copy the file again.") from None
 
 
 def default_encoder():
@@ -223,10 +206,8 @@ def load_encoder(path, dropout=None):
     `dropout`: replaces the checkpoint's hidden and attention dropout rates (for fine-tuning)."""
     weights = os.path.join(path, "model.safetensors")
     if not os.path.exists(weights):
-        hint = (f"it has pytorch_model.bin: convert it with `python model.py convert {path}`"
-                if os.path.exists(os.path.join(path, "pytorch_model.bin"))
-                else "pass a Hugging Face BERT directory, or --init_from=hf:ORG/NAME to download one")
-        raise FileNotFoundError(f"{weights} not found; {hint}.")
+        raise FileNotFoundError(f"{weights} not found; pass a Hugging Face BERT directory with "
+                                "model.safetensors, or --init_from=hf:ORG/NAME to download one.")
     config = BertConfig.from_json(os.path.join(path, "config.json"))
     if dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
@@ -243,18 +224,14 @@ def write_safetensors(state, path):
 def save_encoder(encoder, path, tokenizer_from=None):
     """Write config.json + model.safetensors (+ tokenizer files) in the layout load_encoder reads."""
     os.makedirs(path, exist_ok=True)
-    encoder.config.to_json(os.path.join(path, "config.json"))
+    with open(os.path.join(path, "config.json"), "w") as f:  # what Hugging Face's from_pretrained reads
+        json.dump({"architectures": ["BertModel"], "model_type": "bert",
+                   "position_embedding_type": "absolute", **asdict(encoder.config)}, f, indent=2)
     write_safetensors(encoder.state_dict(), os.path.join(path, "model.safetensors"))
     for name in TOKENIZER_FILES if tokenizer_from else []:
         src, dest = os.path.join(tokenizer_from, name), os.path.join(path, name)
         if os.path.exists(src) and os.path.abspath(src) != os.path.abspath(dest):
             shutil.copyfile(src, dest)
-
-
-def convert_bin(path):
-    """pytorch_model.bin -> model.safetensors, without unpickling arbitrary objects."""
-    state = torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True)
-    write_safetensors(state, os.path.join(path, "model.safetensors"))
 
 
 TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
@@ -291,11 +268,9 @@ def download_hf(spec, cache_dir, endpoint=None, progress=None):
     target = os.path.join(cache_dir, repo.replace("/", "--"))
     os.makedirs(target, exist_ok=True)
     auth = {"Authorization": f"Bearer {os.environ['HF_TOKEN']}"} if os.environ.get("HF_TOKEN") else {}
-    weights, bin_weights = (os.path.join(target, name) for name in ("model.safetensors", "pytorch_model.bin"))
-    for name in ["config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.txt",
-                 "tokenizer_config.json"]:  # config.json must exist, the others may not (a 404)
+    for name in ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json"]:
         dest, url = os.path.join(target, name), f"{endpoint}/{repo}/resolve/main/{name}"
-        if os.path.exists(dest) or (dest == bin_weights and os.path.exists(weights)):
+        if os.path.exists(dest):
             continue
         have = os.path.getsize(dest + ".part") if os.path.exists(dest + ".part") else 0
         try:
@@ -316,13 +291,12 @@ def download_hf(spec, cache_dir, endpoint=None, progress=None):
                     if progress:
                         progress(f"{name}, MB", have >> 20, total >> 20, t0, end=have >= total)
             os.replace(dest + ".part", dest)
-        elif r.status_code != 404 or name == "config.json":
+        elif r.status_code != 404 or name == "config.json":  # the others may be missing: checked below
             raise ConnectionError(f"GET {url} answered {r.status_code}: {r.text[:200]!r}. "
                                   "Check the model name, or set HF_TOKEN for a gated model.")
-    if not os.path.exists(weights):
-        if not os.path.exists(bin_weights):
-            raise FileNotFoundError(f"{endpoint}/{repo} has neither model.safetensors nor pytorch_model.bin.")
-        convert_bin(target)
+    if not os.path.exists(os.path.join(target, "model.safetensors")):
+        raise FileNotFoundError(f"{endpoint}/{repo} has no model.safetensors: load it with transformers, "
+                                "save_pretrained(DIR, safe_serialization=True), and pass --init_from=DIR.")
     return target
 
 
@@ -353,8 +327,6 @@ class AdeModel(nn.Module):
         """The ADE head for M drugs over hidden states (B, T, D) of their sentences -> (M, T, 3).
         Prediction calls it after decoding the drug head, on the same hidden states."""
         D = hidden.shape[-1]
-        if drug_sentence.numel() == 0:  # no drug in the batch: no ADE-head work at all
-            return hidden.new_zeros(0, hidden.shape[1], N_BIO)
         # v_d = mean of H over the drug's tokens, gathered from each drug's own sentence.
         drug_hidden = hidden[drug_sentence]  # (M, T, D)
         counts = drug_token_mask.sum(1, keepdim=True).clamp(min=1)  # (M, 1)
@@ -410,56 +382,46 @@ def word_scores(enc, log_probs):
     return scores, [(offsets[s][0], offsets[e - 1][1]) for s, e in zip(starts, starts[1:] + [len(tokens)])]
 
 
-def bio_lattice(n_tags):
-    """Tags O=0, B-k=1+2k, I-k=2+2k -> (log-weights (C, C): 0 where tag c may follow tag p, -inf where not,
-    since I-k follows only B-k or I-k; log-weights (C,) of the tags that may open a sentence)."""
-    inside = np.array([c > 0 and c % 2 == 0 for c in range(n_tags)])
-    follows = np.array([[not inside[c] or p in (c - 1, c) for c in range(n_tags)] for p in range(n_tags)])
-    return np.where(follows, 0.0, -np.inf), np.where(inside, -np.inf, 0.0)
+def bio_forward(scores, reduce):
+    """Word scores (B, W, C), tags O=0, B-k=1+2k, I-k=2+2k -> (follows (C, C): log-weight 0 where tag c may
+    follow tag p, -inf where not, since I-k follows only B-k or I-k, and a sentence opens as after an O;
+    alpha (B, W, C): the paths over words 0..t ending in each tag, by `reduce`: the best (max), or all."""
+    C = scores.shape[-1]
+    inside = [c > 0 and c % 2 == 0 for c in range(C)]
+    follows = np.where([[not inside[c] or p in (c - 1, c) for c in range(C)] for p in range(C)], 0.0, -np.inf)
+    alpha = np.zeros(scores.shape)
+    alpha[:, 0] = scores[:, 0] + follows[0]
+    for t in range(1, scores.shape[1]):
+        alpha[:, t] = reduce(alpha[:, t - 1, :, None] + follows, 1) + scores[:, t]  # (B, previous tag, tag)
+    return follows, alpha
 
 
 def viterbi(scores, lengths):
-    """Word scores (B, W, C) of B sentences of `lengths` words -> (B, W) the most probable tag sequence of
-    each in the BIO lattice (on ties the first tag, as argmax), one numpy step a word for the whole batch."""
-    B, W, C = scores.shape
-    follows, opening = bio_lattice(C)
-    best = scores[:, 0] + opening  # (B, C): the best path ending in each tag
-    back = np.zeros((B, W, C), dtype=np.int64)
-    for t in range(1, W):
-        candidates = best[:, :, None] + follows  # (B, previous tag, tag)
-        back[:, t] = candidates.argmax(1)
-        best = np.where((t < lengths)[:, None], candidates.max(1) + scores[:, t], best)
-    rows = np.arange(B)
-    tags = np.zeros((B, W), dtype=np.int64)
-    tags[rows, np.maximum(lengths - 1, 0)] = best.argmax(1)
-    for t in range(W - 1, 0, -1):
-        tags[:, t - 1] = np.where(t < lengths, back[rows, t, tags[:, t]], tags[:, t - 1])
+    """Word scores (B, W, C) of B sentences of `lengths` words -> (B, W) each one's most probable tag
+    sequence in the BIO lattice (on ties the first tag, as argmax), one numpy step a word for the batch."""
+    follows, best = bio_forward(scores, np.max)  # best[:, t, c]: the best path over words 0..t ending in c
+    rows, last = np.arange(len(scores)), np.maximum(lengths - 1, 0)
+    tags = np.zeros(scores.shape[:2], dtype=np.int64)
+    tags[rows, last] = best[rows, last].argmax(1)
+    for t in range(scores.shape[1] - 1, 0, -1):  # back from the last word: the best tag before each
+        before = (best[:, t - 1] + follows[:, tags[:, t]].T).argmax(1)  # (B,)
+        tags[:, t - 1] = np.where(t < lengths, before, tags[:, t - 1])
     return tags
-
-
-def logsumexp(x, axis):
-    top = x.max(axis, keepdims=True)  # finite: O may follow and open anything
-    return (top + np.log(np.exp(x - top).sum(axis, keepdims=True))).squeeze(axis)
 
 
 def span_probabilities(scores, lengths, spans):
     """Word scores (B, W, C), spans: per sentence [(first word i, last word j, type k)] -> per sentence each
     span's marginal probability by forward-backward: the weight of the allowed tag sequences with B-k at i,
     I-k up to j and no I-k after it, over that of all allowed sequences."""
-    B, W, C = scores.shape
-    follows, opening = bio_lattice(C)
-    alpha = np.zeros((B, W, C))  # log-weight of the paths over words 0..t ending in each tag
-    alpha[:, 0] = scores[:, 0] + opening
-    for t in range(1, W):
-        alpha[:, t] = logsumexp(alpha[:, t - 1, :, None] + follows, 1) + scores[:, t]
-    beta = np.zeros((B, W, C))  # log-weight of the continuations after word t, from each tag
+    B, W, _ = scores.shape
+    follows, alpha = bio_forward(scores, np.logaddexp.reduce)  # log-weight of the paths up to each word
+    beta = np.zeros(scores.shape)  # log-weight of the continuations after word t, from each tag
     for t in range(W - 2, -1, -1):
-        after = logsumexp(follows + (scores[:, t + 1] + beta[:, t + 1])[:, None, :], 2)
+        after = np.logaddexp.reduce(follows + (scores[:, t + 1] + beta[:, t + 1])[:, None, :], 2)
         beta[:, t] = np.where((t + 1 < lengths)[:, None], after, 0.0)
-    log_z = logsumexp(alpha[np.arange(B), np.maximum(lengths - 1, 0)], 1)
-    # after a span, the next word's tag is O or any B: a span closes there
-    opens = np.concatenate([scores[..., :1] + beta[..., :1], scores[..., 1::2] + beta[..., 1::2]], 2)
-    closing = logsumexp(opens, 2)  # (B, W)
+    log_z = np.logaddexp.reduce(alpha[np.arange(B), np.maximum(lengths - 1, 0)], 1)
+    # a span closes before a word whose tag may follow an O: O or any B
+    closing = np.logaddexp.reduce(scores + beta + follows[0], 2)  # (B, W)
     return [[float(np.exp(alpha[b, i, 1 + 2 * k] + scores[b, i + 1:j + 1, 2 + 2 * k].sum() - log_z[b] +
                           (closing[b, j + 1] if j + 1 < lengths[b] else 0.0))) for i, j, k in sentence_spans]
             for b, sentence_spans in enumerate(spans)]
@@ -467,10 +429,8 @@ def span_probabilities(scores, lengths, spans):
 
 def decode_batch(encodings, log_probs, start_cost=0.0):
     """Log-probabilities (B, T_padded, 2K+1) of B encoded sentences -> per sentence [(start, end, type_index,
-    confidence)] of whole words, by BIO-constrained Viterbi over words (no span starts or ends inside a word)
-    with `start_cost` off every B tag (a span pays it once: a positive cost drops unsure spans whole); the
-    confidence is the span's marginal probability in the same lattice, the cost included (it ranks better
-    than the untilted one: RESULTS.md, "What was tried")."""
+    confidence)] of whole words: BIO-constrained Viterbi over words, `start_cost` off every B tag (a positive
+    cost drops unsure spans whole); the confidence is the span's marginal in that lattice, cost included."""
     tilted = log_probs.copy()  # the cost on the sub-words' B: one B a span, so one cost a span
     tilted[..., 1::2] -= start_cost
     sentences = [word_scores(enc, lp) for enc, lp in zip(encodings, tilted)]
@@ -564,9 +524,8 @@ def pick_device(name):
 
 
 def choose_precision(device, amp, cpuinfo="/proc/cpuinfo"):
-    """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler, why). --amp=auto: on CUDA bf16
-    where native (Ampere and later; emulated bf16 on a T4 or V100 is slow), else fp16 with a GradScaler;
-    on a CPU bf16 where its instruction set has it (RESULTS.md, "Precision"), else fp32."""
+    """-> (autocast dtype or None for fp32, whether fp16 needs a GradScaler, why). --amp=auto: bf16 where
+    native (Ampere and later; emulated bf16, on a T4 or V100, is slow), else fp16 on CUDA, fp32 on a CPU."""
     why = f"--amp={amp}"
     if amp == "auto" and device.type == "cuda":
         native = torch.cuda.is_bf16_supported(including_emulation=False)
@@ -580,8 +539,7 @@ def choose_precision(device, amp, cpuinfo="/proc/cpuinfo"):
 
 
 def cpu_bf16_flag(cpuinfo="/proc/cpuinfo"):
-    """The CPU flag that says this CPU computes bf16 natively (avx512_bf16, or AMX's amx_bf16), or None
-    (also where there is no /proc/cpuinfo to read, as on macOS and Windows)."""
+    """avx512_bf16 or amx_bf16 where this CPU computes bf16 natively, else None (also with no cpuinfo)."""
     try:
         with open(cpuinfo) as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
@@ -598,15 +556,7 @@ def precision_name(dtype):
     return str(dtype).removeprefix("torch.") if dtype else "fp32"
 
 
-# bf16 on a CPU: oneDNN and its glue ideep cache a kernel for each of the last 1,024 matrix shapes, and
-# length-bucketed batches' many shapes made memory grow (RESULTS.md, "What was tried"). Both are read at
-# the first matrix product, so setting them at import works.
+# bf16 on a CPU: oneDNN and its glue ideep cache a kernel for each of the last 1,024 matrix shapes, so
+# length-bucketed batches' many shapes made memory grow. Both are read at the first matrix product.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 os.environ.setdefault("LRU_CACHE_CAPACITY", "16")
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "convert":
-        sys.exit("usage: python model.py convert DIR   (pytorch_model.bin -> model.safetensors)")
-    convert_bin(sys.argv[2])
-    print(f"wrote {os.path.join(sys.argv[2], 'model.safetensors')}")

@@ -1,13 +1,10 @@
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import model
-from conftest import ROOT
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.safetensors")
 
@@ -33,23 +30,6 @@ def test_tokenizer_from_vocab_matches_tokenizer_json(minilm_dir, tmp_path):
     assert a.tokens[:3] == ["[CLS]", "lithium", "-"]
     long = model.load_tokenizer(minilm_dir).encode("word " * 300)
     assert len(long.ids) == 302, "the tokenizer must not truncate (tokenizer.json ships max_length 128)"
-
-
-def test_sdpa_equals_manual_attention():
-    torch.manual_seed(0)
-    encoder = model.BertModel(model.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                               intermediate_size=128)).eval()
-    ids = torch.randint(1, 1000, (3, 9))
-    mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7])
-    with torch.no_grad():
-        fast = encoder(ids, mask)
-        model.BertSelfAttention.use_sdpa = False
-        try:
-            slow = encoder(ids, mask)
-        finally:
-            model.BertSelfAttention.use_sdpa = True
-    real = mask.bool()
-    assert torch.allclose(fast[real], slow[real], atol=1e-5)
 
 
 def test_save_load_round_trip_is_exact(minilm_dir, tmp_path):
@@ -101,20 +81,6 @@ def test_loader_accepts_prefix_and_legacy_names(tmp_path, minilm_dir):
     (tmp_path / "config.json").write_bytes(open(os.path.join(minilm_dir, "config.json"), "rb").read())
     a, b = model.load_encoder(minilm_dir), model.load_encoder(str(tmp_path))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-
-
-def test_pytorch_bin_gets_advice_and_converts(tmp_path, minilm_dir):
-    tensors = load_file(os.path.join(minilm_dir, "model.safetensors"))
-    torch.save(tensors, str(tmp_path / "pytorch_model.bin"))
-    (tmp_path / "config.json").write_bytes(open(os.path.join(minilm_dir, "config.json"), "rb").read())
-    with pytest.raises(FileNotFoundError, match="python model.py convert"):
-        model.load_encoder(str(tmp_path))
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "model.py"), "convert", str(tmp_path)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout == f"wrote {tmp_path / 'model.safetensors'}\n", done.stderr
-    converted = model.load_encoder(str(tmp_path)).state_dict()
-    original = model.load_encoder(minilm_dir).state_dict()
-    assert converted.keys() == original.keys() and all(torch.equal(converted[k], original[k]) for k in original)
 
 
 def test_config_refuses_what_it_cannot_run(tmp_path):
@@ -219,6 +185,15 @@ def test_download_hf_renames_a_complete_part_that_a_kill_left(server, tiny_bert_
     path = model.download_hf("hf:org/tiny", str(tmp_path), endpoint=server.url)
     assert open(os.path.join(path, "model.safetensors"), "rb").read() == weights
     assert not (target / "model.safetensors.part").exists()
+
+
+def test_download_hf_without_safetensors_says_what_to_do(server, tiny_bert_dir, tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "config.json").write_bytes(open(os.path.join(tiny_bert_dir, "config.json"), "rb").read())
+    serve_like_hugging_face(server, str(served))  # a repo with pytorch_model.bin only, say
+    with pytest.raises(FileNotFoundError, match="has no model.safetensors.*safe_serialization=True"):
+        model.download_hf("hf:org/tiny", str(tmp_path / "cache"), endpoint=server.url)
 
 
 def test_dropout_option_replaces_the_checkpoints_rates(tiny_bert_dir):
