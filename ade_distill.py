@@ -58,13 +58,10 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     lr: float = 1e-4
     device: str = "auto"
     amp: str = "auto"  # bf16 where the GPU or CPU has it natively, else fp16+GradScaler on CUDA, fp32 on CPU
-    save_every: int = 0  # steps between resumable checkpoints (0 = at the end of each epoch only)
-    resume: bool = False  # continue training from out_dir/last
+    resume: bool = False  # continue training from out_dir/last, the checkpoint of the last epoch
     overwrite: bool = False  # replace a finished run in out_dir
     # the 10-fold protocol, and prediction with a trained out_dir
     cv: int = 0  # 10: folds by PubMed ID; the student's strict and lenient F1 per fold and mean +- sd
-    cv_folds: str = ""  # with --cv: the folds this process runs, e.g. "0,1" (default: all); cv_results.md
-    #                     holds every fold of out_dir done so far (with --teacher=llm, one --cache each)
     predict: str = ""
     predict_file: str = ""  # JSON Lines or plain text, one sentence a line -> JSON Lines on stdout, or:
     predict_out: str = ""  # --predict_file's output in place of stdout; rerun to resume after a kill
@@ -73,7 +70,7 @@ class Config(teacher.TeacherConfig):  # the teacher's options (--teacher, --task
     CHOICES = {**teacher.TeacherConfig.CHOICES, "head": ("drug", "plain"), "device": ("auto", "cpu", "cuda"),
                "amp": ("auto", "bf16", "fp16", "fp32"), "eval_split": ("test", "dev")}
     MINIMUM = {**teacher.TeacherConfig.MINIMUM, "epochs": 1, "batch_size": 1, "max_len": 1, "max_pool": 0,
-               "max_steps": 0, "save_every": 0, "cv": 0, "eval_sample": 0}
+               "max_steps": 0, "cv": 0, "eval_sample": 0}
 
 
 # Fixed: no run needs to change these (the measured ones: RESULTS.md, "What was tried").
@@ -332,7 +329,7 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
         model.save_student(student, path, tokenizer_dir, meta, resumable and (optimizer, scaler, state))
         return state["step"]
 
-    saved_step, t_log, steps_since, sentences_since = state["step"], time.time(), 0, 0
+    t_log, steps_since, sentences_since = time.time(), 0, 0
     for epoch in range(state["evaluated"], cfg.epochs):
         batches = data.length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
         student.train()
@@ -368,11 +365,8 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
                       f"{1000 * dt / steps_since:.0f} ms/step | {sentences_since / dt:.1f} sentences/s",
                       file=sys.stderr)
                 t_log, steps_since, sentences_since = time.time(), 0, 0
-            if cfg.save_every and state["step"] % cfg.save_every == 0:
-                saved_step = save(last, resumable=True)
         if state["step"] == (epoch + 1) * steps_per_epoch or state["step"] >= total:  # the end of an epoch
-            if saved_step != state["step"]:  # first the steps: a kill during the evaluation resumes into it
-                saved_step = save(last, resumable=True)
+            save(last, resumable=True)  # first the steps: a kill during the evaluation resumes into it
             predicted = predict(student, tokenizer, dev, meta, dtype)
             dev_row = score_rows("student", cfg, {"dev": dev}, predicted)[0]
             score = dev_score(dev_row)
@@ -589,41 +583,33 @@ def write_results(rows, cfg, notes):
 
 def cross_validate(cfg):
     """The k-fold protocol: one run per fold into out_dir/fold{k}; then cv_results.md, the student's test F1
-    on every fold of out_dir done so far (by this process or another) and their mean. -> those F1s."""
-    for fold in cv_folds(cfg):
-        run(replace(cfg, out_dir=os.path.join(cfg.out_dir, f"fold{fold}")),
-            data.load_splits(data.data_root(cfg.data_dir), cv=cfg.cv, fold=fold))
-    results = {k: os.path.join(cfg.out_dir, f"fold{k}", "results.json") for k in range(cfg.cv)}
-    done = [k for k, path in results.items() if os.path.exists(path)]
-    rows = [next(r for r in json.load(open(results[k])) if (r["system"], r["split"]) == ("student", "test"))
-            for k in done]  # one a fold, in the order of `done`
-    scores = [[100 * r[m]["f1"] for m in ("strict", "lenient")] for r in rows]
+    on every fold and their mean. -> those F1s."""
+    scores = []
+    for fold in range(cfg.cv):
+        rows = run(replace(cfg, out_dir=os.path.join(cfg.out_dir, f"fold{fold}")),
+                   data.load_splits(data.data_root(cfg.data_dir), cv=cfg.cv, fold=fold))
+        row = next(r for r in rows if (r["system"], r["split"]) == ("student", "test"))
+        scores.append([100 * row[m]["f1"] for m in ("strict", "lenient")])
     lines = ["| fold | strict F1 | lenient F1 |", "| ---: | ---: | ---: |"]
-    lines += [f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in zip(done, scores)]
+    lines += [f"| {k} | {s:.2f} | {l:.2f} |" for k, (s, l) in enumerate(scores)]
     mean, sd = np.mean(scores, 0), np.std(scores, 0, ddof=1) if len(scores) > 1 else [0.0, 0.0]
     lines.append(f"| mean ± sd | {mean[0]:.2f} ± {sd[0]:.2f} | {mean[1]:.2f} ± {sd[1]:.2f} |")
     data.write_atomic(os.path.join(cfg.out_dir, "cv_results.md"), "\n".join(lines) + "\n")
-    print(f"\n{cfg.cv}-fold protocol, the student on each test fold (teacher {cfg.teacher}; "
-          f"{len(done)} of {cfg.cv} folds done):", *lines, sep="\n")
+    print(f"\n{cfg.cv}-fold protocol, the student on each test fold (teacher {cfg.teacher}):", *lines,
+          sep="\n")
     return scores
 
 
 # ============================================================================= operations: the command line,
 # its checks, prediction from it
 
-def cv_folds(cfg):
-    """The folds this process runs: --cv_folds (checked by check_config), else all --cv of them."""
-    return [int(k) for k in cfg.cv_folds.split(",")] if cfg.cv_folds else list(range(cfg.cv))
-
-
 def main(argv):
     cfg = Config.parse(argv)
     check_config(cfg)
     if cfg.predict or cfg.predict_file:
         return predict_command(cfg)
-    folds = [f"fold{k}" for k in cv_folds(cfg)]
-    finished = [f for f in [os.path.join(fold, "results.json") for fold in folds] or ["results.json"]
-                if os.path.exists(os.path.join(cfg.out_dir, f))]
+    results = [os.path.join(f"fold{k}", "results.json") for k in range(cfg.cv)] or ["results.json"]
+    finished = [f for f in results if os.path.exists(os.path.join(cfg.out_dir, f))]
     if finished and not (cfg.overwrite or cfg.resume):
         raise SystemExit(f"error: {cfg.out_dir} holds a finished run ({finished[0]}); pass another "
                          "--out_dir, or --overwrite=true to replace it")
@@ -675,10 +661,8 @@ def check_config(cfg):
     if cfg.given_drugs and (cfg.task, cfg.head) != ("ade", "drug"):
         raise SystemExit("error: --given_drugs is for the drug-centric head of the ADE task (--task=ade "
                          "--head=drug)")
-    if cfg.cv and cfg.task != "ade" or cfg.cv_folds and not cfg.cv:
-        raise SystemExit("error: --cv is the ADE corpus's protocol (--task=ade); --cv_folds needs --cv=10")
-    if cfg.cv_folds and not all(k.isdigit() and int(k) < cfg.cv for k in cfg.cv_folds.split(",")):
-        raise SystemExit(f"error: --cv_folds={cfg.cv_folds}: fold numbers below --cv={cfg.cv}, e.g. 0,1")
+    if cfg.cv and cfg.task != "ade":
+        raise SystemExit("error: --cv is the ADE corpus's protocol (--task=ade)")
     out = cfg.predict_out
     if out and (os.path.exists(out) and not os.path.isfile(out) or
                 not os.path.isdir(os.path.dirname(out) or ".")):

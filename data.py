@@ -142,8 +142,7 @@ def read_ade(root):
         assert shifts, f"no offset shift places every pair of the sentence {pmid}: {text!r}"
         shift = max(shifts)  # were two to fit (a pair written twice), the pair's first occurrence
         pairs = [{"drug": [d - shift, d - shift + len(drug)], "ade": [a - shift, a - shift + len(ae)]}
-                 for ae, a, drug, d in relations]
-        pairs = [pair for i, pair in enumerate(pairs) if pair not in pairs[:i]]  # rows can repeat a pair
+                 for ae, a, drug, d in dict.fromkeys(relations)]  # each once: rows can repeat a pair
         positives.append({"id": f"{pmid}:{next(index[pmid])}", "pmid": pmid, "text": text, "pairs": pairs})
     with open(corpus_file(root, "ade_corpus_v2/ADE-NEG.txt")) as f:
         sentences = [re.match(r"(\d+) NEG (.*)$", line.rstrip("\n")).groups() for line in f]  # (pmid, text)
@@ -171,8 +170,7 @@ def without_held_out(records, held_texts, what):
 
 def load_splits(root, dataset="ade", cv=0, fold=0):
     """train, dev, test, dev+neg and test+neg (+ the ADE-free sentences of their PubMed IDs), "negatives" (the
-    other ADE-free ones), "pool" (both, unlabeled). ADE: the paper's 80/10/10 cut of the positive sentences
-    sorted by (PMID, text), shuffled with seed 0; with cv=k, fold `fold` of k by PubMed ID (dev: the next)."""
+    other ADE-free ones), "pool" (both, unlabeled): ADE's 80/10/10 cut, or with cv, fold `fold` by PMID."""
     positives, negatives = read_ade(root) if dataset == "ade" else ([], [])
     if dataset != "ade":
         train, dev, test = (read_iob(corpus_file(root, f"{NER_DATASETS[dataset]}/{name}.tsv"))
@@ -187,9 +185,8 @@ def load_splits(root, dataset="ade", cv=0, fold=0):
     else:
         pmids = sorted({r["pmid"] for r in positives})
         random.Random(0).shuffle(pmids)
-        fold_of = {p: i % cv for i, p in enumerate(pmids)}
-        dev, test = ([r for r in positives if fold_of[r["pmid"]] == f] for f in ((fold + 1) % cv, fold))
-        train = [r for r in positives if fold_of[r["pmid"]] not in (fold, (fold + 1) % cv)]
+        part = {p: min((i - fold) % cv, 2) for i, p in enumerate(pmids)}  # 0: test, 1: dev (next), 2: train
+        test, dev, train = ([r for r in positives if part[r["pmid"]] == k] for k in range(3))
     dev_pmids, test_pmids = ({r.get("pmid") for r in records} for records in (dev, test))  # NER: no pmid
     splits = {"dev": dev, "test": test,
               "dev+neg": dev + [r for r in negatives if r["pmid"] in dev_pmids],
@@ -205,9 +202,8 @@ def load_splits(root, dataset="ade", cv=0, fold=0):
 # ----------------------------------------------------------------------------- PubMed baseline XML
 
 def read_pubmed(path, counts):
-    """Stream the articles of a PubMed baseline file (.xml.gz or .xml) -> (PMID, [title, abstract]), each
-    cleared once read so that a whole file never sits in memory. Structured abstracts keep their section
-    labels ("CONCLUSION: ..."); articles without an abstract are skipped and counted."""
+    """Stream a PubMed baseline file (.xml.gz or .xml) -> (PMID, [title, abstract]) per article; structured
+    abstracts keep their section labels ("CONCLUSION: ..."); articles without one are skipped and counted."""
     def text_of(element):  # the text with its inline markup, whitespace runs made single spaces
         return " ".join("".join(element.itertext()).split()) if element is not None else ""
 
@@ -222,15 +218,14 @@ def read_pubmed(path, counts):
                 continue
             counts["articles"] += 1
             pmid = element.findtext("MedlineCitation/PMID")
-            article = element.find("MedlineCitation/Article")
             sections = [(part.get("Label"), text_of(part))
-                        for part in element.iterfind(".//Abstract/AbstractText")]
-            if pmid and article is not None and any(text for _, text in sections):
+                        for part in element.iterfind("MedlineCitation/Article/Abstract/AbstractText")]
+            if pmid and any(text for _, text in sections):
                 abstract = " ".join(f"{label}: {text}" if label else text for label, text in sections if text)
-                yield pmid.strip(), [text_of(article.find("ArticleTitle")), abstract]
+                yield pmid.strip(), [text_of(element.find("MedlineCitation/Article/ArticleTitle")), abstract]
             else:
                 counts["articles without abstract"] += 1
-            root.clear()  # drop the articles read so far
+            root.clear()  # drop the articles read so far: a whole file never sits in memory
 
 
 ABBREVIATIONS = set("al vs cf fig figs approx ca no nos dr drs prof mr mrs ms st resp incl ref refs vol eq "
@@ -265,22 +260,21 @@ def pubmed_pool(paths, splits):
     counts, seen = defaultdict(int), set()
 
     def records():
-        for path in paths:
-            for pmid, parts in read_pubmed(path, counts):
-                if pmid in held_pmids:
-                    counts["articles of a dev/test PubMed ID"] += 1
+        for pmid, parts in itertools.chain.from_iterable(read_pubmed(path, counts) for path in paths):
+            if pmid in held_pmids:
+                counts["articles of a dev/test PubMed ID"] += 1
+                continue
+            for index, text in enumerate(s for part in parts for s in split_sentences(part)):
+                counts["sentences"] += 1
+                if not drugs.spans(text):
                     continue
-                for index, text in enumerate(s for part in parts for s in split_sentences(part)):
-                    counts["sentences"] += 1
-                    if not drugs.spans(text):
-                        continue
-                    counts["with a drug term"] += 1
-                    fate = ("dev/test sentences left out" if text in held_texts else
-                            "repeated sentences left out" if text in seen else "written")
-                    counts[fate] += 1
-                    if fate == "written":
-                        seen.add(text)
-                        yield {"id": f"{pmid}:{index}", "pmid": pmid, "text": text}
+                counts["with a drug term"] += 1
+                fate = ("dev/test sentences left out" if text in held_texts else
+                        "repeated sentences left out" if text in seen else "written")
+                counts[fate] += 1
+                if fate == "written":
+                    seen.add(text)
+                    yield {"id": f"{pmid}:{index}", "pmid": pmid, "text": text}
     return records(), counts
 
 
@@ -289,25 +283,25 @@ def pubmed_pool(paths, splits):
 def read_iob(path):
     """token<TAB>tag lines, blank between sentences -> records {"id", "text", "entities"}, the text the tokens
     joined by spaces (exact offsets); an I-tag after O or another type opens an entity, as in conlleval."""
-    records, text, entities, previous = [], "", [], ""
+    records, text, entities, previous = [], "", [], ""  # previous: the type of the last token, "" after O
     split = os.path.splitext(os.path.basename(path))[0]
     with open(path) as f:
         for n, line in enumerate(itertools.chain(f, [""]), 1):  # "": the end of the last sentence
             if not line.strip():
                 if text:
                     records.append({"id": f"{split}:{len(records)}", "text": text, "entities": entities})
-                text, entities = "", []
+                text, entities, previous = "", [], ""
                 continue
             word, _, tag = line.rstrip("\n").partition("\t")  # a second tab fails the tag's \S+
             if not word or not re.fullmatch(r"O|[BI]-\S+", tag):
                 raise InputError(f"{path}:{n}: expected 'token<TAB>tag' with tag O, B-TYPE or I-TYPE, "
                                  f"found {line.strip()!r}")
             start, text = len(text) + bool(text), text + " " * bool(text) + word
-            if tag.startswith("I-") and entities and entities[-1]["type"] == tag[2:] and previous == tag[2:]:
+            if tag.startswith("I-") and previous == tag[2:]:  # it continues the last entity
                 entities[-1]["span"][1] = len(text)
             elif tag != "O":
                 entities.append({"span": [start, len(text)], "type": tag[2:]})
-            previous = tag[2:]  # "" after O
+            previous = tag[2:]
     return records
 
 
@@ -400,8 +394,7 @@ def ner_example(enc, record, types):
 # ----------------------------------------------------------------------------- batching
 
 def length_batches(lengths, batch_size, shuffle=False, seed=0):
-    """Batches of indices of similar length (less padding): sort within windows of 50 batches, then
-    shuffle the batches' order when training."""
+    """Batches of indices of similar length (less padding): sorted in 50-batch windows, shuffled to train."""
     order, rng = list(range(len(lengths))), random.Random(seed)
     if shuffle:
         rng.shuffle(order)
@@ -425,9 +418,7 @@ def collate(examples, pad_id=0, multiple=8):
     """Examples from ade_example/ner_example (or bare {"ids"} to predict) -> numpy arrays padded to a multiple
     of 8 tokens: fewer distinct shapes, so fewer of the per-shape buffers that CPU kernels keep."""
     B, T = len(examples), -(-max(len(x["ids"]) for x in examples) // multiple) * multiple
-    input_ids = np.full((B, T), pad_id, dtype=np.int64)
-    attention_mask = np.zeros((B, T), dtype=np.int64)
-    labels = np.full((B, T), -100, dtype=np.int64)
+    input_ids, attention_mask, labels = (np.full((B, T), fill, dtype=np.int64) for fill in (pad_id, 0, -100))
     for b, x in enumerate(examples):
         n = len(x["ids"])
         input_ids[b, :n], attention_mask[b, :n], labels[b, :n] = x["ids"], 1, x.get("labels", -100)

@@ -85,15 +85,13 @@ def nearest(texts, train, k):
     document_frequency = Counter(w for counts in words for w in counts)
     idf = {w: math.log((1 + len(train)) / (1 + n)) + 1 for w, n in document_frequency.items()}
     postings = {}  # word -> (train rows holding it, its weight there in the row's unit-length vector)
+    rows_of = {}  # text -> the train rows that hold it
     for row, counts in enumerate(words):
+        rows_of.setdefault(train[row]["text"], []).append(row)
         norm = math.sqrt(sum((n * idf[w]) ** 2 for w, n in counts.items())) or 1.0
         for w, n in counts.items():
-            postings.setdefault(w, ([], []))[0].append(row)
-            postings[w][1].append(n * idf[w] / norm)
-    postings = {w: (np.array(rows), np.array(weights)) for w, (rows, weights) in postings.items()}
-    rows_of = {}
-    for row, r in enumerate(train):
-        rows_of.setdefault(r["text"], []).append(row)
+            postings.setdefault(w, []).append((row, n * idf[w] / norm))
+    postings = {w: tuple(map(np.array, zip(*entries))) for w, entries in postings.items()}
     chosen = []
     for text in texts:  # the text's own norm scales every score alike: the order needs none
         scores = np.zeros(len(train))
@@ -107,16 +105,6 @@ def nearest(texts, train, k):
 
 # ----------------------------------------------------------------------------- replies -> spans
 
-def parse_json_reply(content):
-    """The JSON object in a reply, also inside code fences or prose; None if there is none."""
-    content = re.sub(r"```(?:json)?", "", content or "")
-    try:  # from the first "{" to the last "}"; without both, the slice is empty: no JSON either
-        obj = json.loads(content[content.find("{"):content.rfind("}") + 1])
-    except json.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def align(text, drug, event):
     """Strings -> the closest pair of their occurrences as ([s, e], [s, e]), or None if one is absent.
     Occurrences are data.find_mentions': whole words, else inside words where there is none."""
@@ -126,9 +114,14 @@ def align(text, drug, event):
     return (list(d), list(a)) if d else None
 
 
-def spans_from_reply(obj, text, types=None):
-    """A parsed reply -> (record fields, strings given, strings aligned); fields None when the reply is not
-    the answer asked for ({"pairs": [...]}, or {"entities": {...}} for NER)."""
+def spans_from_reply(content, text, types=None):
+    """A reply's text -> (record fields, strings given, strings aligned); fields None when it holds no JSON
+    answer of the form asked ({"pairs": [...]}, or {"entities": {...}} for NER), bare, in fences or prose."""
+    content = re.sub(r"```(?:json)?", "", content)
+    try:  # from the first "{" to the last "}"; without both, the slice is empty: no JSON either
+        obj = json.loads(content[content.find("{"):content.rfind("}") + 1])
+    except json.JSONDecodeError:
+        obj = None
     key, kind = ("pairs", list) if types is None else ("entities", dict)
     if not isinstance(obj, dict) or not isinstance(obj.get(key), kind):
         return None, 0, 0
@@ -225,20 +218,18 @@ LEXICON_MIN_PRECISION = 0.1  # the lexicon keeps terms at least this precise on 
 MAX_RETRIES = 6
 BACKOFF_S = 1.0  # seconds before the first retry; doubles each time, with jitter
 MAX_WAIT_S = 60.0  # the longest wait before a retry, a server's Retry-After included
-
-
-# ----------------------------------------------------------------------------- the HTTP client
-
-class TeacherError(RuntimeError):
-    pass
-
-
 RETRY_STATUS = {429, 500, 502, 503, 504}
 REFUSED_STATUS = {400, 413, 422}  # this request only (too long, filtered): its sentence fails, the rest go on
 ADVICE = {400: "the server does not take this response_format: pass --json_mode=false",
           401: "check the API key in the variable named by --api_key_env",
           403: "check the API key and that it may use this model",
           404: "check --base_url (it usually ends in /v1) and --llm_model"}
+
+
+# ----------------------------------------------------------------------------- the HTTP client
+
+class TeacherError(RuntimeError):
+    pass
 
 
 class Refused(Exception):
@@ -250,9 +241,8 @@ class BudgetReached(TeacherError):
 
 
 def call(session, method, url, cfg, **kwargs):
-    """One API call (a chat completion) -> its JSON; retries RETRY_STATUS, connection errors and timeouts
-    with backoff and jitter, honouring Retry-After up to MAX_WAIT_S; raises Refused for a request the server
-    will not take, TeacherError at once on anything else a retry cannot fix."""
+    """One API call -> its JSON; retries RETRY_STATUS, connection errors and timeouts (backoff with jitter,
+    or Retry-After up to MAX_WAIT_S). Refused: the server will not take this request; else TeacherError."""
     key = os.environ.get(cfg.api_key_env, "")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     for attempt in range(MAX_RETRIES + 1):
@@ -293,11 +283,10 @@ class ReplyCache:
     is flushed the moment it arrives."""
 
     def __init__(self, path):
-        self.path, self.replies, self.lock = path, {}, threading.Lock()
+        self.replies, self.lock = {}, threading.Lock()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.file = data.open_appendable(path, "wait for that labeling run to finish, or give this run its "
-                                               "own --cache=FILE")
-        self.file.seek(0)
+                                               "own --cache=FILE")  # handed back at its start
         for n, line in enumerate(self.file, 1):
             try:
                 entry = json.loads(line)
@@ -321,8 +310,7 @@ def cost_usd(cfg, usage):
 
 
 def estimate_usage(bodies, completion_tokens):
-    """Requests -> the usage they would report: prompts at about 4 characters a token (English text),
-    `completion_tokens` per reply. What the dry run and --max_cost count with."""
+    """Requests -> the usage they would report: prompts at 4 characters a token, `completion_tokens` each."""
     return {"prompt_tokens": sum(len(json.dumps(b["messages"])) for b in bodies) / 4,
             "completion_tokens": len(bodies) * completion_tokens}
 
@@ -418,7 +406,7 @@ def label_llm(records, cfg, train, types=None):
         choice = (reply.get("choices") or [{}])[0]
         content = (choice.get("message") or {}).get("content") or ""
         stats["truncated"] += choice.get("finish_reason") == "length"
-        fields, given, aligned = spans_from_reply(parse_json_reply(content), record["text"], types)
+        fields, given, aligned = spans_from_reply(content, record["text"], types)
         stats["failed_replies"] += fields is None  # kept raw, never read as "no adverse event"
         stats["strings"] += given
         stats["aligned"] += aligned
@@ -437,51 +425,58 @@ def label_llm(records, cfg, train, types=None):
 
 # ----------------------------------------------------------------------------- offline teachers
 
-def precise_terms(terms, records, spans_of, min_precision):
-    """The terms whose matches in `records` (labelled sentences) are annotated spans at least `min_precision`
-    of the time: "depression" or "infection" as an adverse event is mostly something else."""
-    matched, annotated, term_list = Counter(), Counter(), data.TermList(terms)
-    for r in records:
-        gold = spans_of(r)
-        for s, e in term_list.spans(r["text"]):
-            matched[r["text"][s:e].lower()] += 1
-            annotated[r["text"][s:e].lower()] += (s, e) in gold
-    return {t for t in terms if matched[t] and annotated[t] / matched[t] >= min_precision}
-
-
 def label_lexicon(records, train, types=None, labelled=None, min_precision=0.0):
-    """Distant supervision from the train split's mention strings (terms under 3 characters are left out).
-    With min_precision > 0, terms are kept only where precise enough on `labelled` (train + ADE-free)."""
-    def terms(spans_of):
-        found = {r["text"][s:e].lower() for r in train for s, e in spans_of(r)}
-        return precise_terms(found, labelled or train, spans_of, min_precision) if min_precision else found
+    """Distant supervision from the train split's mention strings (terms under 3 characters are left out);
+    with min_precision > 0, only terms whose matches in `labelled` (train + ADE-free sentences) are annotated
+    that often: "depression" or "infection" as an adverse event is mostly something else."""
+    def term_list(spans_of):  # spans_of: a record -> its annotated spans of one kind, {(start, end)}
+        terms = data.TermList({r["text"][s:e].lower() for r in train for s, e in spans_of(r)})
+        if not min_precision:
+            return terms
+        matched, annotated = Counter(), Counter()
+        for r in labelled or train:
+            gold = spans_of(r)
+            for s, e in terms.spans(r["text"]):
+                matched[r["text"][s:e].lower()] += 1
+                annotated[r["text"][s:e].lower()] += (s, e) in gold
+        return data.TermList(t for t in terms.terms
+                             if matched[t] and annotated[t] / matched[t] >= min_precision)
 
     if types is None:
-        drugs = data.TermList(terms(lambda r: {tuple(p["drug"]) for p in r.get("pairs", [])}))
-        ades = data.TermList(terms(lambda r: {tuple(p["ade"]) for p in r.get("pairs", [])}))
-        labels = []
-        for r in records:
-            ade_spans = ades.spans(r["text"])  # once per sentence, not once per drug
-            pairs = [{"drug": list(d), "ade": list(a)} for d in drugs.spans(r["text"]) for a in ade_spans]
-            labels.append({"id": r["id"], "text": r["text"], "teacher": "lexicon", "pairs": pairs})
+        drugs = term_list(lambda r: {tuple(p["drug"]) for p in r.get("pairs", [])})
+        ades = term_list(lambda r: {tuple(p["ade"]) for p in r.get("pairs", [])})
+        found = [{"pairs": [{"drug": list(d), "ade": list(a)}
+                            for d, a in itertools.product(drugs.spans(r["text"]), ades.spans(r["text"]))]}
+                 for r in records]
     else:
-        term_lists = {t: data.TermList(terms(lambda r, t=t: {tuple(e["span"]) for e in r.get("entities", [])
-                                                            if e["type"] == t})) for t in types}
-        labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon",
-                   "entities": [{"span": list(span), "type": t} for t, term_list in term_lists.items()
-                                for span in term_list.spans(r["text"])]} for r in records]
+        term_lists = {t: term_list(lambda r, t=t: {tuple(e["span"]) for e in r.get("entities", [])
+                                                   if e["type"] == t}) for t in types}
+        found = [{"entities": [{"span": list(span), "type": t} for t, terms in term_lists.items()
+                               for span in terms.spans(r["text"])]} for r in records]
+    labels = [{"id": r["id"], "text": r["text"], "teacher": "lexicon", **f} for r, f in zip(records, found)]
     return labels, {"sentences": len(records)}
 
 
 def label(records, teacher, cfg, train, gold=None, types=None):
-    """Dispatch on the teacher's name -> (labels, stats); "gold" copies the records' annotations in `gold`,
-    "llm+lexicon" asks both."""
+    """Dispatch on the teacher's name -> (labels, stats); "gold" copies the records' annotations in `gold`.
+    "llm+lexicon" asks both: the union of the answers given (none if neither answered), each one's own
+    labels under "teachers"."""
     if "+" in teacher:
-        names = teacher.split("+")
+        names, key = teacher.split("+"), "entities" if types else "pairs"
         each = [label(records, name, cfg, train, gold, types) for name in names]
         stats = {k: v for _, part_stats in each for k, v in part_stats.items()}
-        return (None if any(labels is None for labels, _ in each) else
-                union(names, [labels for labels, _ in each], "entities" if types else "pairs")), stats
+        if any(labels is None for labels, _ in each):  # --dry_run
+            return None, stats
+        combined = []
+        for own in zip(*(labels for labels, _ in each)):
+            record = {"id": own[0]["id"], "text": own[0]["text"], "teacher": teacher,
+                      "teachers": {n: {k: v for k, v in o.items() if k not in ("id", "text", "teacher")}
+                                   for n, o in zip(names, own)}}
+            if any(key in o for o in own):
+                answered = [u for o in own for u in o.get(key, [])]
+                record[key] = [u for i, u in enumerate(answered) if u not in answered[:i]]
+            combined.append(record)
+        return combined, stats
     if teacher == "llm":
         return label_llm(records, cfg, train, types)
     if teacher == "lexicon":
@@ -494,21 +489,6 @@ def label(records, teacher, cfg, train, gold=None, types=None):
         raise TeacherError(f"the gold teacher has no annotation for {len(missing)} sentences (e.g. "
                            f"{missing[:3]}); it labels only sentences of the training data")
     return [{**by_id[r["id"]], "teacher": "gold"} for r in records], {"sentences": len(records)}
-
-
-def union(names, labels, key):
-    """Per sentence, the union of the teachers' `key` lists, their own labels under "teachers". A teacher
-    that gave no answer adds nothing; where none answered, the sentence has no answer either."""
-    combined = []
-    for own in zip(*labels):
-        answered = [u for o in own if key in o for u in o[key]]
-        record = {"id": own[0]["id"], "text": own[0]["text"], "teacher": "+".join(names),
-                  "teachers": {n: {k: v for k, v in o.items() if k not in ("id", "text", "teacher")}
-                               for n, o in zip(names, own)}}
-        if any(key in o for o in own):
-            record[key] = [u for i, u in enumerate(answered) if u not in answered[:i]]
-        combined.append(record)
-    return combined
 
 
 def training_set(labels, empty_ratio, seed):

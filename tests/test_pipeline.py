@@ -289,23 +289,24 @@ def test_start_cost_drops_weak_spans_whole_never_cuts_them():
     assert viterbi(np.log(probs) + [1.0, 0.0, 0.0]) == [0, 1, 0, 0]
 
 
-def test_ten_fold_protocol_shared_by_two_processes_gives_one_table(tiny_bert_dir, data_dir, tmp_path, capsys,
-                                                                    monkeypatch):
+def test_k_fold_protocol_gives_one_table_of_every_fold(tiny_bert_dir, data_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(data, "load_splits", lambda *a, **k: shrink(LOAD_SPLITS(*a, **k), 20))
-    common = ["--cv=10", "--teacher=gold", "--epochs=1", "--max_steps=2", "--empty_ratio=0"]
-    first = ade_distill.main(args(tiny_bert_dir, tmp_path, *common, "--cv_folds=7"))  # one process's share
-    both = ade_distill.main(args(tiny_bert_dir, tmp_path, *common, "--cv_folds=0"))  # another's, same out_dir
-    assert len(first) == 1 and len(both) == 2 and both[1] == first[0]  # folds 0 and 7, in order
+    common = ["--cv=3", "--teacher=gold", "--epochs=1", "--max_steps=2", "--empty_ratio=0"]
+    scores = ade_distill.main(args(tiny_bert_dir, tmp_path, *common))
+    assert len(scores) == 3
     out = capsys.readouterr()
-    assert "2 of 10 folds done" in out.out
-    for k in (0, 7):  # the gold teacher ignores --max_pool=64: every training sentence of the fold is used
-        n = len(LOAD_SPLITS(data_dir, cv=10, fold=k)["train"])
+    for k in range(3):  # the gold teacher ignores --max_pool=64: every training sentence of the fold is used
+        n = len(LOAD_SPLITS(data_dir, cv=3, fold=k)["train"])
         assert f"training set: {n} sentences with teacher labels + 0 without" in out.err
+        row = next(r for r in json.load(open(tmp_path / f"fold{k}" / "results.json"))
+                   if (r["system"], r["split"]) == ("student", "test"))
+        assert scores[k] == [100 * row["strict"]["f1"], 100 * row["lenient"]["f1"]]
     table = (tmp_path / "cv_results.md").read_text().splitlines()
-    assert [line.split(" |")[0] for line in table[2:]] == ["| 0", "| 7", "| mean ± sd"]
-    assert table[-1].startswith(f"| mean ± sd | {(both[0][0] + both[1][0]) / 2:.2f} ± ")
-    with pytest.raises(SystemExit, match="holds a finished run .fold7/results.json."):
-        ade_distill.main(args(tiny_bert_dir, tmp_path, *common, "--cv_folds=7"))
+    assert [line.split(" |")[0] for line in table[2:]] == ["| 0", "| 1", "| 2", "| mean ± sd"]
+    assert table[-1].startswith(f"| mean ± sd | {np.mean([s[0] for s in scores]):.2f} ± ")
+    assert "\n".join(table) in out.out
+    with pytest.raises(SystemExit, match="holds a finished run .fold0/results.json."):
+        ade_distill.main(args(tiny_bert_dir, tmp_path, *common))
 
 
 def test_the_llm_teacher_through_the_pipeline(small, tiny_bert_dir, tmp_path, server, capsys):
@@ -429,8 +430,7 @@ def test_training_set_keeps_every_labelled_sentence_and_a_share_of_empty_ones():
     ("--json_mode=yes", "--json_mode=yes: expected true or false"),
     ("--max_cost=5", "--max_cost needs the prices"), ("--dry_run=true", "--dry_run=true is for --teacher=llm"),
     ("--task=ner", "--task=ner --dataset=ade: the ADE task reads"), ("--concurrency=0", "--concurrency=0: must be"),
-    ("--cv=10 --cv_folds=0,10", "--cv_folds=0,10: fold numbers below --cv=10"),
-    ("--cv_folds=1", "--cv is the ADE corpus's protocol"), ("--max_pool=-1", "--max_pool=-1: must be at least 0"),
+    ("--max_pool=-1", "--max_pool=-1: must be at least 0"),
     ("--task=ner --dataset=bc5cdr --cv=10", "--cv is the ADE corpus's protocol .--task=ade."),
     ("--head=plain --given_drugs", "--given_drugs is for the drug-centric head"),
     ("--predict=x --predict_file=/nonexistent", "pass --predict=TEXT or --predict_file=FILE, not both"),
@@ -748,7 +748,7 @@ def cli(*argv, **kwargs):
 
 @pytest.mark.slow
 def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, tmp_path):
-    common = ["--max_pool=160", "--epochs=2", "--save_every=2", f"--data_dir={data_dir}"]
+    common = ["--max_pool=160", "--epochs=2", f"--data_dir={data_dir}"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert cli(*args(tiny_bert_dir, whole, *common)).returncode == 0
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "ade_distill.py"), *args(tiny_bert_dir, cut, *common)],
@@ -775,7 +775,7 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_bert_dir, data_dir, t
 
 @pytest.mark.slow
 def test_a_kill_during_the_end_of_epoch_evaluation_resumes_into_it(tiny_bert_dir, data_dir, tmp_path):
-    # 160 sentences / 8 = 20 steps, the default --save_every=0: the checkpoint of step 20 is written just
+    # 160 sentences / 8 = 20 steps: the checkpoint of step 20, the end of epoch 1, is written just
     # before epoch 1's evaluation. Killed during that evaluation, the run has no student/ yet, no best score.
     common = [*args(tiny_bert_dir, tmp_path, "--max_pool=160", "--epochs=1"), f"--data_dir={data_dir}"]
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "ade_distill.py"), *common],
