@@ -148,8 +148,6 @@ def run(cfg, splits):
     notes = {"training_sentences": len(labels), "best_dev_score": round(state["best_score"], 4),
              "start_cost": meta["start_cost"], "steps": state["step"], "device": str(device),
              "teacher_unanswered": unanswered, "wall_s": round(time.time() - t0, 1)}
-    if stats.get("strings"):
-        notes["alignment_rate"] = round(stats["aligned"] / stats["strings"], 4)
     return write_results(rows, cfg, notes)
 
 

@@ -109,7 +109,6 @@ def paired(gold, predicted):
 def score(gold, predicted, level="pairs", types=None, bootstrap=0):
     """gold, predicted: records with the same ids -> {"strict": {...}, "lenient": {...}}; with `types`, also
     each type's under "per_type"; with `bootstrap` = N, 95 % intervals "ci95" from N resamplings (seed 0)."""
-    assert level in LEVELS, f"level {level!r} is not one of {LEVELS}"
     sentences = [(units(p, level), units(g, level)) for g, p in paired(gold, predicted)]
     # (sentences, 6): strict tp, n_pred, n_gold, then lenient tp, n_pred, n_gold
     table = np.array([[len(pu & gu), len(pu), len(gu), len(max_matching(pu, gu, overlaps)), len(pu), len(gu)]

@@ -72,10 +72,10 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids):
+    def forward(self, input_ids):  # one segment: every token's type is 0
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions) \
-            + self.token_type_embeddings(token_type_ids)
+            + self.token_type_embeddings.weight[0]
         return self.dropout(self.LayerNorm(x))
 
 
@@ -142,14 +142,10 @@ class BertModel(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.zeros_(module.bias)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
+    def forward(self, input_ids, attention_mask):
         """(B, T) ids and 0/1 mask -> hidden states (B, T, D). Padded positions hold garbage."""
-        T = input_ids.shape[1]
-        assert T <= self.config.max_position_embeddings, \
-            f"{T} tokens are more than max_position_embeddings={self.config.max_position_embeddings}"
-        token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): which keys each query may see
-        x = self.embeddings(input_ids, token_type_ids)
+        x = self.embeddings(input_ids)
         for layer in self.encoder.layer:
             x = layer(x, key_mask)
         return x
@@ -172,11 +168,9 @@ def load_state(model, tensors, source, ignore=IGNORED_KEYS):
     unexpected = sorted(k for k in set(found) - set(expected) if not ignore.search(k))
     misshaped = [f"{k}: file {tuple(found[k].shape)}, model {tuple(v.shape)}"
                  for k, v in expected.items() if k in found and found[k].shape != v.shape]
-    wrong_dtype = [f"{k}: {found[k].dtype}" for k in expected
-                   if k in found and not found[k].is_floating_point()]
     problems = [f"{label} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
                 for label, keys in [("missing", missing), ("unexpected", unexpected),
-                                    ("mis-shaped", misshaped), ("not floating point", wrong_dtype)] if keys]
+                                    ("mis-shaped", misshaped)] if keys]
     if problems:
         raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(problems) +
                               "\nIs this a BERT checkpoint whose config.json matches its weights?")
@@ -238,30 +232,20 @@ TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "spec
 
 
 def load_tokenizer(path):
-    """A `tokenizers.Tokenizer` (WordPiece, with character offsets) from tokenizer.json or vocab.txt."""
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordPiece
-    if os.path.exists(os.path.join(path, "tokenizer.json")):
-        tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
-    elif os.path.exists(os.path.join(path, "vocab.txt")):
-        config = os.path.join(path, "tokenizer_config.json")
-        lowercase = not os.path.exists(config) or json.load(open(config)).get("do_lower_case", True)
-        tok = Tokenizer(WordPiece.from_file(os.path.join(path, "vocab.txt"), unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)  # accents stripped where lowercased
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.post_processor = processors.BertProcessing(*[(t, tok.token_to_id(t)) for t in ("[SEP]", "[CLS]")])
-        tok.decoder = decoders.WordPiece()
-    else:
-        raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt; pass a Hugging Face BERT "
-                                "directory.")
+    """A `tokenizers.Tokenizer` (WordPiece, with character offsets) from the directory's tokenizer.json."""
+    from tokenizers import Tokenizer
+    if not os.path.exists(os.path.join(path, "tokenizer.json")):
+        raise FileNotFoundError(f"{path} has no tokenizer.json (a vocab.txt alone is not read); write one "
+                                "with transformers: AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR).")
+    tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
     tok.no_truncation()  # length limits are handled (and counted) by data.py, never silently here
     tok.no_padding()
     return tok
 
 
 def download_hf(spec, cache_dir, endpoint=None, progress=None):
-    """`hf:ORG/NAME` -> a local directory with its config, weights and tokenizer files. Each arrives as
-    NAME.part, which a rerun continues with a Range request; `progress(what, done, total, t0, end)` per MB."""
+    """`hf:ORG/NAME` -> a local directory with its config, weights and tokenizer files, each written as
+    NAME.part and renamed once complete; `progress(what, done, total, t0, end)` per MB."""
     import requests
     repo = spec.removeprefix("hf:")
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
@@ -272,19 +256,14 @@ def download_hf(spec, cache_dir, endpoint=None, progress=None):
         dest, url = os.path.join(target, name), f"{endpoint}/{repo}/resolve/main/{name}"
         if os.path.exists(dest):
             continue
-        have = os.path.getsize(dest + ".part") if os.path.exists(dest + ".part") else 0
         try:
-            r = requests.get(url, headers={**auth, **({"Range": f"bytes={have}-"} if have else {})},
-                             stream=True, timeout=60)
+            r = requests.get(url, headers=auth, stream=True, timeout=60)
         except requests.RequestException as e:
             raise ConnectionError(f"cannot reach {url}: {e}. Are you online? Else download the files by hand "
                                   f"and pass --init_from=DIR.") from None
-        if r.status_code == 416 and r.headers.get("Content-Range") == f"bytes */{have}":
-            os.replace(dest + ".part", dest)  # the .part was complete: a kill came before its rename
-        elif r.status_code in (200, 206):
-            have = have if r.status_code == 206 else 0  # a 200 ignored the Range header: start again
-            total, t0 = have + int(r.headers.get("Content-Length", 0)), time.time()
-            with open(dest + ".part", "ab" if have else "wb") as f:
+        if r.status_code == 200:
+            have, total, t0 = 0, int(r.headers.get("Content-Length", 0)), time.time()
+            with open(dest + ".part", "wb") as f:
                 for chunk in r.iter_content(1 << 20):
                     f.write(chunk)
                     have += len(chunk)
@@ -302,9 +281,6 @@ def download_hf(spec, cache_dir, endpoint=None, progress=None):
 
 # ----------------------------------------------------------------------------- the heads
 
-N_BIO = 3  # O, B, I
-
-
 class AdeModel(nn.Module):
     """Encoder + drug BIO head + drug-conditioned ADE BIO head (one encoder pass per sentence)."""
     kind = "ade"  # what save_student records, and what a caller branches on
@@ -314,8 +290,8 @@ class AdeModel(nn.Module):
         D = encoder.config.hidden_size
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
-        self.drug_head = nn.Linear(D, N_BIO)
-        self.ade_head = nn.Linear(2 * D, N_BIO)  # the paper's Linear(2D, 3) over [H_t ; v_d]
+        self.drug_head = nn.Linear(D, 3)  # O, B, I
+        self.ade_head = nn.Linear(2 * D, 3)  # the paper's Linear(2D, 3) over [H_t ; v_d]
 
     def forward(self, input_ids, attention_mask, drug_sentence, drug_token_mask):
         """input_ids, attention_mask (B, T); drug_sentence (M,): each of M drugs' sentence; drug_token_mask
@@ -481,10 +457,7 @@ def save_student(model, path, tokenizer_from, meta, checkpoint=None):
 
 def load_student(path):
     """-> (AdeModel or NerModel in eval mode, meta dict) from a directory written by save_student."""
-    meta_path = os.path.join(path, "student.json")
-    if not os.path.exists(meta_path):
-        raise FileNotFoundError(f"{meta_path} not found: {path} is not a trained student (train one first).")
-    meta = json.load(open(meta_path))
+    meta = json.load(open(os.path.join(path, "student.json")))
     encoder = load_encoder(path)
     model = AdeModel(encoder) if meta["model"] == "ade" else NerModel(encoder, len(meta["types"]))
     heads_path = os.path.join(path, "heads.safetensors")
@@ -540,11 +513,7 @@ def choose_precision(device, amp, cpuinfo="/proc/cpuinfo"):
 
 def cpu_bf16_flag(cpuinfo="/proc/cpuinfo"):
     """avx512_bf16 or amx_bf16 where this CPU computes bf16 natively, else None (also with no cpuinfo)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return None
+    flags = open(cpuinfo).read().split() if os.path.exists(cpuinfo) else []
     return next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), None)
 
 

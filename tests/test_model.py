@@ -21,13 +21,9 @@ def test_encoder_matches_hugging_face(minilm_dir):
     assert err < 1e-5, f"max abs difference to Hugging Face {err}"
 
 
-def test_tokenizer_from_vocab_matches_tokenizer_json(minilm_dir, tmp_path):
-    for name in ("vocab.txt", "tokenizer_config.json"):
-        (tmp_path / name).write_bytes(open(os.path.join(minilm_dir, name), "rb").read())
+def test_tokenizer_lowercases_and_never_truncates(minilm_dir):
     text = "Lithium-induced nephrogenic Diabetes insipidus (NDI) after 5-FU."
-    a, b = model.load_tokenizer(minilm_dir).encode(text), model.load_tokenizer(str(tmp_path)).encode(text)
-    assert a.ids == b.ids and a.offsets == b.offsets
-    assert a.tokens[:3] == ["[CLS]", "lithium", "-"]
+    assert model.load_tokenizer(minilm_dir).encode(text).tokens[:3] == ["[CLS]", "lithium", "-"]
     long = model.load_tokenizer(minilm_dir).encode("word " * 300)
     assert len(long.ids) == 302, "the tokenizer must not truncate (tokenizer.json ships max_length 128)"
 
@@ -64,12 +60,6 @@ def test_loader_names_unexpected_tensor(tmp_path, minilm_dir):
 def test_loader_names_misshaped_tensor(tmp_path, minilm_dir):
     msg = broken_checkpoint(tmp_path, minilm_dir, lambda t: t.update({"embeddings.LayerNorm.bias": torch.zeros(5)}))
     assert "mis-shaped (1): embeddings.LayerNorm.bias: file (5,), model (384,)" in msg
-
-
-def test_loader_rejects_integer_tensor(tmp_path, minilm_dir):
-    def to_int(t):
-        t["embeddings.LayerNorm.bias"] = t["embeddings.LayerNorm.bias"].long()
-    assert "not floating point (1): embeddings.LayerNorm.bias: torch.int64" in broken_checkpoint(tmp_path, minilm_dir, to_int)
 
 
 def test_loader_accepts_prefix_and_legacy_names(tmp_path, minilm_dir):
@@ -145,21 +135,17 @@ def test_student_save_and_load(tmp_path, tiny_bert_dir):
 
 
 def serve_like_hugging_face(server, directory):
-    """The Hugging Face URL layout over `directory` for ORG/NAME = org/tiny, Range requests included."""
+    """The Hugging Face URL layout over `directory` for ORG/NAME = org/tiny."""
     def handle(h):
         name = h.path.split("/resolve/main/")[1]
         path = os.path.join(directory, name)
         if not h.path.startswith("/org/tiny/") or not os.path.exists(path):
             return server.reply(h, 404, "Entry not found")
-        body = open(path, "rb").read()
-        start = int(h.headers["Range"].split("=")[1].rstrip("-")) if h.headers.get("Range") else 0
-        if start >= len(body):  # as Hugging Face's servers answer a range past the end
-            return server.reply(h, 416, "", {"Content-Range": f"bytes */{len(body)}"})
-        server.reply(h, 206 if start else 200, body[start:])
+        server.reply(h, 200, open(path, "rb").read())
     server.handle = handle
 
 
-def test_download_hf_over_http_resumes_a_partial_file(server, tiny_bert_dir, tmp_path):
+def test_download_hf_over_http_replaces_what_a_kill_left(server, tiny_bert_dir, tmp_path):
     serve_like_hugging_face(server, tiny_bert_dir)
     target = tmp_path / "org--tiny"
     target.mkdir()
@@ -167,24 +153,12 @@ def test_download_hf_over_http_resumes_a_partial_file(server, tiny_bert_dir, tmp
     (target / "model.safetensors.part").write_bytes(weights[:1000])  # an interrupted earlier download
     path = model.download_hf("hf:org/tiny", str(tmp_path), endpoint=server.url)
     assert open(os.path.join(path, "model.safetensors"), "rb").read() == weights
-    ranges = [headers.get("Range") for _, p, headers, _ in server.requests if p.endswith("model.safetensors")]
-    assert ranges == ["bytes=1000-"]
+    assert not (target / "model.safetensors.part").exists()
     a, b = model.load_encoder(tiny_bert_dir), model.load_encoder(path)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert model.load_tokenizer(path).encode("aspirin").ids == model.load_tokenizer(tiny_bert_dir).encode("aspirin").ids
     with pytest.raises(ConnectionError, match="answered 404.*Check the model name"):
         model.download_hf("hf:org/missing", str(tmp_path), endpoint=server.url)
-
-
-def test_download_hf_renames_a_complete_part_that_a_kill_left(server, tiny_bert_dir, tmp_path):
-    serve_like_hugging_face(server, tiny_bert_dir)
-    target = tmp_path / "org--tiny"
-    target.mkdir()
-    weights = open(os.path.join(tiny_bert_dir, "model.safetensors"), "rb").read()
-    (target / "model.safetensors.part").write_bytes(weights)  # every byte arrived; the rename did not
-    path = model.download_hf("hf:org/tiny", str(tmp_path), endpoint=server.url)
-    assert open(os.path.join(path, "model.safetensors"), "rb").read() == weights
-    assert not (target / "model.safetensors.part").exists()
 
 
 def test_download_hf_without_safetensors_says_what_to_do(server, tiny_bert_dir, tmp_path):
