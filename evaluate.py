@@ -14,6 +14,7 @@ NER spans. This file is the definition of the metrics:
 Imports nothing from the project (numpy its one dependency), so it can be copied alone.
 """
 import argparse
+import functools
 import json
 import re
 import sys
@@ -27,11 +28,12 @@ class RecordError(ValueError):
     """A record or file that cannot be scored; the message names it and says what to do."""
 
 
-def canonical_drug(text, span):
+@functools.lru_cache(maxsize=65536)  # scoring asks again for each threshold; re itself keeps 512 patterns
+def canonical_drug(text, start, end):
     """Move a drug span to the first case-insensitive occurrence of its text in the sentence as a whole
     word (not inside a longer word; if there is none, the first occurrence). The match runs on the text
     itself, so offsets never shift where lowercasing changes a string's length ("İ")."""
-    pattern = re.escape(text[span[0]:span[1]])
+    pattern = re.escape(text[start:end])
     whole_word = re.search(rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])", text, re.I)
     return (whole_word or re.search(pattern, text, re.I)).span()
 
@@ -41,7 +43,7 @@ def units(record, level):
     text = record["text"]
     if level == "entities":
         return {((*e["span"], e["type"]),) for e in record.get("entities", [])}
-    pairs = {((*canonical_drug(text, p["drug"]), "drug"), (*p["ade"], "ade"))
+    pairs = {((*canonical_drug(text, *p["drug"]), "drug"), (*p["ade"], "ade"))
              for p in record.get("pairs", [])}
     side = {"pairs": slice(0, 2), "drugs": slice(0, 1), "ades": slice(1, 2)}[level]  # a unit: both, or one
     return {pair[side] for pair in pairs}

@@ -138,11 +138,11 @@ def test_units_canonicalise_drug_case_insensitively():
 
 def test_canonical_drug_is_a_whole_word_at_the_texts_own_offsets():
     text = "İn sodium valproate users, valproate gave rash."  # "İ".lower() is two characters
-    assert canonical_drug(text, (27, 36)) == (10, 19)  # the first "valproate", where it stands
+    assert canonical_drug(text, 27, 36) == (10, 19)  # the first "valproate", where it stands
     text = "Aspirinate levels fell after ASPIRIN; aspirin gave rash."
-    assert canonical_drug(text, (38, 45)) == (29, 36)  # "ASPIRIN", not the "Aspirin" of "Aspirinate"
-    assert canonical_drug("hepatotoxicity of hepato", (18, 24)) == (18, 24)
-    assert canonical_drug("hepatotoxicity", (0, 6)) == (0, 6)  # inside a word only: its first occurrence
+    assert canonical_drug(text, 38, 45) == (29, 36)  # "ASPIRIN", not the "Aspirin" of "Aspirinate"
+    assert canonical_drug("hepatotoxicity of hepato", 18, 24) == (18, 24)
+    assert canonical_drug("hepatotoxicity", 0, 6) == (0, 6)  # inside a word only: its first occurrence
 
 
 def test_errors_agree_with_the_maximum_matching_of_score():
