@@ -290,6 +290,8 @@ def test_start_cost_drops_weak_spans_whole_never_cuts_them():
 
 
 def test_k_fold_protocol_gives_one_table_of_every_fold(tiny_bert_dir, data_dir, tmp_path, capsys, monkeypatch):
+    corpus = data.read_ade(data_dir)
+    monkeypatch.setattr(data, "read_ade", lambda root: corpus)  # read once for the folds and the checks
     monkeypatch.setattr(data, "load_splits", lambda *a, **k: shrink(LOAD_SPLITS(*a, **k), 20))
     common = ["--cv=3", "--teacher=gold", "--epochs=1", "--max_steps=2", "--empty_ratio=0"]
     scores = ade_distill.main(args(tiny_bert_dir, tmp_path, *common))
