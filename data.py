@@ -500,11 +500,10 @@ def parse_shard(text):
     return int(k), int(n)
 
 
-def map_jsonl(path, fn, out="", shard="", chunk=3200):
-    """`fn` (records -> records) over the sentences of `path` a chunk at a time (3,200: one sorting window of
-    length_batches at 64 a batch), so memory does not grow with the file, in order, to stdout or to the file
-    `out`, where rerunning continues after its last line (which must be the output of the same sentence).
-    shard "K/N": the K-th of N contiguous parts of the lines."""
+def map_jsonl(path, fn, out="", shard="", chunk=1000):
+    """`fn` (records -> records) over the sentences of `path` a chunk at a time, so memory does not grow with
+    the file, in order, to stdout or to the file `out`, where rerunning continues after its last line (which
+    must be the output of the same sentence). shard "K/N": the K-th of N contiguous parts of the lines."""
     k, n = parse_shard(shard)
     with open(path, "rb") as f:
         lines = sum(1 for _ in f)  # blank lines count, and a last line without its newline

@@ -117,6 +117,7 @@ WHAT_WAS_TRIED = [
      "500 -> 537 MiB at 462 sentences/s (16 MiB) against 477 -> 558 at 462 (dynamic) and 458 -> 498 at 390 "
      "(4 MiB); malloc_trim: 477 -> 570 over 20,000. The benchmark of that commit: 509 -> 560, and fp32 "
      "477 -> 523 (496 -> 476 with the dynamic threshold)", "dynamic: not shown to help", "0b917a3"),
+    ("`--predict_file` in chunks of 3,200 sentences (one sorting window of 64-sentence batches), against 1,000", "-", "\"Speed and memory\" of 44400af, fp32, 100,000 sentences: 118 sentences/s against the encoder's 160, 0.74x, peak 490 MiB (1.11x); 9da9cab with 1,000: 107 against 138, 0.78x, 446 MiB (1.09x)", "1,000: not shown to help", "44400af"),
     ("prediction's batches of 64 sentences run in slices of at most 2,048 padded tokens (each padded to its "
      "batch's length: the same output), against whole", "-", "\"Speed and memory\", `--predict_file` over "
      "100,000 sentences: bf16 peak 446 MiB (1.02x the 1,000 sentences') at 419 sentences/s against 560 "
