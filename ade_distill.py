@@ -100,7 +100,8 @@ def run(cfg, splits):
     # 1. The teacher labels the pool, and the sentences it is scored on: the gold sets and, where the start
     # cost is chosen at the teacher's precision, dev+neg. Those are never trained on.
     gold_sets = gold_sets_of(cfg, splits)
-    scored = max(gold_sets.values(), key=len) + (splits["dev+neg"] if precision_rule(cfg) else [])
+    at_teacher_precision = cfg.task == "ade" and cfg.teacher == "lexicon" and not cfg.labels
+    scored = max(gold_sets.values(), key=len) + (splits["dev+neg"] if at_teacher_precision else [])
     if cfg.labels:
         scored_labels, labels, stats = read_labels(cfg, splits, scored)
         cfg = replace(cfg, teacher="labels")  # the teacher's name in the results
@@ -109,10 +110,8 @@ def run(cfg, splits):
         if labels is None:  # --dry_run
             return []
     rows, unanswered = score_teacher(cfg, gold_sets, scored_labels)
-    if cfg.eval_teacher_only:
-        paid = {k: stats[k] for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd")
-                if k in stats}  # what the check took
-        return write_results(rows, cfg, {**paid, "teacher_unanswered": unanswered,
+    if cfg.eval_teacher_only:  # with what the check took
+        return write_results(rows, cfg, {**stats, "teacher_unanswered": unanswered,
                                          "wall_s": round(time.time() - t0, 1)})
     data.write_jsonl_file(labels, os.path.join(cfg.out_dir, "teacher_labels.jsonl"))
     labels = teacher.training_set(labels, cfg.empty_ratio, cfg.seed)
@@ -126,11 +125,11 @@ def run(cfg, splits):
     state = train(student, examples, splits["dev"], tokenizer, init, meta, cfg)
 
     # 3. The best student, decoding at the start cost chosen on dev, on the test sets.
-    student, tokenizer, meta = load_trained(os.path.join(cfg.out_dir, "student"), device)
+    student, tokenizer, meta = load_trained(cfg.out_dir, device)
     dtype = model.choose_precision(device, cfg.amp)[0]
     costs = COST_GRID if cfg.start_cost < 0 else [cfg.start_cost]
     teacher_dev = score_rows("teacher", cfg, {"dev+neg": splits["dev+neg"]}, scored_labels)[0]["lenient"] \
-        if precision_rule(cfg) and len(costs) > 1 else {}
+        if at_teacher_precision and len(costs) > 1 else {}
     meta["start_cost"], raw_dev = choose_start_cost(student, tokenizer, meta, splits, cfg, dtype, costs,
                                                     teacher_dev.get("precision"))
     calibrate(raw_dev, meta, splits, cfg)
@@ -153,15 +152,10 @@ def run(cfg, splits):
 
 # ----------------------------------------------------------------------------- 1. the teacher's labels
 
-def precision_rule(cfg):
-    """Whether the start cost is chosen at the teacher's precision on dev+neg (where its labels are free)."""
-    return cfg.task == "ade" and cfg.teacher == "lexicon" and not cfg.labels
-
-
 def read_labels(cfg, splits, scored):
     """--labels -> (its labels of the scored sentences, the training labels, no stats), every record checked
     first; a scored sentence is never trained on."""
-    records = data.read_sentences(cfg.labels)
+    records = list(data.iter_sentences(cfg.labels))
     for n, r in enumerate(records, 1):
         evaluate.check_record(r, f"{cfg.labels}: sentence {n} (id {r['id']})")
     scored_texts = {r["id"]: r["text"] for r in scored}
@@ -172,8 +166,6 @@ def read_labels(cfg, splits, scored):
               "text: left out (neither scored nor trained on)", file=sys.stderr)
     training = data.without_held_out([r for r in records if r["id"] not in scored_texts],
                                      data.held_out_texts(splits), cfg.labels)
-    print(f"labels from {cfg.labels}: {len(training)} training sentences, {len(scored_labels)} test "
-          "sentences", file=sys.stderr)
     if not training and not cfg.eval_teacher_only:
         raise SystemExit(f"error: {cfg.labels} holds no sentence to train on (none, or only dev/test "
                          "ones); label sentences of the pool (`python data.py --split=pool`)")
@@ -183,7 +175,7 @@ def read_labels(cfg, splits, scored):
 def ask_teacher(cfg, splits, scored, types):
     """-> the teacher's (labels of the scored sentences, of the pool, stats); None, None after --dry_run."""
     held = data.held_out_texts(splits)
-    pool = data.without_held_out(data.read_sentences(cfg.pool), held, cfg.pool) if cfg.pool else \
+    pool = data.without_held_out(list(data.iter_sentences(cfg.pool)), held, cfg.pool) if cfg.pool else \
         splits["pool"]
     if cfg.max_pool and cfg.teacher != "gold":  # the gold teacher labels every training sentence
         pool = random.Random(cfg.seed).sample(pool, min(cfg.max_pool, len(pool)))
@@ -192,12 +184,6 @@ def ask_teacher(cfg, splits, scored, types):
     labels, stats = teacher.label(to_score + pool, cfg.teacher, cfg, splits["train"],
                                   splits["train"] + splits["negatives"], types)
     if labels is None:
-        if not cfg.eval_teacher_only:
-            print("the dev check first (--eval_teacher_only=true --eval_split=dev; --eval_sample=N sends N):",
-                  file=sys.stderr)
-            dev = replace(cfg, eval_split="dev", eval_teacher_only=True)
-            teacher.label(data.unlabeled(max(gold_sets_of(dev, splits).values(), key=len)), cfg.teacher, dev,
-                          splits["train"], splits["train"] + splits["negatives"], types)
         return None, None, stats
     print(f"{teacher.describe(stats)} ({len(to_score)} scored and {len(pool)} pool sentences)",
           file=sys.stderr)
@@ -249,7 +235,7 @@ def open_student(cfg):
     """-> (the student's starting directory, encoder, tokenizer), read before the teacher is paid."""
     init = cfg.init_from or model.default_encoder()
     if init.startswith("hf:"):
-        init = model.download_hf(init, os.path.join("cache", "models"), progress=data.progress)
+        init = model.download_hf(init, os.path.join("cache", "models"))
     encoder = model.load_encoder(init, DROPOUT)
     if cfg.max_len > encoder.config.max_position_embeddings:
         raise SystemExit(f"error: --max_len={cfg.max_len} is longer than the {init} encoder's "
@@ -327,7 +313,7 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
         model.save_student(student, path, tokenizer_dir, meta, resumable and (optimizer, scaler, state))
         return state["step"]
 
-    t_log, steps_since, sentences_since = time.time(), 0, 0
+    t_log, logged = time.time(), state["step"]
     for epoch in range(state["evaluated"], cfg.epochs):
         batches = data.length_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
         student.train()
@@ -354,15 +340,14 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
-            steps_since, sentences_since = steps_since + 1, sentences_since + len(batch)
             state["history"].append(round(loss_sum / n_labels, 5))
             if state["step"] % LOG_EVERY == 0 or state["step"] == total:
-                dt = time.time() - t_log
+                dt, steps = time.time() - t_log, state["step"] - logged
                 print(f"step {state['step']}/{total} | loss {loss_sum / n_labels:.4f} | lr "
                       f"{optimizer.param_groups[0]['lr']:.2e} | grad norm {grad_norm:.2f} | "
-                      f"{1000 * dt / steps_since:.0f} ms/step | {sentences_since / dt:.1f} sentences/s",
+                      f"{1000 * dt / steps:.0f} ms/step | {steps * cfg.batch_size / dt:.1f} sentences/s",
                       file=sys.stderr)
-                t_log, steps_since, sentences_since = time.time(), 0, 0
+                t_log, logged = time.time(), state["step"]
         if state["step"] == (epoch + 1) * steps_per_epoch or state["step"] >= total:  # the end of an epoch
             save(last, resumable=True)  # first the steps: a kill during the evaluation resumes into it
             predicted = predict(student, tokenizer, dev, meta, dtype)
@@ -375,7 +360,7 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
                 state["best_score"] = score
                 save(os.path.join(cfg.out_dir, "student"), resumable=False)
             state["evaluated"] = epoch + 1  # in last/ from the next save on; until then a resume re-evaluates
-            t_log, steps_since, sentences_since = time.time(), 0, 0  # the log's rates count training alone
+            t_log, logged = time.time(), state["step"]  # the log's rates count training alone
         if state["step"] >= total:
             break
     return state
@@ -383,18 +368,18 @@ def train(student, examples, dev, tokenizer, tokenizer_dir, meta, cfg):
 
 # ----------------------------------------------------------------------------- 3. prediction and scoring
 
-def load_trained(path, device="cpu"):
-    """A trained out_dir (or its student/) -> (student, tokenizer, meta): what `predict` needs to decode as
-    the run's own test predictions were (task, types, max_len, start cost, calibration)."""
-    for candidate in (model.saved_dir(path), model.saved_dir(os.path.join(path, "student"))):
-        if os.path.exists(os.path.join(candidate, "student.json")):
-            student, meta = model.load_student(candidate)
-            if "calibration" not in meta:
-                print(f"note: {candidate} was saved without a calibration: its confidences are the model's "
-                      "own marginals", file=sys.stderr)
-            return student.to(device), model.load_tokenizer(candidate), meta
-    raise FileNotFoundError(f"{path} holds no trained student (student/student.json); train one first: "
-                            f"python ade_distill.py --out_dir={path}")
+def load_trained(out_dir, device="cpu"):
+    """A trained out_dir -> (student, tokenizer, meta): what `predict` needs to decode as the run's own test
+    predictions were (task, types, max_len, start cost, calibration)."""
+    path = model.saved_dir(os.path.join(out_dir, "student"))
+    if not os.path.exists(os.path.join(path, "student.json")):
+        raise FileNotFoundError(f"{out_dir} holds no trained student (student/student.json); train one "
+                                f"first: python ade_distill.py --out_dir={out_dir}")
+    student, meta = model.load_student(path)
+    if "calibration" not in meta:
+        print(f"note: {path} was saved without a calibration: its confidences are the model's own marginals",
+              file=sys.stderr)
+    return student.to(device), model.load_tokenizer(path), meta
 
 
 @torch.no_grad()
@@ -619,21 +604,16 @@ def main(argv):
     return run(cfg, data.load_splits(data.data_root(cfg.data_dir), cfg.dataset))
 
 
-USER_ERRORS = (teacher.TeacherError, data.InputError, model.CheckpointError, evaluate.RecordError, OSError)
-
-
 def cli(argv):
     """`main` with a user's errors (bad files, unreachable servers) as one `error:` line; any other exception
     is a bug and keeps its traceback."""
     try:
         return main(argv)
-    except USER_ERRORS as e:  # OSError: files, and the hf: download
+    except (teacher.TeacherError, data.InputError, model.CheckpointError, evaluate.RecordError, OSError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
-        sys.exit("\ninterrupted: rerun the same command to continue after the last line of --predict_out"
-                 if any(a.startswith("--predict_file") for a in argv) else "\ninterrupted: teacher replies "
-                 "received so far are cached; rerun with --resume=true to continue training from the last "
-                 "checkpoint")
+        sys.exit("\ninterrupted: the teacher's replies so far are cached and --predict_out resumes after its "
+                 "last line: rerun the same command (a training run with --resume=true, from its last epoch)")
 
 
 def check_config(cfg):
@@ -661,10 +641,7 @@ def check_config(cfg):
                          "--head=drug)")
     if cfg.cv and cfg.task != "ade":
         raise SystemExit("error: --cv is the ADE corpus's protocol (--task=ade)")
-    out = cfg.predict_out
-    if out and (os.path.exists(out) and not os.path.isfile(out) or
-                not os.path.isdir(os.path.dirname(out) or ".")):
-        raise SystemExit(f"error: --predict_out={out}: not a file in an existing directory")
+    out = cfg.predict_out  # one that cannot be opened fails as it is, before any prediction
     if out and os.path.exists(out) and os.path.exists(cfg.predict_file) and \
             os.path.samefile(out, cfg.predict_file):
         raise SystemExit(f"error: --predict_out={out} is the input file; name another")
@@ -677,10 +654,8 @@ def predict_command(cfg):
     input's order (data.map_jsonl: a chunk at a time, resumable in --predict_out, --shard=K/N)."""
     student, tokenizer, meta = load_trained(cfg.out_dir, model.pick_device(cfg.device))
     dtype, _, why = model.choose_precision(next(student.parameters()).device, cfg.amp)
-    if cfg.start_cost >= 0:
-        meta["start_cost"] = cfg.start_cost
-    if cfg.min_confidence:
-        meta["min_confidence"] = cfg.min_confidence
+    meta["start_cost"] = cfg.start_cost if cfg.start_cost >= 0 else meta.get("start_cost", 0.0)
+    meta["min_confidence"] = cfg.min_confidence or meta.get("min_confidence", 0.0)
     if cfg.predict:
         print(json.dumps(predict(student, tokenizer, [{"id": "1", "text": cfg.predict}], meta, dtype)[0]))
         return

@@ -84,7 +84,6 @@ def corpus_file(root, rel_path):
                          f"corrupt or a different version{advice}.")
     if content is not None:  # saved only once it is known to be the right file
         write_atomic(path, content)
-        print(f"saved {path}", file=sys.stderr)
     return path
 
 
@@ -462,10 +461,6 @@ def iter_sentences(path, start=0, stop=None):
                     or not record["text"].strip():
                 raise InputError(f'{path}:{n}: expected an object with "id" and a non-empty "text"')
             yield record
-
-
-def read_sentences(path):
-    return list(iter_sentences(path))
 
 
 def open_appendable(path, advice):

@@ -21,8 +21,6 @@ import sys
 
 import numpy as np
 
-LEVELS = ("pairs", "drugs", "ades", "entities")
-
 
 class RecordError(ValueError):
     """A record or file that cannot be scored; the message names it and says what to do."""
@@ -248,7 +246,7 @@ def read_jsonl(path):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Strict and lenient P, R, F1 of predictions against gold.")
     parser.add_argument("files", nargs=2, metavar="JSONL", help="the gold records, then the predicted ones")
-    parser.add_argument("--level", choices=LEVELS, default="pairs", help="the units scored")
+    parser.add_argument("--level", choices=("pairs", "drugs", "ades", "entities"), default="pairs")
     parser.add_argument("--errors", action="store_true", help="list false positives, negatives, boundaries")
     parser.add_argument("--bootstrap", type=int, default=0, help="resamplings for 95 %% intervals (0: none)")
     args = parser.parse_args()

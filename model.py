@@ -14,7 +14,7 @@ import json
 import os
 import re
 import shutil
-import time
+import sys
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 
@@ -82,8 +82,6 @@ class BertEmbeddings(nn.Module):
 class BertSelfAttention(nn.Module):
     def __init__(self, c):
         super().__init__()
-        assert c.hidden_size % c.num_attention_heads == 0, \
-            f"hidden_size {c.hidden_size} is not divisible by num_attention_heads {c.num_attention_heads}"
         self.n_head = c.num_attention_heads
         self.query = nn.Linear(c.hidden_size, c.hidden_size)
         self.key = nn.Linear(c.hidden_size, c.hidden_size)
@@ -153,8 +151,9 @@ class BertModel(nn.Module):
 
 # ----------------------------------------------------------------------------- loading and saving
 
-# Keys a BERT checkpoint may hold that this encoder has no use for.
+# Keys a BERT checkpoint may hold that this encoder has no use for; the tokenizer files a student copies.
 IGNORED_KEYS = re.compile(r"^(pooler\.|cls\.|embeddings\.position_ids$|embeddings\.token_type_ids$)")
+TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
 
 
 def load_state(model, tensors, source, ignore=IGNORED_KEYS):
@@ -228,9 +227,6 @@ def save_encoder(encoder, path, tokenizer_from=None):
             shutil.copyfile(src, dest)
 
 
-TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
-
-
 def load_tokenizer(path):
     """A `tokenizers.Tokenizer` (WordPiece, with character offsets) from the directory's tokenizer.json."""
     from tokenizers import Tokenizer
@@ -243,39 +239,34 @@ def load_tokenizer(path):
     return tok
 
 
-def download_hf(spec, cache_dir, endpoint=None, progress=None):
-    """`hf:ORG/NAME` -> a local directory with its config, weights and tokenizer files, each written as
-    NAME.part and renamed once complete; `progress(what, done, total, t0, end)` per MB."""
+def download_hf(spec, cache_dir, endpoint=None):
+    """`hf:ORG/NAME` -> a local directory with its config, weights and tokenizer, each file written as
+    NAME.part and renamed once complete (a part left by a kill is written again)."""
     import requests
     repo = spec.removeprefix("hf:")
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     target = os.path.join(cache_dir, repo.replace("/", "--"))
     os.makedirs(target, exist_ok=True)
     auth = {"Authorization": f"Bearer {os.environ['HF_TOKEN']}"} if os.environ.get("HF_TOKEN") else {}
-    for name in ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json"]:
+    for name in ["config.json", "model.safetensors", "tokenizer.json"]:  # what the loaders read
         dest, url = os.path.join(target, name), f"{endpoint}/{repo}/resolve/main/{name}"
         if os.path.exists(dest):
             continue
+        print(f"downloading {url}", file=sys.stderr)
         try:
             r = requests.get(url, headers=auth, stream=True, timeout=60)
         except requests.RequestException as e:
             raise ConnectionError(f"cannot reach {url}: {e}. Are you online? Else download the files by hand "
                                   f"and pass --init_from=DIR.") from None
-        if r.status_code == 200:
-            have, total, t0 = 0, int(r.headers.get("Content-Length", 0)), time.time()
-            with open(dest + ".part", "wb") as f:
-                for chunk in r.iter_content(1 << 20):
-                    f.write(chunk)
-                    have += len(chunk)
-                    if progress:
-                        progress(f"{name}, MB", have >> 20, total >> 20, t0, end=have >= total)
-            os.replace(dest + ".part", dest)
-        elif r.status_code != 404 or name == "config.json":  # the others may be missing: checked below
-            raise ConnectionError(f"GET {url} answered {r.status_code}: {r.text[:200]!r}. "
-                                  "Check the model name, or set HF_TOKEN for a gated model.")
-    if not os.path.exists(os.path.join(target, "model.safetensors")):
-        raise FileNotFoundError(f"{endpoint}/{repo} has no model.safetensors: load it with transformers, "
-                                "save_pretrained(DIR, safe_serialization=True), and pass --init_from=DIR.")
+        if r.status_code != 200:
+            raise ConnectionError(f"GET {url} answered {r.status_code}: {r.text[:200]!r}. Check the model "
+                                  "name, or set HF_TOKEN for a gated model. Without model.safetensors or "
+                                  "tokenizer.json, re-save the model and its tokenizer with transformers "
+                                  "(save_pretrained(DIR, safe_serialization=True)) and pass --init_from=DIR.")
+        with open(dest + ".part", "wb") as f:
+            for chunk in r.iter_content(1 << 20):
+                f.write(chunk)
+        os.replace(dest + ".part", dest)
     return target
 
 

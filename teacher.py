@@ -219,8 +219,8 @@ MAX_RETRIES = 6
 BACKOFF_S = 1.0  # seconds before the first retry; doubles each time, with jitter
 MAX_WAIT_S = 60.0  # the longest wait before a retry, a server's Retry-After included
 RETRY_STATUS = {429, 500, 502, 503, 504}
-REFUSED_STATUS = {400, 413, 422}  # this request only (too long, filtered): its sentence fails, the rest go on
-ADVICE = {400: "the server does not take this response_format: pass --json_mode=false",
+ADVICE = {400: "if it names response_format, the server does not take it: pass --json_mode=false; "
+               "if the prompt is too long, fewer --shots",
           401: "check the API key in the variable named by --api_key_env",
           403: "check the API key and that it may use this model",
           404: "check --base_url (it usually ends in /v1) and --llm_model"}
@@ -232,17 +232,13 @@ class TeacherError(RuntimeError):
     pass
 
 
-class Refused(Exception):
-    """The server refused one request for a reason of its own (context length, content filter)."""
-
-
 class BudgetReached(TeacherError):
     pass
 
 
 def call(session, method, url, cfg, **kwargs):
     """One API call -> its JSON; retries RETRY_STATUS, connection errors and timeouts (backoff with jitter,
-    or Retry-After up to MAX_WAIT_S). Refused: the server will not take this request; else TeacherError."""
+    or Retry-After up to MAX_WAIT_S); any other failure is a TeacherError that says what to check."""
     key = os.environ.get(cfg.api_key_env, "")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     for attempt in range(MAX_RETRIES + 1):
@@ -259,11 +255,6 @@ def call(session, method, url, cfg, **kwargs):
                                        f"{r.text[:200]!r}. Is --base_url the OpenAI-compatible endpoint "
                                        "(often .../v1)?") from None
             problem = f"HTTP {r.status_code}: {r.text[:300]}"
-            if "insufficient_quota" in r.text:
-                raise TeacherError(f"{method} {url} answered {problem}. The account is out of quota: add "
-                                   "credit or use another key; the replies received so far are cached.")
-            if r.status_code in REFUSED_STATUS and "response_format" not in r.text:
-                raise Refused(problem)
             if r.status_code not in RETRY_STATUS:
                 raise TeacherError(f"{method} {url} answered {problem}. "
                                    f"{ADVICE.get(r.status_code, 'check the server log')}.")
@@ -317,9 +308,8 @@ def estimate_usage(bodies, completion_tokens):
 
 def ask_live(todo, cfg, cache, url):
     """Send the requests to `url`, cfg.concurrency at a time; every reply goes to the cache as it arrives.
-    -> {cache key: message} of the requests the server refused (not cached: a rerun asks them again). Each
-    request reserves its worst case until its usage is known; none starts that could pass --max_cost."""
-    session, refused, lock = requests.Session(), {}, threading.Lock()
+    Each request reserves its worst case until its usage is known; none starts that could pass --max_cost."""
+    session, lock = requests.Session(), threading.Lock()
     session.mount(url, requests.adapters.HTTPAdapter(pool_maxsize=cfg.concurrency))  # a connection per worker
     spent = reserved = 0.0  # USD, this run
 
@@ -332,13 +322,8 @@ def ask_live(todo, cfg, cache, url):
                                     f"(spent about {spent:.4f} USD this run); every reply received is "
                                     "cached: rerun with a higher --max_cost to go on, nothing is asked twice")
             reserved += worst
-        try:
-            reply = call(session, "POST", url, cfg, json=body)
-        except Refused as e:
-            refused[key] = str(e)
-            reply = {}
-        else:
-            cache.put(key, reply)
+        reply = call(session, "POST", url, cfg, json=body)
+        cache.put(key, reply)
         with lock:
             reserved -= worst
             spent += cost_usd(cfg, reply.get("usage") or {})
@@ -355,12 +340,11 @@ def ask_live(todo, cfg, cache, url):
         raise
     finally:  # on an error or Ctrl-C: drop the requests not yet started
         pool.shutdown(wait=False, cancel_futures=True)
-    return refused
 
 
 def label_llm(records, cfg, train, types=None):
     """Label records with an LLM -> (labels, stats), or (None, stats) with --dry_run; no reply is paid twice.
-    A request the server refuses (too long, filtered) fails alone: an "error" label; a rerun asks it again."""
+    A reply that is not the JSON answer asked for is kept raw, its sentence unlabelled (an "error" label)."""
     if not cfg.llm_model:
         raise TeacherError("--teacher=llm needs --llm_model=NAME (and --base_url=... of the server)")
     if cfg.shots > len(train):
@@ -388,20 +372,16 @@ def label_llm(records, cfg, train, types=None):
               f"{cfg.price_out:g} per million tokens", file=sys.stderr)
         return None, {"sentences": len(records), "requests": len(todo)}
     t0 = time.time()
-    refused = ask_live(todo, cfg, cache, url)  # cache key -> the refusal
+    ask_live(todo, cfg, cache, url)
     cache.file.close()  # all answered: release the lock (on an error, the workers in flight still write)
-    paid = [cache.replies[key].get("usage") or {} for key in todo.keys() - refused.keys()]
-    stats = {"sentences": len(records), "requests": len(todo), "refused": len(refused), "failed_replies": 0,
-             "truncated": 0, "strings": 0, "aligned": 0,
+    paid = [cache.replies[key].get("usage") or {} for key in todo]
+    stats = {"sentences": len(records), "requests": len(todo), "failed_replies": 0, "truncated": 0,
+             "strings": 0, "aligned": 0,
              **{n: sum(u.get(n, 0) for u in paid) for n in ("prompt_tokens", "completion_tokens")},
              "requests_per_s": len(todo) / (time.time() - t0) if todo else 0.0}
     stats["cost_usd"] = cost_usd(cfg, stats)
     labels = []
     for record, key in zip(records, keys):
-        label = {"id": record["id"], "text": record["text"], "teacher": "llm"}
-        if key in refused:
-            labels.append({**label, "error": refused[key]})
-            continue
         reply = cache.replies[key]
         choice = (reply.get("choices") or [{}])[0]
         content = (choice.get("message") or {}).get("content") or ""
@@ -410,16 +390,10 @@ def label_llm(records, cfg, train, types=None):
         stats["failed_replies"] += fields is None  # kept raw, never read as "no adverse event"
         stats["strings"] += given
         stats["aligned"] += aligned
-        labels.append({**label, **(fields or {"error": "the reply is not the JSON answer"}),
+        labels.append({"id": record["id"], "text": record["text"], "teacher": "llm",
+                       **(fields or {"error": "the reply is not the JSON answer"}),
                        "raw": {"content": content, "finish_reason": choice.get("finish_reason"),
                                "usage": reply.get("usage")}})
-    if refused:
-        first = next(iter(refused.values()))[:200]
-        print(f"note: the server refused {len(refused)} requests (first: {first}); "
-              "those sentences have no labels. Rerun the same command to ask only them.", file=sys.stderr)
-    if stats["failed_replies"]:
-        print(f"note: {stats['failed_replies']} replies are not the JSON answer (kept raw under \"raw\"; "
-              "those sentences have no labels)", file=sys.stderr)
     return labels, stats
 
 
@@ -524,7 +498,7 @@ def main(argv):
                  "[--teacher=llm|lexicon|gold] [--base_url=... --llm_model=... --shots=K ...]")
     cfg = TeacherConfig.parse([a for a in argv if not a.startswith(("--in=", "--out="))])
     check_config(cfg)
-    records = data.read_sentences(paths["in"])
+    records = list(data.iter_sentences(paths["in"]))
     splits = data.load_splits(data.data_root(cfg.data_dir), cfg.dataset)
     types = None if cfg.task == "ade" else data.entity_types(splits["train"])
     labels, stats = label(records, cfg.teacher, cfg, splits["train"], splits["train"] + splits["negatives"],

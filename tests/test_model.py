@@ -166,7 +166,7 @@ def test_download_hf_without_safetensors_says_what_to_do(server, tiny_bert_dir, 
     served.mkdir()
     (served / "config.json").write_bytes(open(os.path.join(tiny_bert_dir, "config.json"), "rb").read())
     serve_like_hugging_face(server, str(served))  # a repo with pytorch_model.bin only, say
-    with pytest.raises(FileNotFoundError, match="has no model.safetensors.*safe_serialization=True"):
+    with pytest.raises(ConnectionError, match="model.safetensors answered 404.*safe_serialization=True"):
         model.download_hf("hf:org/tiny", str(tmp_path / "cache"), endpoint=server.url)
 
 

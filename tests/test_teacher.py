@@ -173,7 +173,8 @@ def test_5xx_twice_then_success(server, tmp_path, status):
     (401, '{"error": {"message": "Incorrect API key"}}', "check the API key"),
     (403, '{"error": {"message": "not allowed"}}', "that it may use this model"),
     (404, "no such route", "check --base_url"),
-    (429, '{"error": {"code": "insufficient_quota"}}', "out of quota"),
+    (400, '{"error": {"message": "maximum context length exceeded"}}', "if the prompt is too long, fewer --shots"),
+    (413, "request entity too large", "check the server log"),
 ])
 def test_errors_that_a_retry_cannot_fix_stop_at_once(server, tmp_path, status, body, advice):
     server.handle = lambda h: server.reply(h, status, body)
@@ -184,29 +185,13 @@ def test_errors_that_a_retry_cannot_fix_stop_at_once(server, tmp_path, status, b
     assert f"{server.url}/v1/chat/completions" in msg and str(status) in msg and advice in msg
 
 
-@pytest.mark.parametrize("status", [400, 413, 422])
-def test_a_refused_sentence_fails_alone_and_a_rerun_asks_only_it(server, tmp_path, capsys, status):
-    def handle(h):
-        if "Patient 3 " in h.body.decode():
-            server.reply(h, status, '{"error": {"message": "maximum context length exceeded"}}')
-        else:
-            server.reply(h, 200, chat_reply('{"pairs": [{"drug": "aspirin", "adverse_event": "rash"}]}'))
-    server.handle = handle
-    labels, stats = teacher.label_llm(SENTENCES[:6], config(server, tmp_path), [])
-    assert stats["refused"] == 1 and "pairs" not in labels[3] and "maximum context length" in labels[3]["error"]
-    assert all(len(r["pairs"]) == 1 for i, r in enumerate(labels) if i != 3)
-    assert "the server refused 1 requests" in capsys.readouterr().err
-    teacher.label_llm(SENTENCES[:6], config(server, tmp_path), [])
-    assert len(server.requests) == 7 and "Patient 3 " in server.requests[-1][3].decode()
-
-
 def test_json_mode_and_a_server_that_refuses_it(server, tmp_path):
     answer_pairs(server)
     teacher.label_llm(SENTENCES[:1], config(server, tmp_path), [])
     teacher.label_llm(SENTENCES[1:2], config(server, tmp_path, json_mode=False), [])
     assert [json.loads(body).get("response_format") for *_, body in server.requests] == [{"type": "json_object"}, None]
     server.handle = lambda h: server.reply(h, 400, '{"detail": "response_format: Input should be \'text\'"}')
-    with pytest.raises(teacher.TeacherError, match="does not take this response_format: pass --json_mode=false"):
+    with pytest.raises(teacher.TeacherError, match="names response_format, the server does not take it: pass --json_mode=false"):
         teacher.label_llm(SENTENCES[2:3], config(server, tmp_path), [])
 
 

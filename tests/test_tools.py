@@ -58,10 +58,9 @@ def test_rss_timeline_wraps_a_command():
 
 @pytest.mark.slow
 def test_start_cost_sweep(trained_out, data_dir):
-    done = run_tool("start_cost_sweep.py", "--first=20", trained_out, os.path.join(trained_out, "student"),
-                    data_dir=data_dir)
+    done = run_tool("start_cost_sweep.py", "--first=20", trained_out, trained_out, data_dir=data_dir)
     tables = done.stdout.strip().split("\n\n")
-    assert len(tables) == 2  # one per trained student given (the out_dir and its student/ folder)
+    assert len(tables) == 2  # one per trained out_dir given
     for table in tables:
         lines = table.strip().splitlines()
         assert "its start cost: 1.0" in lines[0]

@@ -15,12 +15,10 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,7 +26,6 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-import ade_distill  # noqa: E402
 import data  # noqa: E402
 import model  # noqa: E402
 import teacher  # noqa: E402
@@ -296,8 +293,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def prediction_rows(path, texts, sizes, student):
     """Row 6: `ade_distill.py --predict_file` end to end (start-up included) over each of `sizes` sentences
     (the corpus's, repeated), in each precision of precisions(), with the process's own peak resident
-    memory (VmHWM), beside the bare encoder's rate. `student`: a trained out_dir (--student), else MiniLM
-    with untrained heads."""
+    memory (VmHWM), beside the bare encoder's rate before and after them (the ratio: to their mean).
+    `student`: a trained out_dir (--student), else MiniLM with untrained heads."""
     with tempfile.TemporaryDirectory() as tmp:
         if not student:
             student = tmp
@@ -316,8 +313,8 @@ def prediction_rows(path, texts, sizes, student):
                     for ids, mask in inputs:
                         encoder(ids, mask)
 
-            encoder_rate = len(encs) / seconds(encoder_only, repeat=1)
-            peaks = []
+            before = len(encs) / seconds(encoder_only, repeat=1)
+            runs = []  # (n, wall, peak MiB)
             for n in sizes:
                 infile = os.path.join(tmp, f"in{n}.jsonl")
                 with open(infile, "w") as f:
@@ -332,11 +329,14 @@ def prediction_rows(path, texts, sizes, student):
                 wall = time.perf_counter() - t0
                 if done.returncode:
                     sys.exit(f"error: --predict_file exited with status {done.returncode}:\n{done.stderr[-2000:]}")
-                peaks.append(int(open(hwm).read()) / 1024)
+                runs.append((n, wall, int(open(hwm).read()) / 1024))
+            # the encoder again after the runs: a shared machine's speed drifts over their minutes
+            after = len(encs) / seconds(encoder_only, repeat=1)
+            for k, (n, wall, peak) in enumerate(runs):
                 row(f"6. --predict_file, {n:,} sentences, {precision} (sentences/s)", f"{n / wall:.0f}",
-                    f"encoder alone {encoder_rate:.0f}", n / wall / encoder_rate,
-                    f"peak RSS {peaks[-1]:.0f} MiB" + (f", {peaks[-1] / peaks[0]:.2f}x the {sizes[0]:,} "
-                                                       "sentences'" if len(peaks) > 1 else "")
+                    f"encoder alone {before:.0f} before, {after:.0f} after", n / wall / ((before + after) / 2),
+                    f"peak RSS {peak:.0f} MiB" + (f", {peak / runs[0][2]:.2f}x the {sizes[0]:,} sentences'"
+                                                  if k else "")
                     + ("" if student != tmp else "; untrained heads"))
 
 

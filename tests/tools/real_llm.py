@@ -89,7 +89,7 @@ def evaluate_file(gold_file, labels_file, out):
 
 def teacher_files(labels_file, names):
     """A labels file of --teacher=llm+lexicon -> a file per teacher: the union, and each one's own labels."""
-    records = data.read_sentences(labels_file)
+    records = list(data.iter_sentences(labels_file))
     paths = {}
     for name in names:
         path = paths[name] = labels_file.replace(".jsonl", f".{name}.jsonl")
