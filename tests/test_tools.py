@@ -184,7 +184,13 @@ def test_results_confidence_table_reads_the_student_at_the_teachers_recall(tmp_p
     (run / "run.json").write_text(json.dumps({"command": "c", "commit": "x", "machine": "m", "date": "d"}))
     (run / "time.txt").write_text("Elapsed (wall clock) time (h:mm:ss or m:ss): 1:00\n"
                                   "Maximum resident set size (kbytes): 1024\n\tExit status: 0\n")
+    gpu = tmp_path / "gpu"  # gpu.sh's run: its wall time in run.json, no time.txt
+    gpu.mkdir()
+    (gpu / "run.json").write_text(json.dumps({"command": "g", "commit": "y", "machine": "G", "date": "e",
+                                              "wall_s": 155}))
+    (gpu / "benchmark.md").write_text("| row | ade_distill |\n| --- | ---: |\n| 7. GPU predict | 3190 |\n")
     table = run_tool("results.py", str(tmp_path), data_dir=os.path.abspath(data_dir)).stdout
+    assert "## On a GPU" in table and "`g`, commit y, G, e: 155 s in all.\n\n| row | ade_distill |" in table
     assert ("| default, seed 0 | 0.328 | 0.046 | 0.481 | 52.50 / 55.00 | 57.50 / 35.00 | 62.50 / 15.00 | "
             "67.50 / 0.00 | 0.45: 56.25 / 40.00 | 55.00 / 60.00 | 51.25 (at 0.25) |") in table
     assert "Not yet run: default_s1, default_s2, supervised_s0" in table

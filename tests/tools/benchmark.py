@@ -381,44 +381,106 @@ def lexicon_row(splits):
         f"{len(alternation)} terms, {len(texts)} sentences; same matches: {same}")
 
 
-def gpu_rows(path):
+def gpu_rows(path, texts, student_dir):
+    """Row 7, where CUDA is present. Prediction in bf16, in process, over 20,000 sentences (the corpus's,
+    repeated) with the trained student (--student, else untrained heads): the bare encoder, `predict` with
+    confidences, and `predict` with span_probabilities replaced by ones (what the confidences cost). Then
+    one training step as `train` takes it (the student's loss, micro-batches of MAX_BATCH_TOKENS, clipping,
+    fused AdamW) for MiniLM and a BERT-base-sized encoder, in bf16 and in fp16 with a GradScaler, at the
+    run's batch (32 x 64 tokens) and at 256 x 128 in one piece: tokens/s and MFU against the GPU's dense
+    bf16/fp16 peak (PEAK_TFLOPS, default 989: H100 and H200 SXM); FLOPs 6 N T + 12 L D T^2 per sequence."""
     if not torch.cuda.is_available():
-        row("7. GPU training throughput and MFU", "-", "-", "-", "skipped: no CUDA device here")
-        return
-    device = torch.device("cuda")
-    peak_flops = float(os.environ.get("PEAK_TFLOPS", "989")) * 1e12  # H100 SXM dense bf16
-    for name, config in (("MiniLM-L6", model.BertConfig.from_json(os.path.join(path, "config.json"))),
-                         ("BERT-base", model.BertConfig(hidden_size=768, num_hidden_layers=12,
-                                                        num_attention_heads=12, intermediate_size=3072))):
-        for compiled in (False, True):
-            encoder = model.BertModel(config).to(device).train()
-            step_model = torch.compile(encoder) if compiled else encoder
-            opt = torch.optim.AdamW(encoder.parameters(), lr=1e-5, fused=True)
-            B, T = 256, 64
-            ids = torch.randint(1000, 20000, (B, T), device=device)
-            mask = torch.ones(B, T, dtype=torch.long, device=device)
+        return row("7. GPU prediction and training", "-", "-", "-", "skipped: no CUDA device here")
+    import ade_distill
+    device, gpu = torch.device("cuda"), torch.cuda.get_device_name()
+    if student_dir:
+        student, tokenizer, meta = ade_distill.load_trained(student_dir, device)
+    else:
+        torch.manual_seed(0)
+        student = model.AdeModel(model.load_encoder(path)).to(device).eval()
+        tokenizer = model.load_tokenizer(path)
+        meta = {"task": "ade", "types": ["drug", "ade"], "max_len": 128}
+    n = 64 if TINY else 20000
+    records = [{"id": str(i), "text": texts[i % len(texts)]} for i in range(n)]
+    encs = data.encode(tokenizer, [r["text"] for r in records], meta["max_len"])
+    inputs = [tuple(t.to(device) for t in padded(encs, b))
+              for b in data.length_batches([len(e["ids"]) for e in encs], 64)]
 
-            def step():
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    step_model(ids, mask).float().pow(2).mean().backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+    @torch.no_grad()
+    def encoder_only():
+        with model.autocast(device, torch.bfloat16):
+            for ids, mask in inputs:
+                student.encoder(ids, mask)
+        torch.cuda.synchronize()
 
-            for _ in range(3):
-                step()
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(20):
-                step()
-            torch.cuda.synchronize()
-            dt = (time.perf_counter() - t0) / 20
-            n_params = sum(p.numel() for n, p in encoder.named_parameters() if "embeddings" not in n)
-            flops = 6 * n_params * B * T + 12 * config.num_hidden_layers * config.hidden_size * T * B * T
-            row(f"7. GPU bf16 training, {name}{' compiled' if compiled else ''} (tokens/s)",
-                f"{B * T / dt:.0f}", f"peak {peak_flops / 1e12:.0f} TFLOP/s",
-                f"MFU {flops / dt / peak_flops:.1%}", torch.cuda.get_device_name())
-            del encoder, opt
-            gc.collect()
+    exact = model.span_probabilities
+    no_confidences = lambda scores, lengths, spans: [[1.0] * len(s) for s in spans]  # noqa: E731
+    rates = {}
+    for name, spans_p in (("with confidences", exact), ("without confidences", no_confidences)):
+        model.span_probabilities = spans_p
+        rates[name] = n / seconds(lambda: ade_distill.predict(student, tokenizer, records, meta,
+                                                              torch.bfloat16), repeat=1)
+    model.span_probabilities = exact
+    t_enc = seconds(encoder_only)
+    for name, rate in rates.items():
+        row(f"7. GPU predict, bf16, {name} (sentences/s)", f"{rate:.0f}", f"encoder alone {n / t_enc:.0f}",
+            rate * t_enc / n, f"{n:,} sentences, tokenising and decoding included; {gpu}")
+    del student
+    peak_flops = float(os.environ.get("PEAK_TFLOPS", "989")) * 1e12
+    minilm = model.BertConfig.from_json(os.path.join(path, "config.json"))
+    base = model.BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                            intermediate_size=3072)
+    run_batch, big = ((4, 16), (8, 16)) if TINY else ((32, 64), (256, 128))
+    encoders = (("MiniLM-L6", minilm), ("BERT-base", base))
+    configs = [(name, config, precision, shape, False) for name, config in encoders
+               for precision in ("bf16", "fp16") for shape in (run_batch, big)]
+    configs += [(name, config, "bf16", big, True) for name, config in encoders]  # compiled last: slowest
+    for name, config, precision, (B, T), compiled in configs:
+        torch.manual_seed(0)
+        ade = model.AdeModel(model.BertModel(config)).to(device).train()
+        opt = torch.optim.AdamW(ade.parameters(), lr=1e-5, fused=True)
+        scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+        loss_of = torch.compile(ade.loss) if compiled else ade.loss
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        rows_per_part = max(1, ade_distill.MAX_BATCH_TOKENS // T) if (B, T) == run_batch else B
+        parts = []
+        for start in range(0, B, rows_per_part):
+            b = min(rows_per_part, B - start)
+            parts.append({"input_ids": torch.randint(1000, 20000, (b, T), device=device),
+                          "attention_mask": torch.ones(b, T, dtype=torch.long, device=device),
+                          "labels": torch.randint(0, 3, (b, T), device=device),
+                          "drug_sentence": torch.arange(b, device=device),
+                          "drug_token_mask": (torch.arange(T, device=device) == 1).float().expand(b, T),
+                          "ade_labels": torch.randint(0, 3, (b, T), device=device)})
+
+        def step():
+            for part in parts:
+                with torch.autocast("cuda", dtype=dtype):
+                    loss = loss_of(part)
+                scaler.scale(loss / (2 * B * T)).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(ade.parameters(), ade_distill.GRAD_CLIP)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+
+        for _ in range(2 if TINY else 5):
+            step()
+        torch.cuda.synchronize()
+        t0, steps = time.perf_counter(), 2 if TINY else 30
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        dt = (time.perf_counter() - t0) / steps
+        n_params = sum(p.numel() for k, p in ade.encoder.named_parameters() if "embeddings" not in k)
+        flops = B * (6 * n_params * T + 12 * config.num_hidden_layers * config.hidden_size * T * T)
+        row(f"7. GPU training step, {name}, {precision}{' + GradScaler' if precision == 'fp16' else ''}, "
+            f"{B} x {T}{' in ' + str(len(parts)) + ' micro-batches' if len(parts) > 1 else ''}"
+            f"{', compiled' if compiled else ''} (tokens/s)", f"{B * T / dt:.0f}",
+            f"peak {peak_flops / 1e12:.0f} TFLOP/s", f"MFU {flops / dt / peak_flops:.1%}",
+            f"{1000 * dt:.1f} ms/step; {gpu}")
+        del ade, opt, loss_of
+        gc.collect()
 
 
 # Hugging Face's token-classification pipeline over the texts of a JSON Lines file (argv 2), batches of 64,
@@ -517,7 +579,7 @@ def main(argv):
     if 9 in rows:
         lexicon_row({**splits, "pool": splits["pool"][:500 if TINY else None]})
     if 7 in rows:
-        gpu_rows(path)
+        gpu_rows(path, [r["text"] for r in splits["pool"] + splits["test+neg"]], options["student"])
     if 10 in rows:
         token_budget_row(path, pool_encs)
     if 11 in rows:
