@@ -481,6 +481,51 @@ def gpu_rows(path, texts, student_dir):
             f"{1000 * dt:.1f} ms/step; {gpu}")
         del ade, opt, loss_of
         gc.collect()
+    if student_dir:
+        sharded_gpu_row(student_dir, texts, 64 if TINY else 100000, 2 if TINY else 8)
+
+
+def sharded_gpu_row(student_dir, texts, n, shards):
+    """Row 7: `--predict_file` end to end (start-up included) on one GPU over n sentences, bf16: `shards`
+    processes of --shard=K/N at once (2 CPU threads each) against one process; their outputs joined must be
+    the one process's (spans equal, confidences within 1e-4)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        infile = os.path.join(tmp, "in.jsonl")
+        with open(infile, "w") as f:
+            f.writelines(json.dumps({"id": str(i), "text": texts[i % len(texts)]}) + "\n" for i in range(n))
+
+        def started(out, extra=(), threads=None):  # -> (the process, its stderr's file)
+            env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+            command = [sys.executable, os.path.join(ROOT, "ade_distill.py"), f"--out_dir={student_dir}",
+                       f"--predict_file={infile}", "--amp=bf16", f"--predict_out={out}", *extra]
+            log = out + ".log"
+            return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w")), log
+
+        walls = []
+        for start in (lambda: [started(f"{tmp}/one.jsonl")],
+                      lambda: [started(f"{tmp}/part{k}.jsonl", [f"--shard={k}/{shards}"], 2)
+                               for k in range(1, shards + 1)]):
+            t0 = time.perf_counter()
+            for process, log in start():
+                if process.wait():
+                    sys.exit(f"error: --predict_file exited with status {process.returncode}:\n"
+                             f"{open(log).read()[-2000:]}")
+            walls.append(time.perf_counter() - t0)
+        one = [json.loads(line) for line in open(f"{tmp}/one.jsonl")]
+        joined = [json.loads(line) for k in range(1, shards + 1) for line in open(f"{tmp}/part{k}.jsonl")]
+
+        def units(records):  # (spans, confidences) of every record
+            found = [r.get("pairs", r.get("entities")) for r in records]
+            return [([(u.get("drug"), u.get("ade"), u.get("span")) for u in us],
+                     [u["confidence"] for u in us]) for us in found]
+
+        same = len(one) == len(joined) == n and all(
+            a[0] == b[0] and all(abs(x - y) <= 1e-4 for x, y in zip(a[1], b[1]))
+            for a, b in zip(units(one), units(joined)))
+    row(f"7. GPU --predict_file, {n:,} sentences, bf16, {shards} processes of --shard=K/{shards} "
+        "(sentences/s)", f"{n / walls[1]:.0f}", f"one process {n / walls[0]:.0f}", walls[0] / walls[1],
+        f"start-up included; joined outputs equal to the one process's: {same}; "
+        f"{torch.cuda.get_device_name()}")
 
 
 # Hugging Face's token-classification pipeline over the texts of a JSON Lines file (argv 2), batches of 64,
