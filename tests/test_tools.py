@@ -201,3 +201,27 @@ def test_the_readme_counts_the_options():
     import ade_distill
     readme = open(os.path.join(ROOT, "README.md")).read()
     assert f"({len(dataclasses.fields(ade_distill.Config))} options with the teacher's)" in readme.replace("\n", " ")
+
+
+def test_the_readme_gives_each_options_default_and_the_fixed_constants():
+    """The options table's defaults are Config's ("all" and "-" stand for 0 and none), and the fixed
+    constants the README names are the code's."""
+    import ade_distill
+    import teacher
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    cfg, shown = ade_distill.Config(), {"all": 0, "-": "", "false": False, "true": True}
+    rows = re.findall(r"^\| ((?:`--\w+`(?:, )?)+) \| ([^|]+) \|", readme, re.M)
+    assert len(rows) == 11, rows
+    for names, defaults in rows:
+        names, values = re.findall(r"`--(\w+)`", names), [v.strip() for v in defaults.split(",")]
+        assert len(names) == len(values), names
+        for name, value in zip(names, values):
+            expected = getattr(cfg, name)
+            number = type(expected) in (int, float)
+            value = shown.get(value, value)
+            assert (float(value) if number else value) == expected, (name, value, expected)
+    fixed = " ".join(readme.split("\nFixed: ")[1].split("\n\n")[0].split())
+    constants = [f"dropout {ade_distill.DROPOUT:g}", f"weight decay {ade_distill.WEIGHT_DECAY:g}",
+                 f"warmup {100 * ade_distill.WARMUP:g} %", f"clipping {ade_distill.GRAD_CLIP:.1f}",
+                 f"{100 * teacher.LEXICON_MIN_PRECISION:g} % precision floor"]
+    assert all(c in fixed for c in constants), (constants, fixed)
