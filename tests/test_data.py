@@ -124,6 +124,28 @@ def test_span_confidence_is_the_sum_over_every_allowed_tag_sequence():
     assert model.viterbi(batch, np.array([7, W]))[1, :W].tolist() == list(max(weights, key=weights.get))
 
 
+def test_a_spans_confidence_is_its_marginal_with_the_start_cost_on_every_b(minilm_dir):
+    """decode_batch at start cost 1.5 on one sentence's hand-made scores: each span's confidence is its
+    marginal over every allowed word tag sequence, each weighted by exp(summed word scores - 1.5 a B), and
+    not the marginal without the cost."""
+    enc = data.encode(model.load_tokenizer(minilm_dir), ["Recombinant interferon-alpha caused fever."], 128)[0]
+    log_probs = np.log(np.random.default_rng(4).dirichlet([1.0, 1.0, 1.0], size=len(enc["ids"])))
+    scores, words = model.word_scores(enc, log_probs)
+    sequences = every_tag_sequence(len(words), 3)
+
+    def marginal(i, j, cost):
+        weights = [np.exp(sum(scores[t, c] for t, c in enumerate(seq)) - cost * seq.count(1)) for seq in sequences]
+        holds = [seq[i] == 1 and all(c == 2 for c in seq[i + 1:j + 1]) and seq[j + 1:j + 2] != (2,)
+                 for seq in sequences]
+        return sum(w for w, h in zip(weights, holds) if h) / sum(weights)
+
+    found = model.decode_batch([enc], log_probs[None], start_cost=1.5)[0]
+    assert len(found) == 3, found  # two closed by the next B, one by the sentence's end
+    for start, end, _, confidence in found:
+        i, j = [w[0] for w in words].index(start), [w[1] for w in words].index(end)
+        assert abs(confidence - marginal(i, j, 1.5)) < 1e-6 and abs(confidence - marginal(i, j, 0.0)) > 1e-3
+
+
 def test_decode_spans_skips_special_tokens_and_decodes_whole_words(minilm_dir):
     tokenizer = model.load_tokenizer(minilm_dir)
     text = "Recombinant interferon-alpha caused fever."
