@@ -125,6 +125,9 @@ def test_strings_are_aligned_to_the_closest_pair_and_misses_counted(server, tmp_
     assert labels[0]["pairs"] == [{"drug": [25, 32], "ade": [54, 59]}]  # the second aspirin is closer
     assert (stats["strings"], stats["aligned"]) == (2, 1)
     assert teacher.align("ototoxicity", "toxicity", "oto") == ([3, 11], [0, 3])  # plain occurrence fallback
+    # a whole word first, though the same letters inside a word sit closer to the drug
+    assert teacher.align("Doxorubicin cardiotoxicity was seen; toxicity resolved.", "doxorubicin",
+                         "toxicity") == ([0, 11], [37, 45])
 
 
 def test_429_with_retry_after_is_honoured(server, tmp_path):
