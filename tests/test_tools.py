@@ -225,3 +225,25 @@ def test_the_readme_gives_each_options_default_and_the_fixed_constants():
                  f"warmup {100 * ade_distill.WARMUP:g} %", f"clipping {ade_distill.GRAD_CLIP:.1f}",
                  f"{100 * teacher.LEXICON_MIN_PRECISION:g} % precision floor"]
     assert all(c in fixed for c in constants), (constants, fixed)
+
+
+def test_the_five_files_import_what_the_readme_says():
+    """Run time: torch, tokenizers, safetensors, numpy and requests beside the standard library (the README's
+    list, and requirements.txt's); from the project, what its "What is where" table names."""
+    import ast
+    runtime = {"torch", "tokenizers", "safetensors", "numpy", "requests"}
+    project = {"ade_distill", "model", "teacher", "data", "evaluate"}
+    required = {re.split(r"[=<>]", line)[0] for line in open(os.path.join(ROOT, "requirements.txt"))
+                if line.strip() and not line.startswith("#")}
+    assert required == runtime
+    table = open(os.path.join(ROOT, "README.md")).read().split("## What is where")[1].split("\n\n")[1]
+    for name in project:
+        tree = ast.parse(open(os.path.join(ROOT, name + ".py")).read())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert imported - sys.stdlib_module_names <= runtime | project, name
+        ours = imported & project
+        said = re.search(rf"^\| `{name}.py` \|.*\| ([^|]+) \|$", table, re.M).group(1).strip()
+        assert ours == (set() if said == "nothing" else project - {name} if said == "all four" else
+                        set(re.findall(r"`(\w+)`", said))), (name, ours, said)
