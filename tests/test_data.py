@@ -128,13 +128,15 @@ def test_a_spans_confidence_is_its_marginal_with_the_start_cost_on_every_b(minil
     """decode_batch at start cost 1.5 on one sentence's hand-made scores: each span's confidence is its
     marginal over every allowed word tag sequence, each weighted by exp(summed word scores - 1.5 a B), and
     not the marginal without the cost."""
-    enc = data.encode(model.load_tokenizer(minilm_dir), ["Recombinant interferon-alpha caused fever."], 128)[0]
+    text = "Recombinant interferon-alpha caused fever."
+    enc = data.encode(model.load_tokenizer(minilm_dir), [text], 128)[0]
     log_probs = np.log(np.random.default_rng(4).dirichlet([1.0, 1.0, 1.0], size=len(enc["ids"])))
     scores, words = model.word_scores(enc, log_probs)
     sequences = every_tag_sequence(len(words), 3)
 
     def marginal(i, j, cost):
-        weights = [np.exp(sum(scores[t, c] for t, c in enumerate(seq)) - cost * seq.count(1)) for seq in sequences]
+        weights = [np.exp(sum(scores[t, c] for t, c in enumerate(seq)) - cost * seq.count(1))
+                   for seq in sequences]
         holds = [seq[i] == 1 and all(c == 2 for c in seq[i + 1:j + 1]) and seq[j + 1:j + 2] != (2,)
                  for seq in sequences]
         return sum(w for w, h in zip(weights, holds) if h) / sum(weights)

@@ -1,6 +1,7 @@
 """The teachers, the HTTP client against a real HTTP server on 127.0.0.1, and the reply cache."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -157,7 +158,16 @@ def test_retry_after_is_capped(server, tmp_path, monkeypatch):
     assert len(times) == 2 and 0.29 <= times[1] - times[0] < 10
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504])  # the README's list (429: the tests above)
+# the statuses the README says are retried, which must be RETRY_STATUS (429: the tests above)
+README_RETRIED = {int(s) for s in re.search(r"(\d{3}(?:, \d{3})*) and\s+timeouts are retried",
+                                            open(os.path.join(ROOT, "README.md")).read()).group(1).split(", ")}
+
+
+def test_the_readme_lists_the_retried_statuses():
+    assert README_RETRIED == teacher.RETRY_STATUS
+
+
+@pytest.mark.parametrize("status", sorted(README_RETRIED - {429}))
 def test_5xx_twice_then_success(server, tmp_path, status):
     count = []
 

@@ -383,12 +383,15 @@ def lexicon_row(splits):
 
 def gpu_rows(path, texts, student_dir):
     """Row 7, where CUDA is present. Prediction in bf16, in process, over 20,000 sentences (the corpus's,
-    repeated) with the trained student (--student, else untrained heads): the bare encoder, `predict` with
-    confidences, and `predict` with span_probabilities replaced by ones (what the confidences cost). Then
-    one training step as `train` takes it (the student's loss, micro-batches of MAX_BATCH_TOKENS, clipping,
-    fused AdamW) for MiniLM and a BERT-base-sized encoder, in bf16 and in fp16 with a GradScaler, at the
-    run's batch (32 x 64 tokens) and at 256 x 128 in one piece: tokens/s and MFU against the GPU's dense
-    bf16/fp16 peak (PEAK_TFLOPS, default 989: H100 and H200 SXM); FLOPs 6 N T + 12 L D T^2 per sequence."""
+    repeated) with the trained student (--student, else untrained heads): `predict` with confidences, and
+    with span_probabilities replaced by ones (what the confidences cost), against the bare encoder over the
+    same sentences in batches of 64 (tokenising, decoding and `predict`'s slicing left out). Then one
+    training step as `train` takes it (the student's loss, micro-batches of MAX_BATCH_TOKENS, clipping,
+    fused AdamW) on random tokens for MiniLM and a BERT-base-sized encoder, in bf16 and in fp16 with a
+    GradScaler, at the run's batch (32 x 64 tokens) and at 256 x 128 in one piece, and compiled in bf16 at
+    256 x 128: tokens/s and MFU against the GPU's dense bf16/fp16 peak (PEAK_TFLOPS, default 989: H100 and
+    H200 SXM); FLOPs 6 N T + 12 L D T^2 a sequence (N: the encoder's parameters but its embeddings).
+    With --student, last, sharded_gpu_row."""
     if not torch.cuda.is_available():
         return row("7. GPU prediction and training", "-", "-", "-", "skipped: no CUDA device here")
     import ade_distill
@@ -416,11 +419,13 @@ def gpu_rows(path, texts, student_dir):
     exact = model.span_probabilities
     no_confidences = lambda scores, lengths, spans: [[1.0] * len(s) for s in spans]  # noqa: E731
     rates = {}
-    for name, spans_p in (("with confidences", exact), ("without confidences", no_confidences)):
-        model.span_probabilities = spans_p
-        rates[name] = n / seconds(lambda: ade_distill.predict(student, tokenizer, records, meta,
-                                                              torch.bfloat16), repeat=1)
-    model.span_probabilities = exact
+    try:
+        for name, marginals in (("with confidences", exact), ("without confidences", no_confidences)):
+            model.span_probabilities = marginals
+            rates[name] = n / seconds(lambda: ade_distill.predict(student, tokenizer, records, meta,
+                                                                  torch.bfloat16), repeat=1)
+    finally:
+        model.span_probabilities = exact
     t_enc = seconds(encoder_only)
     for name, rate in rates.items():
         row(f"7. GPU predict, bf16, {name} (sentences/s)", f"{rate:.0f}", f"encoder alone {n / t_enc:.0f}",
@@ -487,8 +492,8 @@ def gpu_rows(path, texts, student_dir):
 
 def sharded_gpu_row(student_dir, texts, n, shards):
     """Row 7: `--predict_file` end to end (start-up included) on one GPU over n sentences, bf16: `shards`
-    processes of --shard=K/N at once (2 CPU threads each) against one process; their outputs joined must be
-    the one process's (spans equal, confidences within 1e-4)."""
+    processes of --shard=K/N at once (2 CPU threads each) against one process, and whether their outputs
+    joined are the one process's (spans equal, confidences within 1e-4)."""
     with tempfile.TemporaryDirectory() as tmp:
         infile = os.path.join(tmp, "in.jsonl")
         with open(infile, "w") as f:

@@ -54,12 +54,9 @@ TOOL_TABLES = [
      "with a real LLM end to end and the two speeds, not the papers' accuracy.", "real_llm", "real_llm.md"),
     ("Speed and memory", "`tests/tools/benchmark.py`: each row against a reference measured in the same "
      "run.", "benchmark", "benchmark.md"),
-    ("On a GPU", "`OUT_DIR=$OUT STUDENT=.gpu/default_s0 bash tests/tools/gpu.sh` on a lent GPU machine "
-     "(benchmark row 7), `.gpu/default_s0` the seed-0 default student with its encoder stored in fp16 to travel there. "
-     "Prediction runs `ade_distill.predict` in process over 20,000 sentences (tokenising and decoding "
-     "included, writing not), beside the bare encoder over the same tokenised batches; a training step is "
-     "`train`'s (the student's loss, micro-batches of MAX_BATCH_TOKENS, clipping, fused AdamW) on random "
-     "tokens, MFU counting 6 N T + 12 L D T^2 FLOPs a sequence against 989 TFLOP/s.", "gpu", "benchmark.md"),
+    ("On a GPU", "`OUT_DIR=$OUT STUDENT=.gpu/default_s0 bash tests/tools/gpu.sh` on a lent GPU machine: "
+     "benchmark row 7, whose docstring (`gpu_rows`) says what each row measures; `.gpu/default_s0` is the "
+     "seed-0 default student, its encoder stored in fp16 to travel there.", "gpu", "benchmark.md"),
 ]
 # Measured by older code than the tables above (each lever's commit): the record of what each did, typed
 # from those runs' logs, not rerun.
@@ -303,11 +300,14 @@ def head_limits():
 
 def tool_table(title, caption, path, table):
     lines = [f"## {title}", "", caption, ""]
-    if not os.path.exists(os.path.join(path, table)) or not os.path.exists(os.path.join(path, "run.json")):
-        return lines + [f"Not yet run: `bash tests/tools/reproduce.sh {os.path.basename(path)}`.", ""]
-    run = json.load(open(os.path.join(path, "run.json")))
-    took = ("{} in all, peak {}".format(*timing(path)) if os.path.exists(os.path.join(path, "time.txt"))
-            else f"{run['wall_s']} s in all")
+    found = os.path.exists(os.path.join(path, "run.json"))
+    run = json.load(open(os.path.join(path, "run.json"))) if found else {}
+    timed = os.path.exists(os.path.join(path, "time.txt"))
+    if not os.path.exists(os.path.join(path, table)) or not (timed or "wall_s" in run):
+        how = "bash tests/tools/gpu.sh` on a machine with CUDA" if os.path.basename(path) == "gpu" else \
+            f"bash tests/tools/reproduce.sh {os.path.basename(path)}`"
+        return lines + [f"Not yet run: `{how}.", ""]
+    took = "{} in all, peak {}".format(*timing(path)) if timed else f"{run['wall_s']} s in all"
     return lines + [f"`{run['command']}`, commit {run['commit']}, {where(run)}, {run['date']}: {took}.", "",
                     open(os.path.join(path, table)).read().strip(), ""]
 
