@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -290,52 +291,82 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+def in_turns(command, out, turn, every=30.0):
+    """Runs `command`, which writes a line of `out` per input line, and every `every` seconds stops it
+    (SIGSTOP) while turn(k) times the bare encoder alone over the input lines from line k (the next ones
+    the command reads), then resumes it (SIGCONT); one more turn after it ends. This VM's speed drifts by
+    10-15 % within minutes: turns spread over the run see the drift the run sees, where a reference
+    measured before and after a 10-minute run does not. -> (the command's unpaused seconds, the turns'
+    sentences/s)"""
+    def lines():
+        with open(out, "rb") if os.path.exists(out) else open(os.devnull, "rb") as f:
+            return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+    turns, paused = [], 0.0
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        while True:
+            try:
+                proc.wait(timeout=every)
+                break
+            except subprocess.TimeoutExpired:
+                t1 = time.perf_counter()
+                os.kill(proc.pid, signal.SIGSTOP)
+                turns.append(turn(lines()))
+                os.kill(proc.pid, signal.SIGCONT)
+                paused += time.perf_counter() - t1
+        wall = time.perf_counter() - t0 - paused
+        if proc.returncode:
+            err.seek(0)
+            sys.exit(f"error: --predict_file exited with status {proc.returncode}:\n{err.read()[-2000:]}")
+    turns.append(turn(lines()))
+    return wall, sum(n for n, _ in turns) / sum(t for _, t in turns), len(turns)
+
+
 def prediction_rows(path, texts, sizes, student):
     """Row 6: `ade_distill.py --predict_file` end to end (start-up included) over each of `sizes` sentences
     (the corpus's, repeated), in each precision of precisions(), with the process's own peak resident
-    memory (VmHWM), beside the bare encoder's rate before and after them (the ratio: to their mean).
-    `student`: a trained out_dir (--student), else MiniLM with untrained heads."""
+    memory (VmHWM), against the bare encoder's rate over the same sentences taken in turns with the run
+    (in_turns). `student`: a trained out_dir (--student), else MiniLM with untrained heads."""
     with tempfile.TemporaryDirectory() as tmp:
         if not student:
             student = tmp
             torch.manual_seed(0)
             model.save_student(model.AdeModel(model.load_encoder(path)), os.path.join(tmp, "student"), path,
                                {"task": "ade", "types": ["drug", "ade"], "max_len": 128})
-        encoder = model.load_encoder(path).eval()
-        encs = data.encode(model.load_tokenizer(path), texts[:10000], 128)
-        inputs = [padded(encs, b) for b in data.length_batches([len(e["ids"]) for e in encs], 64)]
+        encoder, tokenizer = model.load_encoder(path).eval(), model.load_tokenizer(path)
         for precision in precisions():
             dtype = model.choose_precision(torch.device("cpu"), precision)[0]
-
-            @torch.no_grad()
-            def encoder_only():
-                with model.autocast(torch.device("cpu"), dtype):
-                    for ids, mask in inputs:
-                        encoder(ids, mask)
-
-            before = len(encs) / seconds(encoder_only, repeat=1)
-            runs = []  # (n, wall, peak MiB)
+            runs = []  # (n, wall, the encoder's sentences/s, turns, peak MiB)
             for n in sizes:
-                infile = os.path.join(tmp, f"in{n}.jsonl")
+                infile, out, hwm = (os.path.join(tmp, name) for name in (f"in{n}.jsonl", "out.jsonl", "hwm"))
                 with open(infile, "w") as f:
                     f.writelines(json.dumps({"id": str(i), "text": texts[i % len(texts)]}) + "\n"
                                  for i in range(n))
-                t0 = time.perf_counter()
-                hwm = os.path.join(tmp, "hwm")
-                done = subprocess.run([sys.executable, "-c", PEAK_CHILD.format(root=ROOT), hwm,
-                                       f"--out_dir={student}", f"--predict_file={infile}", f"--amp={precision}",
-                                       f"--predict_out={os.path.join(tmp, f'out{n}{precision}.jsonl')}"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                wall = time.perf_counter() - t0
-                if done.returncode:
-                    sys.exit(f"error: --predict_file exited with status {done.returncode}:\n{done.stderr[-2000:]}")
-                runs.append((n, wall, int(open(hwm).read()) / 1024))
-            # the encoder again after the runs: a shared machine's speed drifts over their minutes
-            after = len(encs) / seconds(encoder_only, repeat=1)
-            for k, (n, wall, peak) in enumerate(runs):
+
+                @torch.no_grad()
+                def turn(start, size=10 if TINY else 1000):  # the encoder over input lines start.. (n, s)
+                    lines = [texts[(start + i) % n % len(texts)] for i in range(size)]
+                    encs = data.encode(tokenizer, lines, 128)
+                    inputs = [padded(encs, b) for b in data.length_batches([len(e["ids"]) for e in encs], 64)]
+                    t0 = time.perf_counter()
+                    with model.autocast(torch.device("cpu"), dtype):
+                        for ids, mask in inputs:
+                            encoder(ids, mask)
+                    return size, time.perf_counter() - t0
+
+                if os.path.exists(out):
+                    os.remove(out)
+                turn(0)  # warm-up
+                wall, rate, turns = in_turns([sys.executable, "-c", PEAK_CHILD.format(root=ROOT), hwm,
+                                              f"--out_dir={student}", f"--predict_file={infile}",
+                                              f"--amp={precision}", f"--predict_out={out}"], out, turn)
+                runs.append((n, wall, rate, turns, int(open(hwm).read()) / 1024))
+            for k, (n, wall, rate, turns, peak) in enumerate(runs):
                 row(f"6. --predict_file, {n:,} sentences, {precision} (sentences/s)", f"{n / wall:.0f}",
-                    f"encoder alone {before:.0f} before, {after:.0f} after", n / wall / ((before + after) / 2),
-                    f"peak RSS {peak:.0f} MiB" + (f", {peak / runs[0][2]:.2f}x the {sizes[0]:,} sentences'"
+                    f"encoder alone {rate:.0f}, {turns} turn{'s' * (turns > 1)}", n / wall / rate,
+                    f"peak RSS {peak:.0f} MiB" + (f", {peak / runs[0][4]:.2f}x the {sizes[0]:,} sentences'"
                                                   if k else "")
                     + ("" if student != tmp else "; untrained heads"))
 
