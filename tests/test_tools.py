@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -76,6 +77,30 @@ def test_memory_probe(tiny_bert_dir, data_dir):
     assert "training: " in done.stdout and "for 3 steps" in done.stdout
     assert "predicting test+neg: " in done.stdout
 
+
+def test_benchmark_takes_the_encoders_turns_while_the_run_is_stopped(tmp_path):
+    """Row 6's reference: a real child writing a line every 0.1 s of its CPU time, stopped by SIGSTOP during
+    each turn (its file does not grow while a turn sleeps 0.3 s), its time counted without the turns'."""
+    sys.path.insert(0, TOOLS)
+    import benchmark
+    out = str(tmp_path / "out.txt")
+    child = ("import sys, time\nfor i in range(12):\n    open(sys.argv[1], 'a').write(f'{i}\\n')\n"
+             "    while time.process_time() < 0.1 * (i + 1):\n        pass\n")  # stopped, its clock stops
+    seen = []
+
+    def turn(start):
+        grown = open(out).read().count("\n") if os.path.exists(out) else 0
+        time.sleep(0.3)
+        seen.append((start, grown, open(out).read().count("\n") if os.path.exists(out) else 0))
+        return 100, 0.5
+
+    t0 = time.perf_counter()
+    wall, rate, turns = benchmark.in_turns([sys.executable, "-c", child, out], out, turn, every=0.25)
+    elapsed = time.perf_counter() - t0
+    assert turns == len(seen) >= 3 and rate == 200
+    assert all(before == after == start for start, before, after in seen)  # stopped: nothing written
+    assert [start for start, _, _ in seen] == sorted(start for start, _, _ in seen) and seen[-1][0] == 12
+    assert 1.2 <= wall <= elapsed - 0.3 * (turns - 1)
 
 @pytest.mark.slow
 def test_benchmark_tiny(tiny_bert_dir, data_dir):

@@ -297,7 +297,7 @@ def in_turns(command, out, turn, every=30.0):
     the command reads), then resumes it (SIGCONT); one more turn after it ends. This VM's speed drifts by
     10-15 % within minutes: turns spread over the run see the drift the run sees, where a reference
     measured before and after a 10-minute run does not. -> (the command's unpaused seconds, the turns'
-    sentences/s)"""
+    sentences/s, their number)"""
     def lines():
         with open(out, "rb") if os.path.exists(out) else open(os.devnull, "rb") as f:
             return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
@@ -313,6 +313,8 @@ def in_turns(command, out, turn, every=30.0):
             except subprocess.TimeoutExpired:
                 t1 = time.perf_counter()
                 os.kill(proc.pid, signal.SIGSTOP)
+                while open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] not in "TZ":
+                    time.sleep(0.001)  # until it has stopped (T), or ended (Z)
                 turns.append(turn(lines()))
                 os.kill(proc.pid, signal.SIGCONT)
                 paused += time.perf_counter() - t1
