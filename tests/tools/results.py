@@ -150,7 +150,7 @@ WHAT_WAS_TRIED = [
     ("Decoding vectorised over the whole batch (spans from the tag arrays, span sums by cumulative sums), "
      "against a sentence and a drug at a time", "-", "the same spans on 5,129 sentences (one confidence "
      "differs in its 4th decimal); decoding 0.77 -> 0.61 s over 2,000 sentences, about 2 % of prediction's "
-     "time (cProfile, fp32: the encoder's operations 11.4 of 12.7 s)", "a sentence at a time (8 lines over "
+     "time (cProfile, fp32: the encoder's operations 11.4 of 12.7 s)", "a sentence at a time (7 lines over "
      "the round's 2,550 for 2 %)", "9070623"),
     ("`--predict_file`'s length sort over windows of 10,000 sentences, against its chunk's 1,000", "-",
      "fp32, the two taken in turns: 182 and 199 sentences/s against 183 and 189; padded tokens 364,160 "
