@@ -88,10 +88,13 @@ def test_benchmark_takes_the_encoders_turns_while_the_run_is_stopped(tmp_path):
              "    while time.process_time() < 0.1 * (i + 1):\n        pass\n")  # stopped, its clock stops
     seen = []
 
+    def written():
+        return open(out).read().count("\n") if os.path.exists(out) else 0
+
     def turn(start):
-        grown = open(out).read().count("\n") if os.path.exists(out) else 0
+        before = written()
         time.sleep(0.3)
-        seen.append((start, grown, open(out).read().count("\n") if os.path.exists(out) else 0))
+        seen.append((start, before, written()))
         return 100, 0.5
 
     t0 = time.perf_counter()

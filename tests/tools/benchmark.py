@@ -305,7 +305,7 @@ def in_turns(command, out, turn, every=30.0):
     turns, paused = [], 0.0
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
         while True:
             try:
                 proc.wait(timeout=every)
