@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,6 +69,24 @@ def test_start_cost_sweep(trained_out, data_dir):
         assert lines[1].startswith("| start cost | dev score | dev | dev+neg | test | test+neg |")
         import ade_distill
         assert [float(line.split("|")[1]) for line in lines[3:]] == ade_distill.COST_GRID
+
+
+def test_calibration_noise_floor_on_hand_made_pairs():
+    """Worked out by hand, a calibrated student's error: two pairs at 0.5 (one bin) are correct in one of
+    them half the time (error 0), else in both or neither (0.5): mean 0.25; pairs at 0.9 and 0.1 (two bins):
+    E|y - 0.9| = 0.9 x 0.1 + 0.1 x 0.9 = 0.18, and so for 0.1: mean 0.18."""
+    sys.path.insert(0, TOOLS)
+    import calibration_noise
+    assert abs(calibration_noise.floor(np.array([0.5, 0.5]), draws=4000).mean() - 0.25) < 0.02
+    assert abs(calibration_noise.floor(np.array([0.9, 0.1]), draws=4000).mean() - 0.18) < 0.02
+
+
+def test_calibration_noise_reads_the_pairs_the_run_scored(trained_out, data_dir, tmp_path):
+    run_tool("calibration_noise.py", f"--runs={trained_out}", "--draws=20", f"--out_dir={tmp_path}",
+             data_dir=data_dir)
+    row = open(tmp_path / "calibration_noise.md").read().splitlines()[2].split(" | ")
+    scored = next(r for r in json.load(open(os.path.join(trained_out, "results.json"))) if "confidence" in r)
+    assert row[0] == f"| {os.path.basename(trained_out)}" and float(row[2]) == round(scored["confidence"]["ece"], 3)
 
 
 def test_memory_probe(tiny_bert_dir, data_dir):

@@ -35,6 +35,7 @@ bc5cdr_gold | ade_distill.py --task=ner --dataset=bc5cdr --teacher=gold
 default_fp32 | ade_distill.py --amp=fp32
 supervised_fp32 | ade_distill.py --amp=fp32 --teacher=gold --empty_ratio=0 --epochs=10
 benchmark | tests/tools/benchmark.py --student=runs/default_s0
+calibration_noise | tests/tools/calibration_noise.py --runs=runs/default_s0,runs/default_s1,runs/default_s2,runs/supervised_s0
 cv10 | ade_distill.py --teacher=gold --empty_ratio=0 --epochs=4 --cv=10
 real_llm | tests/tools/real_llm.py --server_python=$LLM_PYTHON --gguf=$GGUF
 "
