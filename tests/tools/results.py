@@ -60,13 +60,13 @@ TOOL_TABLES = [
 ]
 # A tool's table shown after the confidence table
 CALIBRATION_NOISE = (
-    "How much of the calibration error is the sample's", "`tests/tools/calibration_noise.py` on the "
-    "students of the confidence table, seed 0 to 2 and the supervised one of seed 0, over the same pairs of "
-    "test+neg: the error, and what a perfectly calibrated student with the same confidences would "
-    "read on as many pairs (its docstring says how each is drawn); on dev+neg, where Platt scaling "
-    "is fitted, its error there and cross-fitted. The same command retrained on another CPU gives a student "
-    "that differs in its last bits (other kernels), and so do its confidences and their error: the student "
-    "column names where each was trained.",
+    "How much of the calibration error is the sample's", "`tests/tools/calibration_noise.py` on students "
+    "of the confidence table's commands (default, seeds 0 to 2; supervised, seed 0), over all the pairs each "
+    "predicts on test+neg: the error, and what a perfectly calibrated student with the same confidences "
+    "would read on as many pairs (its docstring says how each is drawn); on dev+neg, where Platt scaling is "
+    "fitted, its error there and cross-fitted. The student column says where and when each was trained: "
+    "the same command on another CPU gives a student that differs in its last bits (other kernels), and so "
+    "do its confidences and their error, which then differ from the confidence table's.",
     "calibration_noise", "calibration_noise.md")
 # Measured by older code than the tables above (each lever's commit): the record of what each did, typed
 # from those runs' logs, not rerun.
@@ -167,7 +167,7 @@ WHAT_WAS_TRIED = [
     ("Other maps in place of Platt scaling, each fitted on dev+neg, chosen there by its ECE "
      "cross-fitted (5 folds, 20 shuffles), on the default students of seeds 0 / 1 / 2 and the supervised "
      "one of seed 0 retrained on an Intel Xeon: sigmoid(a logit c + q (logit c)^2 + b); sigmoid(a c + b); "
-     "isotonic regression (interpolated); Platt on the two factors (the line above)", "cross-fitted ECE on "
+     "isotonic regression (interpolated); Platt scaling on a pair's two factors (its own line)", "cross-fitted ECE on "
      "dev+neg, mean of the four: 0.029; 0.038; 0.042; 0.034, against Platt's 0.034", "ECE on test+neg "
      "0.056 / 0.025 / 0.046 / 0.027; 0.063 / 0.037 / 0.049 / 0.043; 0.075 / 0.050 / 0.070 / 0.038; 0.037 / "
      "0.048 / 0.058 / 0.031, against 0.053 / 0.034 / 0.038 / 0.026", "Platt (on dev only the quadratic "
