@@ -138,6 +138,7 @@ def test_benchmark_takes_the_encoders_turns_while_the_run_is_stopped(tmp_path):
     assert [start for start, _, _ in seen] == sorted(start for start, _, _ in seen) and seen[-1][0] == 12
     assert 1.2 <= wall <= elapsed - 0.3 * (turns - 1)
 
+
 @pytest.mark.slow
 def test_benchmark_tiny(tiny_bert_dir, data_dir):
     done = run_tool("benchmark.py", "--tiny", "--row=1,2,3,4,8,9,11", f"--init_from={tiny_bert_dir}",

@@ -167,11 +167,11 @@ WHAT_WAS_TRIED = [
     ("Other maps in place of Platt scaling, each fitted on dev+neg, chosen there by its ECE "
      "cross-fitted (5 folds, 20 shuffles), on the default students of seeds 0 / 1 / 2 and the supervised "
      "one of seed 0 retrained on an Intel Xeon: sigmoid(a logit c + q (logit c)^2 + b); sigmoid(a c + b); "
-     "isotonic regression (interpolated); Platt scaling on a pair's two factors (its own line)", "cross-fitted ECE on "
-     "dev+neg, mean of the four: 0.029; 0.038; 0.042; 0.034, against Platt's 0.034", "ECE on test+neg "
-     "0.056 / 0.025 / 0.046 / 0.027; 0.063 / 0.037 / 0.049 / 0.043; 0.075 / 0.050 / 0.070 / 0.038; 0.037 / "
-     "0.048 / 0.058 / 0.031, against 0.053 / 0.034 / 0.038 / 0.026", "Platt (on dev only the quadratic "
-     "beats it, and not on test; the two factors tie it on dev)", "9070623"),
+     "isotonic regression (interpolated); Platt scaling on a pair's two factors (its own line)",
+     "cross-fitted ECE on dev+neg, mean of the four: 0.029; 0.038; 0.042; 0.034, against Platt's 0.034",
+     "ECE on test+neg 0.056 / 0.025 / 0.046 / 0.027; 0.063 / 0.037 / 0.049 / 0.043; 0.075 / 0.050 / 0.070 "
+     "/ 0.038; 0.037 / 0.048 / 0.058 / 0.031, against 0.053 / 0.034 / 0.038 / 0.026",
+     "Platt (on dev only the quadratic beats it, and not on test; the two factors tie it on dev)", "9070623"),
 ]
 # The papers' own figures (test lenient F1; 10-fold strict F1), for comparison: quoted, not measured here.
 PAPERS = [("Gu et al. 2023, test lenient F1: GPT-3.5 zero-shot / 5-shot", "78.22 / 85.21"),
